@@ -1,0 +1,1 @@
+complete --command jukebox --no-files --arguments "(env _JUKEBOX_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) jukebox)" --condition "env _JUKEBOX_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) jukebox"

@@ -1,0 +1,1 @@
+"""The command line: parses options, calls the engine, renders results. No tensor maths here."""

@@ -1,0 +1,38 @@
+"""The one table from exception type to exit code and hint (subclasses first).
+
+Exit codes: 0 ok; 1 unexpected; 2 usage/config; 3 checkpoint/network; 4 audio cannot be read or written;
+5 device/out of memory; 6 audio unusable (NaN/inf, too short); 7 output exists (use --force); 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+from jukebox_cli.engine import errors as e
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_INTERRUPTED = 130
+
+# (type, exit code, hint shown under the message)
+ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
+    (e.OutputExistsError, 7, "Pass --force to overwrite, or choose another output with -o."),
+    (e.InvalidAudio, 6, "Check the input file: it must hold finite samples and be long enough."),
+    (e.AudioNotFound, 4, "Check the path."),
+    (e.UnsupportedAudioFormat, 4, "Convert the file to WAV or FLAC (e.g. with ffmpeg) and try again."),
+    (e.AudioError, 4, "The file may be truncated or corrupt; try re-exporting it."),
+    (e.CheckpointNotFound, 3, "See `jukebox --help` for what --model accepts."),
+    (e.IncompatibleCheckpoint, 3, "Pass a checkpoint of the right kind and architecture."),
+    (e.CheckpointError, 3, ""),
+    (e.DeviceError, 5, "Try --device cpu."),
+    (e.LabelError, 2, ""),
+    (e.ConfigError, 2, "See the command's --help."),
+    (e.TrainingError, 1, ""),
+    (e.JukeboxError, 1, ""),
+]
+
+
+def lookup(error: BaseException) -> tuple[int, str]:
+    """Exit code and hint for ``error`` (unexpected errors: 1 and a pointer to --debug)."""
+    for kind, code, hint in ERROR_TABLE:
+        if isinstance(error, kind):
+            return code, hint
+    return EXIT_UNEXPECTED, ""

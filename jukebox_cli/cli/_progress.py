@@ -1,0 +1,60 @@
+"""Renders the engine's progress events with rich (on stderr, so --json output stays clean)."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from jukebox_cli.engine.progress import Advanced, Event, StageFinished, StageStarted
+
+
+class RichProgress:
+    """A progress callback: one row per running stage; finished stages disappear.
+
+    Use as a context manager around the engine call; with ``enabled=False`` every event is ignored.
+    """
+
+    def __init__(self, *, enabled: bool = True, console: Console | None = None) -> None:
+        self.enabled = enabled
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[unit]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console or Console(stderr=True),
+            transient=True,
+            disable=not enabled,
+            refresh_per_second=8,  # throttled: the engine may emit thousands of events per second
+        )
+        self._tasks: dict[str, int] = {}
+
+    def __enter__(self) -> RichProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._progress.stop()
+
+    def __call__(self, event: Event) -> None:
+        if not self.enabled:
+            return
+        if isinstance(event, StageStarted):
+            self._tasks[event.name] = self._progress.add_task(event.name, total=event.total, unit=event.unit)
+        elif isinstance(event, Advanced) and event.name in self._tasks:
+            self._progress.advance(self._tasks[event.name], event.n)
+        elif isinstance(event, StageFinished) and event.name in self._tasks:
+            self._progress.remove_task(self._tasks.pop(event.name))

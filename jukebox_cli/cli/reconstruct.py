@@ -1,0 +1,186 @@
+"""``jukebox reconstruct``: round-trip a song through each VQ-VAE level, with metrics and a figure."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from jukebox_cli.cli._options import AudioIn, Device, Force, Json, Model, Quiet
+from jukebox_cli.cli._progress import RichProgress
+
+
+class AudioFormat(str, Enum):
+    wav = "wav"
+    flac = "flac"
+
+
+class BitDepth(str, Enum):
+    pcm16 = "16"
+    pcm24 = "24"
+    float32 = "float"
+
+
+SUBTYPES = {BitDepth.pcm16: "PCM_16", BitDepth.pcm24: "PCM_24", BitDepth.float32: "FLOAT"}
+
+
+def reconstruct(
+    song: AudioIn,
+    *,
+    model: Model = "tiny",
+    levels: Annotated[
+        str | None, typer.Option(help="Levels to use, e.g. 2,1,0 (default: all, top first).")
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")] = Path("reconstruction"),
+    audio_format: Annotated[
+        AudioFormat, typer.Option("--format", help="Audio file format.")
+    ] = AudioFormat.wav,
+    bit_depth: Annotated[BitDepth, typer.Option(help="Sample format (float keeps peaks above 0 dBFS).")] = (
+        BitDepth.pcm16
+    ),
+    figure: Annotated[bool, typer.Option(help="Write the chromagram/spectrogram comparison figure.")] = True,
+    chunk_seconds: Annotated[
+        float, typer.Option(min=0.1, help="Process long audio in chunks of this length (bounded memory).")
+    ] = 12.0,
+    device: Device = "auto",
+    force: Force = False,
+    quiet: Quiet = False,
+    json_output: Json = False,
+) -> None:
+    """Encode SONG through each VQ-VAE level and decode it again, to hear what each level keeps.
+
+    Writes level_N.wav per level, input.wav (the model's view of the input: mono, resampled),
+    metrics.json and reconstruction.png (chromagram + spectrogram of the input beside each level).
+
+    Examples:
+
+        jukebox reconstruct song.flac --model tiny -o out/
+
+        jukebox reconstruct song.mp3 --model vqvae.pth.tar --levels 2,0 -o out/ --force
+    """
+    from jukebox_cli.engine import audio as audio_io
+    from jukebox_cli.engine.checkpoints import load_vqvae
+    from jukebox_cli.engine.devices import resolve_device
+    from jukebox_cli.engine.errors import ConfigError, OutputExistsError
+    from jukebox_cli.engine.files import write_json
+    from jukebox_cli.engine.reconstruct import parse_levels
+    from jukebox_cli.engine.reconstruct import reconstruct as run_reconstruct
+
+    console = Console(stderr=True, soft_wrap=True)
+    audio_io.audio_info(song)  # fail on a bad input before loading a model
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"Output {output} exists and is not a folder.")
+    loaded = load_vqvae(model, device=resolve_device(device))
+    vqvae = loaded.model
+    level_list = (
+        parse_levels(levels, vqvae.levels) if levels is not None else list(range(vqvae.levels - 1, -1, -1))
+    )
+    ext = audio_format.value
+    targets = [output / f"level_{lv}.{ext}" for lv in level_list] + [
+        output / f"input.{ext}",
+        output / "metrics.json",
+    ]
+    if figure:
+        targets.append(output / "reconstruction.png")
+    existing = [str(p) for p in targets if p.exists()]
+    if existing and not force:
+        raise OutputExistsError(
+            f"{existing[0]} already exists"
+            + (f" (and {len(existing) - 1} more)" if len(existing) > 1 else "")
+            + "."
+        )
+
+    samples = audio_io.load_audio(song, vqvae.sample_rate)
+    with RichProgress(enabled=not quiet) as progress:
+        result = run_reconstruct(
+            vqvae,
+            samples,
+            level_list,
+            chunk_samples=int(chunk_seconds * vqvae.sample_rate),
+            progress=progress,
+        )
+
+    subtype = SUBTYPES[bit_depth]
+    written, clipped = [], []
+    report = audio_io.save_audio(
+        output / f"input.{ext}", samples, vqvae.sample_rate, subtype=subtype, overwrite=force
+    )
+    written.append(report.path)
+    for level, item in result.levels.items():
+        report = audio_io.save_audio(
+            output / f"level_{level}.{ext}", item.audio, vqvae.sample_rate, subtype=subtype, overwrite=force
+        )
+        written.append(report.path)
+        if report.n_clipped:
+            clipped.append((report.path, report.n_clipped, report.peak))
+    summary = {
+        "input": str(song),
+        "model": loaded.source,
+        "pretrained": loaded.pretrained,
+        "sample_rate": vqvae.sample_rate,
+        "duration": len(samples) / vqvae.sample_rate,
+        "levels": [item.summary() for item in result.levels.values()],
+    }
+    written.append(write_json(output / "metrics.json", summary, overwrite=force))
+    if figure:
+        from jukebox_cli.engine import plots
+
+        fig = plots.plot_reconstruction(
+            result.input,
+            {lv: item.audio for lv, item in result.levels.items()},
+            vqvae.sample_rate,
+            metrics={
+                lv: {"sc_db": item.spectral_convergence_db, "snr_db": item.snr_db}
+                for lv, item in result.levels.items()
+            },
+            hop_lengths=dict(enumerate(vqvae.hop_lengths)),
+            title=f"{song.name} through {Path(loaded.source).name}",
+        )
+        written.append(plots.save_figure(fig, output / "reconstruction.png", overwrite=force))
+
+    if not loaded.pretrained and not quiet:
+        console.print(
+            f"[yellow]note:[/] model {loaded.source!r} has untrained random weights: the output shows the "
+            "pipeline, not the sound quality of a trained model."
+        )
+    for path, count, peak in clipped:
+        console.print(
+            f"[yellow]warning:[/] {path}: {count} samples beyond full scale were clipped (peak {peak:.2f}); "
+            "use --bit-depth float to keep them."
+        )
+    if json_output:
+        typer.echo(json.dumps({**summary, "files": [str(p) for p in written]}, indent=2))
+    elif not quiet:
+        _print_table(summary)
+        for path in written:
+            Console(soft_wrap=True).print(f"wrote {path}", highlight=False)
+
+
+def _print_table(summary: dict) -> None:
+    table = Table(title=f"VQ-VAE round trip ({summary['duration']:.1f} s at {summary['sample_rate']} Hz)")
+    for column in (
+        "level",
+        "hop",
+        "codes",
+        "spectral conv. (dB)",
+        "SNR (dB)",
+        "codes used",
+        "entropy (bits)",
+    ):
+        table.add_column(column, justify="right")
+    for row in summary["levels"]:
+        table.add_row(
+            str(row["level"]),
+            str(row["hop_length"]),
+            f"{row['n_codes']:,}",
+            f"{row['spectral_convergence_db']:.2f}",
+            f"{row['snr_db']:.2f}",
+            f"{row['codes_used']} ({100 * row['codebook_usage']:.0f}%)",
+            f"{row['code_entropy_bits']:.2f}",
+        )
+    Console().print(table)

@@ -1,0 +1,398 @@
+"""Checkpoint layouts, the native file format, and turning a ``--model`` value into a model.
+
+Three layouts of the same weights (spec section 8):
+
+- ``"original"``: OpenAI's ``.pth.tar`` files; the state dict is ``checkpoint["model"]``. Our module names
+  mirror it, so only a leading ``module.`` (left by DistributedDataParallel) is stripped.
+- ``"hub"``: the Hugging Face ``openai/jukebox-*`` repositories; the VQ-VAE lives under ``vqvae.`` with the
+  renames of spec 8.5 (``downsample_block``, ``resnet_block.j.conv1d_1``, ``codebook``, ...).
+- ``"native"``: what jukebox-cli writes: one safetensors file per model part, carrying its config as JSON
+  in the file's metadata, so a file is self-describing.
+
+Every import is strict: each key and shape must match, and a mismatch names the keys that differ.
+Tensors are cast to the destination dtype (released priors store some weights in float16).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from jukebox_cli.engine.errors import CheckpointError, CheckpointNotFound, ConfigError, IncompatibleCheckpoint
+
+LAYOUTS = ("original", "hub", "native")
+FORMAT_NAME = "jukebox-cli"
+FORMAT_VERSION = 1
+HUB_VQVAE_PREFIX = "vqvae."
+
+# -- key renaming: original -> hub (spec 8.5) --------------------------------------------------------------
+
+
+def _resnet_hub(rest: str) -> str:
+    """``{model|blocks}.j.model.{1,3}.X`` inside a resnet -> ``resnet_block.j.conv1d_{1,2}.X``."""
+    match = re.fullmatch(r"(?:model|blocks)\.(\d+)\.model\.([13])\.(\w+)", rest)
+    if match is None:
+        raise KeyError(rest)
+    block, conv, param = match.groups()
+    return f"resnet_block.{block}.conv1d_{1 if conv == '1' else 2}.{param}"
+
+
+def _encoder_block_hub(rest: str) -> str:
+    if m := re.fullmatch(r"model\.(\d+)\.0\.(\w+)", rest):  # strided conv of step i
+        return f"downsample_block.{2 * int(m[1])}.{m[2]}"
+    if m := re.fullmatch(r"model\.(\d+)\.1\.(.+)", rest):  # resnet of step i
+        return f"downsample_block.{2 * int(m[1]) + 1}.{_resnet_hub(m[2])}"
+    if m := re.fullmatch(r"model\.\d+\.(\w+)", rest):  # the final projection, model.{down_t}
+        return f"proj_out.{m[1]}"
+    raise KeyError(rest)
+
+
+def _decoder_block_hub(rest: str) -> str:
+    if m := re.fullmatch(r"model\.0\.(\w+)", rest):
+        return f"proj_in.{m[1]}"
+    if m := re.fullmatch(r"model\.(\d+)\.0\.(.+)", rest):  # resnet of step i (model index i + 1)
+        return f"upsample_block.{2 * (int(m[1]) - 1)}.{_resnet_hub(m[2])}"
+    if m := re.fullmatch(r"model\.(\d+)\.1\.(\w+)", rest):  # transposed conv of step i
+        return f"upsample_block.{2 * (int(m[1]) - 1) + 1}.{m[2]}"
+    raise KeyError(rest)
+
+
+def vqvae_key_to_hub(key: str) -> str:
+    """Original/native VQ-VAE key -> key in the Hugging Face ``JukeboxModel`` (with the ``vqvae.`` prefix).
+
+    Raises:
+        KeyError: a key that is not part of a VQ-VAE.
+    """
+    if m := re.fullmatch(r"(encoders\.\d+\.level_blocks\.\d+)\.(.+)", key):
+        return HUB_VQVAE_PREFIX + f"{m[1]}.{_encoder_block_hub(m[2])}"
+    if m := re.fullmatch(r"(decoders\.\d+\.level_blocks\.\d+)\.(.+)", key):
+        return HUB_VQVAE_PREFIX + f"{m[1]}.{_decoder_block_hub(m[2])}"
+    if re.fullmatch(r"decoders\.\d+\.out\.\w+", key):
+        return HUB_VQVAE_PREFIX + key
+    if m := re.fullmatch(r"bottleneck\.level_blocks\.(\d+)\.k", key):
+        return HUB_VQVAE_PREFIX + f"bottleneck.level_blocks.{m[1]}.codebook"
+    raise KeyError(key)
+
+
+# -- import / export ---------------------------------------------------------------------------------------
+
+
+def _model_kind(model: nn.Module) -> str:
+    from jukebox_cli.engine.vqvae import VQVAE
+
+    if isinstance(model, VQVAE):
+        return "vqvae"
+    raise ConfigError(f"Checkpoint layouts are not defined for {type(model).__name__}.")
+
+
+def _hub_renamer(model: nn.Module) -> Callable[[str], str]:
+    kind = _model_kind(model)
+    return {"vqvae": vqvae_key_to_hub}[kind]
+
+
+def _strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state_dict.items()}
+
+
+def _describe_foreign(keys: set[str]) -> str:
+    """A guess at what a foreign state dict is, for error messages."""
+    if any(k.startswith(("prior.", "y_emb.", "conditioner_blocks.", "prime_prior.")) for k in keys):
+        return " It looks like a prior (top prior or upsampler), not a VQ-VAE."
+    if any(k.startswith("priors.") for k in keys) and not any(k.startswith(HUB_VQVAE_PREFIX) for k in keys):
+        return " It holds hub-layout priors but no VQ-VAE."
+    return ""
+
+
+def _check_compatible(
+    expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], what: str
+) -> None:
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    wrong_shape = [
+        f"{k} {tuple(given[k].shape)} != {tuple(expected[k].shape)}"
+        for k in expected
+        if k in given and tuple(given[k].shape) != tuple(expected[k].shape)
+    ]
+    if not (missing or unexpected or wrong_shape):
+        return
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+        if items:
+            more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+            parts.append(f"{len(items)} {label}: {', '.join(items[:3])}{more}")
+    raise IncompatibleCheckpoint(
+        f"{what} does not match this architecture: {'; '.join(parts)}.{_describe_foreign(set(given))}"
+    )
+
+
+def import_state_dict(model: nn.Module, state_dict: Mapping, layout: str) -> None:
+    """Load weights given in ``layout`` into ``model``, strictly, casting to each destination dtype.
+
+    Args:
+        model: a model built with the matching config (any device, ``meta`` included: then the tensors
+            are assigned rather than copied).
+        state_dict: for ``"original"`` either the file's dict (``{"model": ..., ...}``) or its ``model``
+            entry; for ``"hub"`` the (possibly whole-bundle) hub state dict; for ``"native"`` ours.
+        layout: one of ``"original"``, ``"hub"``, ``"native"``.
+
+    Raises:
+        ConfigError: unknown layout.
+        IncompatibleCheckpoint: keys or shapes differ (the message lists them).
+    """
+    if layout not in LAYOUTS:
+        raise ConfigError(f"Unknown checkpoint layout {layout!r}; use one of {', '.join(LAYOUTS)}.")
+    if layout == "original" and isinstance(state_dict.get("model"), Mapping):
+        state_dict = state_dict["model"]
+    state_dict = _strip_module_prefix(state_dict)
+    expected = model.state_dict()
+    if layout == "hub":
+        to_hub = _hub_renamer(model)
+        from_hub = {to_hub(k): k for k in expected}
+        prefix = HUB_VQVAE_PREFIX
+        ours = {k: v for k, v in state_dict.items() if k.startswith(prefix)}
+        if not ours:
+            _check_compatible(expected, {}, f"Hub checkpoint (no '{prefix}*' keys)")
+        state_dict = {from_hub.get(k, f"<hub> {k}"): v for k, v in ours.items()}
+    _check_compatible(expected, state_dict, f"{layout.capitalize()}-layout checkpoint")
+    on_meta = any(t.is_meta for t in expected.values())
+    casted = {
+        k: state_dict[k].to(dtype=expected[k].dtype, device=None if on_meta else expected[k].device)
+        for k in expected
+    }
+    model.load_state_dict(casted, strict=True, assign=on_meta)
+    if on_meta:
+        device = next(iter(casted.values())).device
+        for module in model.modules():
+            for name, buffer in module.named_buffers(recurse=False):
+                if buffer.is_meta:  # buffers that are not saved (training statistics) start at zero
+                    setattr(module, name, torch.zeros_like(buffer, device=device))
+            if hasattr(module, "initialised"):  # assign=True bypasses the hook that marks codebooks loaded
+                module.initialised = True
+
+
+def export_state_dict(model: nn.Module, layout: str) -> dict[str, torch.Tensor]:
+    """``model``'s weights in ``layout`` (for ``"original"``: the ``model`` entry of a ``.pth.tar``).
+
+    Raises:
+        ConfigError: unknown layout.
+    """
+    if layout not in LAYOUTS:
+        raise ConfigError(f"Unknown checkpoint layout {layout!r}; use one of {', '.join(LAYOUTS)}.")
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    if layout == "hub":
+        to_hub = _hub_renamer(model)
+        return {to_hub(k): v for k, v in state.items()}
+    return state
+
+
+# -- files -------------------------------------------------------------------------------------------------
+
+
+def _atomic_path(path: Path) -> tuple[int, Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    return fd, Path(tmp)
+
+
+def save_native(model: nn.Module, path: str | Path) -> Path:
+    """Write ``model`` as a self-describing safetensors file (config in the metadata), atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    kind = _model_kind(model)
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "kind": kind,
+        "config": json.dumps(model.config.to_dict()),
+    }
+    tensors = {k: v.contiguous().cpu() for k, v in export_state_dict(model, "native").items()}
+    fd, tmp = _atomic_path(path)
+    os.close(fd)
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_native_metadata(path: Path) -> dict[str, str]:
+    """The metadata of a safetensors file ({} when it has none)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except Exception as err:  # safetensors raises its own error types for bad headers
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err}).") from err
+
+
+def load_torch_file(path: Path) -> Mapping:
+    """``torch.load`` restricted to tensors and plain containers (never arbitrary pickled objects)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:
+        # Legacy (pre-zipfile) files cannot be memory-mapped; they are still read with weights_only.
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise CheckpointError(f"Cannot read {path} as a PyTorch checkpoint: {_first_line(err)}") from err
+    except Exception as err:  # pickle.UnpicklingError for non-tensor payloads, EOFError for truncation, ...
+        raise CheckpointError(
+            f"Refusing or unable to read {path}: {_first_line(err)} (only tensors and plain containers are "
+            "loaded, with weights_only=True)."
+        ) from err
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def detect_layout(state_dict: Mapping) -> str:
+    """Guess a VQ-VAE state dict's layout from its keys."""
+    if isinstance(state_dict.get("model"), Mapping):
+        return "original"
+    keys = list(state_dict)
+    if any(k.startswith(HUB_VQVAE_PREFIX) for k in keys):
+        return "hub"
+    return "original"
+
+
+# -- resolving --model -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedVQVAE:
+    """A VQ-VAE and where it came from (for messages and run records)."""
+
+    model: nn.Module
+    source: str
+    pretrained: bool
+
+
+def _config_from_original_hps(hps: Mapping) -> dict:
+    """Map the original hparams names found in a ``.pth.tar`` onto VQVAEConfig fields."""
+    names = {
+        "sr": "sample_rate",
+        "levels": "levels",
+        "downs_t": "downs_t",
+        "strides_t": "strides_t",
+        "emb_width": "emb_width",
+        "l_bins": "codebook_size",
+        "l_mu": "ema_decay",
+        "width": "width",
+        "depth": "depth",
+        "hvqvae_multipliers": "multipliers",
+        "m_conv": "m_conv",
+        "dilation_growth_rate": "dilation_growth_rate",
+        "dilation_cycle": "dilation_cycle",
+        "vqvae_reverse_decoder_dilation": "reverse_decoder_dilation",
+        "commit": "commit",
+    }
+    return {ours: hps[theirs] for theirs, ours in names.items() if theirs in hps}
+
+
+def load_vqvae(spec: str | Path, *, device: str | torch.device = "cpu", seed: int = 0) -> LoadedVQVAE:
+    """Resolve a ``--model`` value to a VQ-VAE.
+
+    Args:
+        spec: a preset name (``tiny``: random weights from ``seed``), a native ``.safetensors`` file, a folder
+            holding ``vqvae.safetensors``, an original-layout ``.pth``/``.pth.tar`` file, or a hub-layout
+            ``.bin``/``.safetensors`` file with ``vqvae.*`` keys.
+        device: where the model should live.
+        seed: initialisation seed for presets without weights.
+
+    Raises:
+        CheckpointNotFound: no such file, or a preset that needs released weights.
+        IncompatibleCheckpoint: a checkpoint of another kind or architecture.
+        CheckpointError: an unreadable file.
+    """
+    from jukebox_cli.engine import presets
+    from jukebox_cli.engine.vqvae import VQVAEConfig
+
+    path = Path(spec)
+    if not path.exists() and str(spec) in presets.VQVAE_PRESETS:
+        name = str(spec)
+        if name in presets.NEEDS_WEIGHTS:
+            raise CheckpointNotFound(
+                f"Preset {name!r} needs pretrained weights ({presets.NEEDS_WEIGHTS[name]}); automatic "
+                "downloads are not available yet, so pass the file's path with --model."
+            )
+        return LoadedVQVAE(build_vqvae_from_config(presets.vqvae_config(name), device, seed), name, False)
+    if not path.exists():
+        known = ", ".join(presets.VQVAE_PRESETS)
+        raise CheckpointNotFound(f"No checkpoint at {path} and no preset of that name (presets: {known}).")
+    if path.is_dir():
+        candidate = path / "vqvae.safetensors"
+        if not candidate.is_file():
+            raise CheckpointNotFound(f"{path} is a folder without a vqvae.safetensors file.")
+        path = candidate
+
+    if path.suffix == ".safetensors":
+        metadata = read_native_metadata(path)
+        if metadata.get("format") == FORMAT_NAME:
+            if metadata.get("kind") != "vqvae":
+                raise IncompatibleCheckpoint(
+                    f"{path} holds a {metadata.get('kind', 'unknown')} model, not a VQ-VAE."
+                )
+            if int(metadata.get("format_version", "0")) > FORMAT_VERSION:
+                raise IncompatibleCheckpoint(
+                    f"{path} was written by a newer jukebox-cli (format {metadata['format_version']}); "
+                    "upgrade jukebox-cli to read it."
+                )
+            config = VQVAEConfig.from_dict(json.loads(metadata["config"]))
+        else:
+            config = presets.vqvae_config("jukebox")
+        from safetensors.torch import load_file
+
+        state, layout = load_file(str(path)), "native" if metadata.get("format") == FORMAT_NAME else None
+    else:
+        state, layout = load_torch_file(path), None
+        hps = state.get("hps") if isinstance(state, Mapping) else None
+        values = _config_from_original_hps(hps) if isinstance(hps, Mapping) else {}
+        config = VQVAEConfig(**values) if values else presets.vqvae_config("jukebox")
+    if not isinstance(state, Mapping):
+        raise IncompatibleCheckpoint(f"{path} does not contain a state dict.")
+    model = build_vqvae_from_config(config, "meta")
+    import_state_dict(model, state, layout or detect_layout(state))
+    return LoadedVQVAE(model.to(device).eval(), str(path), True)
+
+
+def build_vqvae_from_config(config, device: str | torch.device = "cpu", seed: int | None = 0) -> nn.Module:
+    """Build a VQ-VAE; weights are initialised from ``seed`` (skipped on the meta device)."""
+    from jukebox_cli.engine.vqvae import VQVAE
+
+    device = torch.device(device)
+    if device.type == "meta":
+        with device:
+            return VQVAE(config)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = VQVAE(config).eval()
+        _seed_codebooks(model)
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def _seed_codebooks(model: nn.Module, n_samples: int = 2**15) -> None:
+    """Seed untrained codebooks from encoder outputs on noise (the original's data-driven init, spec 3.7).
+
+    An all-zero codebook maps every latent to code 0, so an untrained model would not exercise its codes.
+    The blocks stay marked uninitialised, so training still re-initialises them from real data.
+    """
+    noise = 0.1 * torch.randn(1, 1, max(n_samples, model.hop_lengths[-1] * 8))
+    for level, block in enumerate(model.bottleneck.level_blocks):
+        latent = model.encoders[level](noise)
+        block.init_codebook(latent.permute(0, 2, 1).reshape(-1, latent.shape[1]))
+        block.initialised = False

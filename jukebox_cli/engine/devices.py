@@ -1,0 +1,34 @@
+"""Choosing the device a model runs on."""
+
+from __future__ import annotations
+
+import torch
+
+from jukebox_cli.engine.errors import DeviceError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` -> cuda if available, else mps, else cpu; otherwise validate the named device.
+
+    Raises:
+        DeviceError: an unknown device string, or one that is not available here.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as err:
+        raise DeviceError(f"Unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps.") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"Device {name!r} requested but CUDA is not available on this machine.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(
+            f"Device {name!r} does not exist ({torch.cuda.device_count()} CUDA device(s) here)."
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError("Device 'mps' requested but Apple's Metal backend is not available here.")
+    return device

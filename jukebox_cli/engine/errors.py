@@ -1,0 +1,67 @@
+"""Typed exceptions of the engine.
+
+The CLI maps each type to an exit code and a one-line message (``cli/_errors.py``); library users catch
+``JukeboxError``. This module must not import torch: the CLI imports it at start-up.
+"""
+
+from __future__ import annotations
+
+
+class JukeboxError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class ConfigError(JukeboxError, ValueError):
+    """A configuration or argument a user can fix (bad preset name, bad level list, ...)."""
+
+
+class OutputExistsError(JukeboxError, FileExistsError):
+    """An output path exists and overwriting it was not allowed."""
+
+
+class CheckpointError(JukeboxError):
+    """A checkpoint cannot be found, read or used."""
+
+
+class CheckpointNotFound(CheckpointError, FileNotFoundError):
+    """No checkpoint at the given path, or a preset that needs weights we do not have."""
+
+
+class ChecksumMismatch(CheckpointError):
+    """A file's hash or size differs from what the registry expects."""
+
+
+class IncompatibleCheckpoint(CheckpointError):
+    """A checkpoint of another kind or architecture (the message says which keys or shapes differ)."""
+
+
+class AudioError(JukeboxError):
+    """Audio that cannot be read or written."""
+
+
+class AudioNotFound(AudioError, FileNotFoundError):
+    """The audio path does not exist or is not a regular file."""
+
+
+class UnsupportedAudioFormat(AudioError):
+    """A file no decoder we have can read (or a format we cannot write)."""
+
+
+class AudioDecodeError(AudioError):
+    """An empty, truncated or corrupt audio file."""
+
+
+class InvalidAudio(AudioError):
+    """Audio that was read but cannot be used: NaN/inf samples, or too short for the model."""
+
+
+class DeviceError(JukeboxError):
+    """No such device, or the device ran out of memory."""
+
+
+class LabelError(JukeboxError, ValueError):
+    """Unknown artist or genre."""
+
+
+class TrainingError(JukeboxError):
+    """Training cannot start or continue."""

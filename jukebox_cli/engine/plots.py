@@ -1,0 +1,314 @@
+"""Analysis figures: chromagrams and log spectrograms of inputs and their per-level reconstructions.
+
+The reconstruction figure is the report's picture of what each VQ-VAE level keeps: the top level (hop 128)
+keeps the essentials (pitch classes, visible in the chromagram) and the bottom level (hop 8) the detail
+(visible in the spectrogram's upper bands).
+
+No GUI is touched: figures are plain `matplotlib.figure.Figure` objects with an Agg canvas attached, never
+registered with pyplot, so this works headless and in threads. Features use librosa on numpy arrays.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import librosa
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import QuadMesh
+from matplotlib.figure import Figure
+
+from jukebox_cli.engine.errors import ConfigError, OutputExistsError
+from jukebox_cli.engine.files import atomic_write
+
+# Dynamic range shown by the spectrograms; quieter bins are clipped to the floor.
+TOP_DB = 80.0
+# Target analysis hop in seconds; rounded to a power of two in samples (see `analysis_hop`).
+_TARGET_HOP_S = 0.0125
+_SAVE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
+# Metric keys of `plot_reconstruction` with a nicer label than the key itself.
+_METRIC_LABELS = {"sc_db": "SC {:.1f} dB", "snr_db": "SNR {:.1f} dB", "sc": "SC {:.3f}"}
+
+
+def analysis_hop(sample_rate: int) -> int:
+    """STFT hop used by the figures: the power of two nearest to 12.5 ms.
+
+    That is 512 samples at 44.1 kHz and 256 at 22.05 kHz (11.6 ms); any rate lands between about 9 and 18 ms.
+
+    Args:
+        sample_rate: Audio sample rate in Hz.
+
+    Returns:
+        The hop in samples.
+    """
+    _check_rate(sample_rate)
+    return 2 ** max(0, round(math.log2(sample_rate * _TARGET_HOP_S)))
+
+
+def _check_rate(sample_rate: int) -> None:
+    if not sample_rate > 0:
+        raise ConfigError(f"sample_rate must be positive, got {sample_rate}.")
+
+
+def _as_mono(audio: np.ndarray) -> np.ndarray:
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 2 and 1 in audio.shape:
+        audio = audio.reshape(-1)  # accept [1, T] and [T, 1]
+    if audio.ndim != 1:
+        raise ConfigError(f"Expected mono audio of shape [T], got {list(audio.shape)}.")
+    if audio.size == 0:
+        raise ConfigError("Cannot analyse empty audio.")
+    if not np.all(np.isfinite(audio)):
+        raise ConfigError("Audio contains NaN or infinite samples.")
+    return audio
+
+
+def _stft_sizes(sample_rate: int) -> tuple[int, int, int]:
+    """(hop, chroma n_fft, spectrogram n_fft).
+
+    Chroma gets a long window (8 hops, ~93 ms, librosa's default at 22.05 kHz) to resolve semitones in the
+    bass; the spectrogram a shorter one (4 hops) so transients stay sharp.
+    """
+    hop = analysis_hop(sample_rate)
+    return hop, 8 * hop, 4 * hop
+
+
+def chromagram(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Chromagram of mono audio (librosa ``chroma_stft``), hop as in `analysis_hop`.
+
+    Args:
+        audio: Mono audio ``[T]``.
+        sample_rate: Its sample rate in Hz.
+
+    Returns:
+        ``[12, frames]`` with rows C, C#, ..., B, each frame normalised to a maximum of 1;
+        ``frames = T // hop + 1``.
+
+    Raises:
+        ConfigError: On non-mono, empty or non-finite audio, or a bad sample rate.
+    """
+    audio = _as_mono(audio)
+    hop, n_fft, _ = _stft_sizes(sample_rate)
+    # Short inputs: shrink the window rather than let librosa warn and zero-pad a window past the signal.
+    n_fft = min(n_fft, max(2 ** int(math.log2(audio.size)), 16))
+    return librosa.feature.chroma_stft(y=audio, sr=sample_rate, n_fft=n_fft, hop_length=hop, tuning=0.0)
+
+
+def _magnitude(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    hop, _, n_fft = _stft_sizes(sample_rate)
+    n_fft = min(n_fft, max(2 ** int(math.log2(audio.size)), 16))
+    return np.abs(librosa.stft(audio, n_fft=n_fft, hop_length=hop))
+
+
+def log_spectrogram(
+    audio: np.ndarray, sample_rate: int, *, reference: np.ndarray | None = None, top_db: float = TOP_DB
+) -> np.ndarray:
+    """Magnitude spectrogram in dB (librosa ``amplitude_to_db``), hop as in `analysis_hop`.
+
+    Args:
+        audio: Mono audio ``[T]``.
+        sample_rate: Its sample rate in Hz.
+        reference: Optional mono audio whose loudest bin is 0 dB. Pass the original when plotting it next to
+            reconstructions, so every panel shares one scale. Without it the signal's own maximum is 0 dB.
+        top_db: Floor, in dB below the reference maximum.
+
+    Returns:
+        ``[1 + n_fft // 2, frames]`` in dB (at most 0 when ``reference`` is the signal itself or omitted).
+
+    Raises:
+        ConfigError: On bad audio or sample rate.
+    """
+    audio = _as_mono(audio)
+    magnitude = _magnitude(audio, sample_rate)
+    ref = float(np.max(_magnitude(_as_mono(reference), sample_rate))) if reference is not None else np.max
+    db = librosa.amplitude_to_db(magnitude, ref=ref, top_db=None)
+    # Floor relative to the shared reference (librosa's top_db floors relative to this signal's own maximum).
+    ref_db = 0.0 if reference is not None else float(db.max())
+    return np.maximum(db, ref_db - top_db)
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)  # attaches itself as fig.canvas; no pyplot, no GUI
+    return fig
+
+
+def _draw_chroma(ax: Axes, chroma: np.ndarray, sample_rate: int) -> QuadMesh:
+    import librosa.display  # imports pyplot, so only when drawing; with ax given it never uses pyplot state
+
+    return librosa.display.specshow(
+        chroma,
+        sr=sample_rate,
+        hop_length=analysis_hop(sample_rate),
+        x_axis="time",
+        y_axis="chroma",  # note names C ... B on the y axis
+        ax=ax,
+        vmin=0.0,
+        vmax=1.0,
+        cmap="magma",
+    )
+
+
+def _draw_spectrogram(ax: Axes, db: np.ndarray, sample_rate: int, vmin: float, vmax: float) -> QuadMesh:
+    import librosa.display
+
+    return librosa.display.specshow(
+        db,
+        sr=sample_rate,
+        hop_length=analysis_hop(sample_rate),
+        n_fft=2 * (db.shape[0] - 1),
+        x_axis="time",
+        y_axis="log",
+        ax=ax,
+        vmin=vmin,
+        vmax=vmax,
+        cmap="magma",
+    )
+
+
+def plot_analysis(audio: np.ndarray, sample_rate: int, *, title: str | None = None) -> Figure:
+    """A chromagram above a log-frequency spectrogram of one signal.
+
+    Args:
+        audio: Mono audio ``[T]``.
+        sample_rate: Its sample rate in Hz.
+        title: Optional figure title.
+
+    Returns:
+        A `Figure` with four axes: chromagram, spectrogram, and a colour bar for each.
+
+    Raises:
+        ConfigError: On bad audio or sample rate.
+    """
+    audio = _as_mono(audio)
+    chroma = chromagram(audio, sample_rate)
+    db = log_spectrogram(audio, sample_rate)
+    fig = _new_figure(10.0, 6.0)
+    ax_chroma, ax_spec = fig.subplots(2, 1, sharex=True)
+    fig.colorbar(_draw_chroma(ax_chroma, chroma, sample_rate), ax=ax_chroma, label="chroma energy")
+    image = _draw_spectrogram(ax_spec, db, sample_rate, vmin=float(db.max()) - TOP_DB, vmax=float(db.max()))
+    fig.colorbar(image, ax=ax_spec, format="%+.0f dB")
+    ax_chroma.set_title("chromagram")
+    ax_spec.set_title("log-frequency spectrogram")
+    ax_chroma.set_xlabel("")
+    ax_spec.set_xlabel("time (s)")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _row_title(name: str, values: dict[str, float] | None) -> str:
+    if not values:
+        return name
+    parts = [_METRIC_LABELS.get(key, key + " {:.3g}").format(value) for key, value in values.items()]
+    return f"{name} \u2014 " + ", ".join(parts)
+
+
+def plot_reconstruction(
+    original: np.ndarray,
+    reconstructions: dict[int, np.ndarray],
+    sample_rate: int,
+    *,
+    metrics: dict[int, dict[str, float]] | None = None,
+    hop_lengths: Mapping[int, int] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Chromagram and spectrogram of an input and of its reconstruction from each VQ-VAE level.
+
+    Rows: the input, then the levels from the top (coarsest) down to 0 (finest). Columns: chromagram,
+    log-frequency spectrogram. Each column shares one colour scale: chroma in [0, 1], spectrograms in dB
+    relative to the input's loudest bin, so a reconstruction's missing energy shows as darker panels.
+
+    Args:
+        original: Mono input audio ``[T]``.
+        reconstructions: Level -> mono reconstruction ``[T']`` (decoded from that level alone).
+        sample_rate: Sample rate of all signals in Hz.
+        metrics: Optional level -> {metric name: value} for the row titles. ``sc_db``, ``snr_db`` and ``sc``
+            get readable labels ("SC -8.1 dB"); other keys are shown as they are.
+        hop_lengths: Optional level -> samples per code, shown in the row titles.
+        title: Optional figure title.
+
+    Returns:
+        A `Figure` with ``2 * (1 + len(reconstructions))`` panels plus two colour bars (one per column).
+
+    Raises:
+        ConfigError: On bad audio, a negative level, or metrics for a level with no reconstruction.
+    """
+    original = _as_mono(original)
+    _check_rate(sample_rate)
+    levels = sorted(reconstructions, reverse=True)  # top level first
+    if any(level < 0 for level in levels):
+        raise ConfigError(f"Levels must be non-negative, got {levels}.")
+    unknown = set(metrics or {}) - set(levels)
+    if unknown:
+        raise ConfigError(f"Metrics given for levels {sorted(unknown)} that have no reconstruction.")
+
+    rows = [("input", original, None)]
+    rows += [
+        (
+            f"level {level}"
+            + (f" (hop {hop_lengths[level]})" if hop_lengths and level in hop_lengths else ""),
+            _as_mono(reconstructions[level]),
+            (metrics or {}).get(level),
+        )
+        for level in levels
+    ]
+    fig = _new_figure(12.0, 2.2 * len(rows) + 0.6)
+    axes = np.asarray(fig.subplots(len(rows), 2, sharex=True, squeeze=False))  # (rows, 2)
+    chroma_image = spec_image = None
+    for row, (name, audio, values) in enumerate(rows):
+        ax_chroma, ax_spec = axes[row]
+        chroma_image = _draw_chroma(ax_chroma, chromagram(audio, sample_rate), sample_rate)
+        db = log_spectrogram(audio, sample_rate, reference=original)
+        spec_image = _draw_spectrogram(ax_spec, db, sample_rate, vmin=-TOP_DB, vmax=0.0)
+        ax_chroma.set_title(_row_title(name, values), loc="left", fontsize="medium")
+        if row < len(rows) - 1:
+            ax_chroma.set_xlabel("")
+            ax_spec.set_xlabel("")
+        else:
+            ax_chroma.set_xlabel("time (s)")
+            ax_spec.set_xlabel("time (s)")
+    fig.colorbar(chroma_image, ax=list(axes[:, 0]), label="chroma energy")
+    fig.colorbar(spec_image, ax=list(axes[:, 1]), format="%+.0f dB", label="dB re input peak")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def save_figure(
+    fig: Figure, path: str | os.PathLike[str], *, overwrite: bool = False, dpi: int = 120
+) -> Path:
+    """Write a figure atomically; the format follows the extension (.png, .pdf or .svg).
+
+    The figure is rendered to a temporary file in the target directory and moved into place with `os.replace`,
+    so a reader never sees a half-written file and a failure leaves nothing behind.
+
+    Args:
+        fig: The figure.
+        path: Destination; its parent directories are created.
+        overwrite: Replace an existing file instead of refusing.
+        dpi: Resolution for the PNG (and rasterised parts of PDF/SVG).
+
+    Returns:
+        The destination path.
+
+    Raises:
+        ConfigError: On an unsupported extension, a non-positive dpi, or a path that is a directory.
+        OutputExistsError: If ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    fmt = _SAVE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"Cannot save a figure as {path.name!r}: use one of {', '.join(_SAVE_FORMATS)}.")
+    if dpi <= 0:
+        raise ConfigError(f"dpi must be positive, got {dpi}.")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory, not a file path.")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists; pass overwrite=True to replace it.")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi), overwrite=True)
+    return path

@@ -1,0 +1,66 @@
+"""The command as a process: start-up cost, --version, python -m, completions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jukebox_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def test_help_and_version_do_not_import_torch() -> None:
+    code = (
+        "import sys\n"
+        "from jukebox_cli.cli.app import main\n"
+        "for args in (['--help'], ['--version'], ['reconstruct', '--help']):\n"
+        "    try:\n"
+        "        main(args)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code in (0, None), e.code\n"
+        "heavy = sorted(m for m in ('torch', 'numpy', 'librosa', 'matplotlib') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = _run("-c", code)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout
+
+
+def test_python_dash_m_version() -> None:
+    result = _run("-m", "jukebox_cli", "--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"jukebox-cli {jukebox_cli.__version__}"
+
+
+def test_usage_error_exit_code() -> None:
+    result = _run("-m", "jukebox_cli", "reconstruct")
+    assert result.returncode == 2
+    assert "Missing argument" in result.stderr
+
+
+def test_completion_scripts_are_current() -> None:
+    result = _run("scripts/make_completions.py", "--check")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_completion_completes_commands() -> None:
+    result = _run(
+        "-c",
+        "from jukebox_cli.cli.app import main; main([])",
+        env={"_JUKEBOX_COMPLETE": "complete_bash", "COMP_WORDS": "jukebox rec", "COMP_CWORD": "1"},
+    )
+    assert "reconstruct" in result.stdout.split()
