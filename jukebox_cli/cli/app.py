@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from jukebox_cli import __version__
-from jukebox_cli.cli import analyze, reconstruct
+from jukebox_cli.cli import analyze, labels, reconstruct, sample
 from jukebox_cli.cli._errors import EXIT_INTERRUPTED, lookup
 from jukebox_cli.engine.errors import JukeboxError
 
@@ -41,11 +41,15 @@ def root(
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
 ) -> None:
-    """Jukebox on the command line: reconstruct and analyse audio through the VQ-VAE (more to come)."""
+    """Jukebox on the command line: generate, continue and upsample music; reconstruct and analyse audio."""
 
 
+app.command("generate")(sample.generate)
+app.command("continue")(sample.continue_)
+app.command("upsample")(sample.upsample)
 app.command("reconstruct")(reconstruct.reconstruct)
 app.command("analyze")(analyze.analyze)
+app.command("labels")(labels.labels)
 
 
 def main(argv: list[str] | None = None) -> None:

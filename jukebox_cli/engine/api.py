@@ -21,3 +21,35 @@ def build_vqvae(preset: str = "jukebox", device: str | torch.device = "cpu", see
         ConfigError: unknown preset.
     """
     return build_vqvae_from_config(vqvae_config(preset), device, seed)
+
+
+def build_prior(preset: str, device: str | torch.device = "cpu", seed: int | None = 0):
+    """A prior with preset ``preset``'s architecture and freshly initialised weights.
+
+    Presets: ``upsampler_level_0``, ``upsampler_level_1``, ``1b_lyrics``, ``5b``, ``5b_lyrics`` and their
+    ``tiny_*`` variants. ``device="meta"`` builds shapes only (no memory), as needed for the 5B models.
+
+    Raises:
+        ConfigError: unknown preset.
+    """
+    from jukebox_cli.engine.presets import prior_config
+    from jukebox_cli.engine.prior import Prior
+
+    config = prior_config(preset)
+    device = torch.device(device)
+    if device.type == "meta":
+        with device:
+            model = Prior(config)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            model = Prior(config)
+        model = model.to(device)
+    if config.fp16_params:  # the released 5B priors store their Conv1D weights in half precision
+        from jukebox_cli.engine.transformer import Conv1D
+
+        for module in model.modules():
+            if isinstance(module, Conv1D):
+                module.w.data = module.w.data.half()
+    return model.eval()

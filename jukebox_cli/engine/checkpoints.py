@@ -15,9 +15,9 @@ Tensors are cast to the destination dtype (released priors store some weights in
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import re
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,75 +27,39 @@ import torch
 from torch import nn
 
 from jukebox_cli.engine.errors import CheckpointError, CheckpointNotFound, ConfigError, IncompatibleCheckpoint
+from jukebox_cli.engine.keymaps import HUB_PRIOR_PREFIX, HUB_VQVAE_PREFIX, prior_key_to_hub, vqvae_key_to_hub
 
 LAYOUTS = ("original", "hub", "native")
 FORMAT_NAME = "jukebox-cli"
 FORMAT_VERSION = 1
-HUB_VQVAE_PREFIX = "vqvae."
-
-# -- key renaming: original -> hub (spec 8.5) --------------------------------------------------------------
-
-
-def _resnet_hub(rest: str) -> str:
-    """``{model|blocks}.j.model.{1,3}.X`` inside a resnet -> ``resnet_block.j.conv1d_{1,2}.X``."""
-    match = re.fullmatch(r"(?:model|blocks)\.(\d+)\.model\.([13])\.(\w+)", rest)
-    if match is None:
-        raise KeyError(rest)
-    block, conv, param = match.groups()
-    return f"resnet_block.{block}.conv1d_{1 if conv == '1' else 2}.{param}"
-
-
-def _encoder_block_hub(rest: str) -> str:
-    if m := re.fullmatch(r"model\.(\d+)\.0\.(\w+)", rest):  # strided conv of step i
-        return f"downsample_block.{2 * int(m[1])}.{m[2]}"
-    if m := re.fullmatch(r"model\.(\d+)\.1\.(.+)", rest):  # resnet of step i
-        return f"downsample_block.{2 * int(m[1]) + 1}.{_resnet_hub(m[2])}"
-    if m := re.fullmatch(r"model\.\d+\.(\w+)", rest):  # the final projection, model.{down_t}
-        return f"proj_out.{m[1]}"
-    raise KeyError(rest)
-
-
-def _decoder_block_hub(rest: str) -> str:
-    if m := re.fullmatch(r"model\.0\.(\w+)", rest):
-        return f"proj_in.{m[1]}"
-    if m := re.fullmatch(r"model\.(\d+)\.0\.(.+)", rest):  # resnet of step i (model index i + 1)
-        return f"upsample_block.{2 * (int(m[1]) - 1)}.{_resnet_hub(m[2])}"
-    if m := re.fullmatch(r"model\.(\d+)\.1\.(\w+)", rest):  # transposed conv of step i
-        return f"upsample_block.{2 * (int(m[1]) - 1) + 1}.{m[2]}"
-    raise KeyError(rest)
-
-
-def vqvae_key_to_hub(key: str) -> str:
-    """Original/native VQ-VAE key -> key in the Hugging Face ``JukeboxModel`` (with the ``vqvae.`` prefix).
-
-    Raises:
-        KeyError: a key that is not part of a VQ-VAE.
-    """
-    if m := re.fullmatch(r"(encoders\.\d+\.level_blocks\.\d+)\.(.+)", key):
-        return HUB_VQVAE_PREFIX + f"{m[1]}.{_encoder_block_hub(m[2])}"
-    if m := re.fullmatch(r"(decoders\.\d+\.level_blocks\.\d+)\.(.+)", key):
-        return HUB_VQVAE_PREFIX + f"{m[1]}.{_decoder_block_hub(m[2])}"
-    if re.fullmatch(r"decoders\.\d+\.out\.\w+", key):
-        return HUB_VQVAE_PREFIX + key
-    if m := re.fullmatch(r"bottleneck\.level_blocks\.(\d+)\.k", key):
-        return HUB_VQVAE_PREFIX + f"bottleneck.level_blocks.{m[1]}.codebook"
-    raise KeyError(key)
-
 
 # -- import / export ---------------------------------------------------------------------------------------
 
 
 def _model_kind(model: nn.Module) -> str:
+    from jukebox_cli.engine.prior import Prior
     from jukebox_cli.engine.vqvae import VQVAE
 
     if isinstance(model, VQVAE):
         return "vqvae"
+    if isinstance(model, Prior):
+        return "prior"
     raise ConfigError(f"Checkpoint layouts are not defined for {type(model).__name__}.")
 
 
-def _hub_renamer(model: nn.Module) -> Callable[[str], str]:
-    kind = _model_kind(model)
-    return {"vqvae": vqvae_key_to_hub}[kind]
+def _hub_naming(model: nn.Module) -> tuple[Callable[[str], str], str]:
+    """(rename original -> hub key, prefix of this part in a hub bundle)."""
+    if _model_kind(model) == "vqvae":
+        return vqvae_key_to_hub, HUB_VQVAE_PREFIX
+    level = model.config.level
+    return functools.partial(prior_key_to_hub, level=level), HUB_PRIOR_PREFIX[level]
+
+
+TIED_OUTPUT_KEY, TIED_INPUT_KEY = "prior.x_out.weight", "prior.x_emb.weight"
+
+
+def _is_tied(model: nn.Module) -> bool:
+    return _model_kind(model) == "prior" and not model.config.merged_decoder
 
 
 def _strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -154,13 +118,15 @@ def import_state_dict(model: nn.Module, state_dict: Mapping, layout: str) -> Non
     state_dict = _strip_module_prefix(state_dict)
     expected = model.state_dict()
     if layout == "hub":
-        to_hub = _hub_renamer(model)
+        to_hub, prefix = _hub_naming(model)
         from_hub = {to_hub(k): k for k in expected}
-        prefix = HUB_VQVAE_PREFIX
         ours = {k: v for k, v in state_dict.items() if k.startswith(prefix)}
         if not ours:
             _check_compatible(expected, {}, f"Hub checkpoint (no '{prefix}*' keys)")
         state_dict = {from_hub.get(k, f"<hub> {k}"): v for k, v in ours.items()}
+    if _is_tied(model) and TIED_OUTPUT_KEY not in state_dict and TIED_INPUT_KEY in state_dict:
+        # A tied head is one tensor; files may list it under both names or (native, some hub files) once.
+        state_dict = {**state_dict, TIED_OUTPUT_KEY: state_dict[TIED_INPUT_KEY]}
     _check_compatible(expected, state_dict, f"{layout.capitalize()}-layout checkpoint")
     on_meta = any(t.is_meta for t in expected.values())
     casted = {
@@ -176,6 +142,8 @@ def import_state_dict(model: nn.Module, state_dict: Mapping, layout: str) -> Non
                     setattr(module, name, torch.zeros_like(buffer, device=device))
             if hasattr(module, "initialised"):  # assign=True bypasses the hook that marks codebooks loaded
                 module.initialised = True
+        if _is_tied(model):  # assign=True replaced the shared tensor with two copies: tie them again
+            model.prior.x_out.weight = model.prior.x_emb.weight
 
 
 def export_state_dict(model: nn.Module, layout: str) -> dict[str, torch.Tensor]:
@@ -188,8 +156,10 @@ def export_state_dict(model: nn.Module, layout: str) -> dict[str, torch.Tensor]:
         raise ConfigError(f"Unknown checkpoint layout {layout!r}; use one of {', '.join(LAYOUTS)}.")
     state = {k: v.detach() for k, v in model.state_dict().items()}
     if layout == "hub":
-        to_hub = _hub_renamer(model)
+        to_hub, _ = _hub_naming(model)
         return {to_hub(k): v for k, v in state.items()}
+    if layout == "native" and _is_tied(model):
+        del state[TIED_OUTPUT_KEY]  # stored once; safetensors refuses shared tensors
     return state
 
 

@@ -16,9 +16,9 @@ from jukebox_cli.engine.checkpoints import (
     import_state_dict,
     load_vqvae,
     save_native,
-    vqvae_key_to_hub,
 )
 from jukebox_cli.engine.errors import CheckpointError, CheckpointNotFound, ConfigError, IncompatibleCheckpoint
+from jukebox_cli.engine.keymaps import vqvae_key_to_hub
 from tests.conftest import manifest
 
 

@@ -1,0 +1,96 @@
+"""Turning logits into tokens: temperature, top-k / top-p filtering and the categorical draw (spec 6.4).
+
+The released settings use neither filter (top_k 0, top_p 0.0; spec 6.5); they are here because the
+original implements them. Draws go through ``torch.multinomial`` with an explicit ``torch.Generator``, so a
+seeded run gives the same tokens every time on the same device.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from jukebox_cli.engine.errors import ConfigError
+
+
+def _check_filters(top_k: int, top_p: float) -> None:
+    if top_k < 0:
+        raise ConfigError(f"top_k must be 0 (off) or a positive number of tokens, got {top_k}.")
+    if math.isnan(top_p) or not 0.0 <= top_p <= 1.0:
+        raise ConfigError(f"top_p must be between 0 (off) and 1, got {top_p}.")
+    if top_k > 0 and top_p > 0.0:
+        raise ConfigError(f"Use top_k or top_p, not both (got top_k {top_k} and top_p {top_p}).")
+
+
+def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 0.0) -> torch.Tensor:
+    """Set the logits of filtered-out tokens to ``-inf``.
+
+    top-k keeps every logit >= the k-th largest (ties at the threshold survive). top-p (nucleus) sorts the
+    tokens by probability and removes those reached after the cumulative probability exceeds ``top_p``: the
+    removal mask is shifted right by one, so the token that crosses ``top_p`` and the most probable token
+    always survive. ``top_p = 1`` keeps everything (rather than letting rounding in the cumulative sum drop
+    the tail).
+
+    Args:
+        logits: ``[..., V]`` scores over the vocabulary.
+        top_k: Keep the k best tokens (0: off; values above V keep everything).
+        top_p: Keep the smallest set of best tokens whose probability reaches ``top_p`` (0.0: off).
+
+    Returns:
+        A new tensor of the same shape and dtype; ``logits`` is not modified.
+
+    Raises:
+        ConfigError: both filters set, a negative top_k, or a top_p outside [0, 1].
+    """
+    _check_filters(top_k, top_p)
+    logits = logits.clone()
+    vocab = logits.shape[-1]
+    if top_k > 0:
+        threshold = torch.topk(logits, min(top_k, vocab), dim=-1).values[..., -1:]  # [..., 1]
+        logits = logits.masked_fill(logits < threshold, -math.inf)
+    if 0.0 < top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # [..., V] each
+        cumulative = torch.softmax(sorted_logits.float(), dim=-1).cumsum(dim=-1)
+        remove_sorted = cumulative > top_p
+        # Shift right: a token is removed only when the tokens before it already exceed top_p.
+        remove_sorted[..., 1:] = remove_sorted[..., :-1].clone()
+        remove_sorted[..., 0] = False
+        remove = torch.zeros_like(remove_sorted).scatter(-1, order, remove_sorted)
+        logits = logits.masked_fill(remove, -math.inf)
+    return logits
+
+
+def sample_logits(
+    logits: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Draw one token per row: ``softmax(filter(logits / temperature))``, then ``torch.multinomial``.
+
+    The division and the filtering run in float32 whatever the dtype of ``logits`` (spec 6.6: logits and the
+    categorical draw are float32 even under fp16).
+
+    Args:
+        logits: ``[..., V]`` scores.
+        temperature: Divides the logits; must be positive (the released settings use 0.98-0.99, spec 6.5).
+        top_k: See ``filter_logits``.
+        top_p: See ``filter_logits``.
+        generator: The random source (on the logits' device); None uses torch's global one.
+
+    Returns:
+        ``[...]`` int64 token ids.
+
+    Raises:
+        ConfigError: a non-positive or non-finite temperature, or bad filter settings.
+    """
+    if not math.isfinite(temperature) or temperature <= 0.0:
+        raise ConfigError(f"temperature must be a positive number, got {temperature}.")
+    scaled = logits.float() / temperature
+    probs = torch.softmax(filter_logits(scaled, top_k=top_k, top_p=top_p), dim=-1)
+    flat = probs.reshape(-1, probs.shape[-1])  # (rows, V): multinomial takes 1-D or 2-D input
+    tokens = torch.multinomial(flat, num_samples=1, generator=generator)  # (rows, 1)
+    return tokens.reshape(probs.shape[:-1])

@@ -1,0 +1,317 @@
+"""The sampling cascade: top level first, then each upsampler, decoding every level to audio (spec 6.1).
+
+All state lives in a :class:`~jukebox_cli.engine.runs.Run` folder: codes are saved after every window and
+each level's audio as soon as the level is done, so an interrupted run resumes from its last finished window
+and gives the codes an uninterrupted run would have given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from jukebox_cli.engine import audio as audio_io
+from jukebox_cli.engine.bundle import Bundle
+from jukebox_cli.engine.errors import ConfigError, DeviceError, InvalidAudio
+from jukebox_cli.engine.labels import Labeller
+from jukebox_cli.engine.progress import (
+    Advanced,
+    LevelDone,
+    ProgressCallback,
+    StageFinished,
+    StageStarted,
+    noop,
+)
+from jukebox_cli.engine.runs import Run
+from jukebox_cli.engine.sampling import SamplingSettings, sample_level
+from jukebox_cli.engine.windows import Window, plan_level, window_advance
+
+# The released settings (spec 6.5): hop fraction per level, top level first.
+DEFAULT_HOP_FRACTIONS = {2: 0.125, 1: 0.5, 0: 0.5}
+
+
+@dataclass(frozen=True)
+class SampleMeta:
+    """What one sample is conditioned on."""
+
+    artist: str = "unknown"
+    genre: str = "unknown"
+    lyrics: str = ""
+
+
+@dataclass(frozen=True)
+class CascadeRequest:
+    """Everything that determines the codes of a run (stored in ``run.json``; a resume must match)."""
+
+    model: str
+    samples: tuple[SampleMeta, ...]
+    sample_length: int  # audio samples to generate at the model's rate
+    total_length: int  # the whole song's length in samples (conditions timing and lyric windows)
+    levels: tuple[int, ...]  # levels to sample, top first
+    temperature: dict[int, float]
+    top_k: int = 0
+    top_p: float = 0.0
+    seed: int = 0
+    chunk_size: int = 32
+    max_batch_size: dict[int, int] = field(default_factory=lambda: {2: 16, 1: 16, 0: 16})
+    hop_fraction: dict[int, float] = field(default_factory=lambda: dict(DEFAULT_HOP_FRACTIONS))
+    dtype: str = "auto"
+    allow_unknown: bool = False
+    prompt: dict | None = None  # description of the prompt (file, seconds) or source run, for the record
+
+    def settings(self) -> dict:
+        """JSON-friendly form (level keys become strings in JSON; they are compared after a round trip)."""
+        data = asdict(self)
+        data["samples"] = [asdict(s) for s in self.samples]
+        for key in ("temperature", "max_batch_size", "hop_fraction"):
+            data[key] = {str(level): value for level, value in sorted(data[key].items(), reverse=True)}
+        data["levels"] = list(self.levels)
+        return data
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: bfloat16 on CUDA GPUs that support it (else float16), float16 on MPS, float32 on the CPU."""
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float16 if device.type == "mps" else torch.float32
+    table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}  # fmt: skip
+    if name not in table:
+        raise ConfigError(f"Unknown dtype {name!r}; use auto, fp32, fp16 or bf16.")
+    return table[name]
+
+
+# -- labels -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _SampleLabels:
+    artist: int
+    genres: list[int]
+    tokens: list[int]
+
+
+def encode_metadata(
+    labeller: Labeller, samples: Sequence[SampleMeta], *, allow_unknown: bool
+) -> tuple[list[_SampleLabels], list[str]]:
+    """Ids for every sample under one prior's label set, and warnings about dropped lyric characters."""
+    encoded, warnings = [], []
+    for meta in samples:
+        tokens = labeller.tokenize(meta.lyrics) if labeller.n_tokens else None
+        if tokens is not None and tokens.dropped:
+            warnings.append(f"lyrics characters not in the vocabulary were dropped: {tokens.dropped!r}")
+        encoded.append(
+            _SampleLabels(
+                artist=labeller.artist_id(meta.artist, allow_unknown=allow_unknown),
+                genres=labeller.genre_ids(meta.genre, allow_unknown=allow_unknown),
+                tokens=list(tokens.ids) if tokens is not None else [],
+            )
+        )
+    return encoded, sorted(set(warnings))
+
+
+def _labels_for(labeller: Labeller, encoded: list[_SampleLabels], prior, total_length: int, device):
+    c = prior.config
+
+    def labels(window: Window) -> torch.Tensor:
+        offset = window.start * c.hop_length
+        rows = [
+            labeller.label_vector(
+                e.artist,
+                e.genres,
+                e.tokens,
+                total_length=total_length,
+                offset=offset,
+                length=c.window_samples,
+            )  # fmt: skip
+            for e in encoded
+        ]
+        return torch.tensor(rows, dtype=torch.long, device=device)
+
+    return labels
+
+
+# -- planning ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LevelPlanInfo:
+    level: int
+    total_codes: int
+    existing_codes: int
+    windows: int
+    new_tokens: int
+    cache_bytes_per_sample: int
+    weight_bytes: int
+
+
+def plan_cascade(bundle: Bundle, request: CascadeRequest, existing: dict[int, int] | None = None,
+                 dtype: torch.dtype = torch.float32) -> list[LevelPlanInfo]:  # fmt: skip
+    """Tokens, windows and memory per level, before anything runs (``--dry-run``)."""
+    existing = existing or {}
+    plans = []
+    for level in request.levels:
+        if level not in bundle.priors:
+            raise ConfigError(f"This model has no prior for level {level}.")
+        prior = bundle.priors[level]
+        c = prior.config
+        total = request.sample_length // c.hop_length
+        windows = plan_level(
+            total, existing.get(level, 0), c.n_ctx, window_advance(request.hop_fraction[level], c.n_ctx)
+        )
+        elem = torch.tensor([], dtype=dtype).element_size()
+        cache = sum(
+            2 * b.attn.cache_capacity() * b.attn.n_state * elem for b in prior.prior.transformer._attn_mods
+        )
+        weights = sum(p.numel() * p.element_size() for p in prior.parameters())
+        plans.append(LevelPlanInfo(level, total, existing.get(level, 0), len(windows),
+                                   sum(w.n_new for w in windows), cache, weights))  # fmt: skip
+    return plans
+
+
+def validate_request(bundle: Bundle, request: CascadeRequest) -> None:
+    """Fail early, before anything is sampled, on settings the models cannot honour."""
+    top_hop = bundle.vqvae.hop_lengths[-1]
+    if request.sample_length < top_hop:
+        raise ConfigError(f"The duration is shorter than one top-level code ({top_hop} samples).")
+    for level in request.levels:
+        prior = bundle.priors.get(level)
+        if prior is None:
+            raise ConfigError(f"This model has no prior for level {level}.")
+        c = prior.config
+        if c.is_upsampler and request.sample_length < c.window_samples:
+            raise ConfigError(
+                f"The level-{level} upsampler needs at least {c.window_samples / bundle.sample_rate:.2f} s of "
+                f"audio for one window; ask for a longer --duration."
+            )
+        if c.include_timing:
+            sr = c.sample_rate
+            if not c.min_duration * sr <= request.total_length < c.max_duration * sr:
+                raise ConfigError(
+                    f"The song's total duration must be between {c.min_duration} s and {c.max_duration} s for "
+                    f"this model's top prior (got {request.total_length / sr:.2f} s; see --total-duration)."
+                )
+    if request.total_length < request.sample_length:
+        raise ConfigError("--total-duration must be at least --duration.")
+
+
+# -- running ----------------------------------------------------------------------------------------------
+
+
+def write_level_audio(run: Run, bundle: Bundle, level: int, codes: torch.Tensor, *, subtype: str = "PCM_16",
+                      chunk_samples: int = 2**19, progress: ProgressCallback = noop) -> list:  # fmt: skip
+    """Decode a level's codes with that level's decoder and write ``level_L/item_i.wav``; returns reports."""
+    reports = []
+    for index in range(codes.shape[0]):
+        audio = bundle.vqvae.decode(
+            codes[index : index + 1], level, chunk_samples=chunk_samples, progress=progress
+        )
+        reports.append(audio_io.save_audio(run.audio_path(level, index), audio[0].cpu(), bundle.sample_rate,
+                                           subtype=subtype, overwrite=True))  # fmt: skip
+    return reports
+
+
+def run_cascade(
+    bundle: Bundle,
+    run: Run,
+    request: CascadeRequest,
+    *,
+    device: torch.device,
+    initial_codes: dict[int, torch.Tensor] | None = None,
+    progress: ProgressCallback = noop,
+) -> dict[int, torch.Tensor]:
+    """Sample every requested level into ``run`` (resuming whatever it already holds).
+
+    Args:
+        bundle: the model (priors on the CPU; each moves to ``device`` only while its level is sampled).
+        run: the run folder; its saved codes take precedence over ``initial_codes``.
+        request: the settings (already validated, see :func:`validate_request`).
+        device: where to sample.
+        initial_codes: level -> [N, K] codes to continue from (a prompt, or the top level for upsampling).
+        progress: ``"levels"`` stage, per-level window and token stages, ``LevelDone(level, codes)``.
+
+    Returns:
+        level -> [N, T_level] codes of every level this run holds.
+    """
+    validate_request(bundle, request)
+    dtype = resolve_dtype(request.dtype, device)
+    n_samples = len(request.samples)
+    codes: dict[int, torch.Tensor] = {}
+    for level, prompt in (initial_codes or {}).items():
+        codes[level] = prompt.to(device)
+    bundle.vqvae.to(device)
+    progress(StageStarted("levels", len(request.levels), "level"))
+    for level in request.levels:
+        saved, windows_done, finished = run.load_codes(level)
+        if saved is not None:
+            codes[level] = saved.to(device)
+        current = codes.get(level, torch.zeros(n_samples, 0, dtype=torch.long, device=device))
+        if current.shape[0] != n_samples:
+            raise ConfigError(f"Level {level} holds codes for {current.shape[0]} samples, not {n_samples}.")
+        prior = bundle.priors[level]
+        total = request.sample_length // prior.config.hop_length
+        if not finished:
+            labeller = bundle.labellers[level]
+            encoded, _ = encode_metadata(labeller, request.samples, allow_unknown=request.allow_unknown)
+            settings = SamplingSettings(
+                temperature=request.temperature[level], top_k=request.top_k, top_p=request.top_p,
+                hop_fraction=request.hop_fraction[level], chunk_size=request.chunk_size,
+                max_batch_size=request.max_batch_size[level],
+            )  # fmt: skip
+            upper = codes.get(level + 1) if prior.config.is_upsampler else None
+            done = [windows_done]
+
+            def saver(level_codes: torch.Tensor, count: int, lv: int = level, done: list = done) -> None:
+                run.save_codes(lv, level_codes, windows_done=count)
+                done[0] = count
+
+            try:
+                prior.to(device)
+                current = sample_level(
+                    prior, current[:, :total], total,
+                    _labels_for(labeller, encoded, prior, request.total_length, device),
+                    upper_codes=upper, settings=settings, seed=request.seed, dtype=dtype,
+                    first_window=windows_done, on_window=saver,
+                    progress=progress,
+                )  # fmt: skip
+            except torch.OutOfMemoryError as err:
+                raise DeviceError(
+                    f"Out of memory while sampling level {level}; lower --samples or --max-batch-size."
+                ) from err
+            finally:
+                prior.to("cpu")  # only the level being sampled occupies the accelerator
+            run.save_codes(level, current, windows_done=done[0], finished=True)
+        codes[level] = current
+        write_level_audio(run, bundle, level, current, progress=progress)
+        run.update(levels_done=sorted({*run.state.get("levels_done", []), level}, reverse=True))
+        progress(LevelDone(level, current))
+        progress(Advanced("levels"))
+    progress(StageFinished("levels"))
+    return codes
+
+
+def encode_prompt(
+    bundle: Bundle, path, seconds: float, n_samples: int, levels: Sequence[int]
+) -> dict[int, torch.Tensor]:
+    """Codes of an audio prompt at every requested level (spec 6.1 "primed"), tiled over the samples.
+
+    Raises:
+        InvalidAudio: the file is shorter than the prompt, or the prompt shorter than one top-level code.
+    """
+    sr = bundle.sample_rate
+    top_hop = bundle.vqvae.hop_lengths[-1]
+    length = int(seconds * sr) // top_hop * top_hop
+    if length < top_hop:
+        raise InvalidAudio(
+            f"A prompt of {seconds} s is shorter than one top-level code ({top_hop / sr * 1000:.1f} ms)."
+        )
+    samples = audio_io.load_audio(path, sr)
+    if samples.shape[0] < length:
+        raise InvalidAudio(
+            f"{path} is {samples.shape[0] / sr:.2f} s long, shorter than the {seconds} s prompt."
+        )
+    x = torch.from_numpy(samples[:length]).unsqueeze(0)
+    return {level: bundle.vqvae.encode_level(x, level).repeat(n_samples, 1) for level in levels}

@@ -1,0 +1,158 @@
+"""The sampling cascade as a user runs it: generate, resume after Ctrl-C, continue, upsample (tiny-random)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import music_like
+
+SR = 22050  # tiny-random's rate
+HOPS = {2: 128, 1: 32, 0: 8}
+COMMON = ("--model", "tiny-random", "--device", "cpu", "--quiet")
+
+
+def _codes(run: Path, level: int) -> torch.Tensor:
+    return load_file(run / f"level_{level}" / "codes.safetensors")["codes"]
+
+
+def _expected_samples(seconds: float) -> int:
+    return int(seconds * SR) // 128 * 128
+
+
+def test_generate_writes_every_level(run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = run_cli("generate", *COMMON, "--genre", "rock", "--duration", "1", "--samples", "2", "-o", run)
+    assert result.exit_code == 0, result.stderr
+    length = _expected_samples(1.0)
+    for level, hop in HOPS.items():
+        codes = _codes(run, level)
+        assert codes.shape == (2, length // hop) and codes.min() >= 0 and codes.max() < 64
+        for item in range(2):
+            audio, rate = sf.read(run / f"level_{level}" / f"item_{item}.wav")
+            assert rate == SR and len(audio) == length
+    record = json.loads((run / "run.json").read_text())
+    assert record["settings"]["seed"] == 0 and record["settings"]["samples"][0]["genre"] == "rock"
+
+
+def test_same_seed_same_codes_other_seed_differs(run_cli, tmp_path: Path) -> None:
+    args = (*COMMON, "--duration", "1", "--levels", "2")
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        assert run_cli("generate", *args, "--seed", seed, "-o", tmp_path / name).exit_code == 0
+    assert torch.equal(_codes(tmp_path / "a", 2), _codes(tmp_path / "b", 2))
+    assert not torch.equal(_codes(tmp_path / "a", 2), _codes(tmp_path / "c", 2))
+
+
+def test_interrupted_run_resumes_bit_identically(run_cli, tmp_path: Path, monkeypatch) -> None:
+    args = (*COMMON, "--duration", "1", "--samples", "2", "--seed", "5")
+    reference = tmp_path / "reference"
+    assert run_cli("generate", *args, "-o", reference).exit_code == 0
+
+    import jukebox_cli.engine.sampling as sampling
+
+    real = sampling.sample_window
+    calls = {"n": 0}
+
+    def interrupt_midway(prior, *a, **k):
+        calls["n"] += prior.config.level == 1
+        if calls["n"] == 2:  # the second window of level 1
+            raise KeyboardInterrupt
+        return real(prior, *a, **k)
+
+    monkeypatch.setattr(sampling, "sample_window", interrupt_midway)
+    run = tmp_path / "run"
+    assert run_cli("generate", *args, "-o", run).exit_code == 130
+    saved = load_file(run / "level_2" / "codes.safetensors")
+    assert saved["codes"].shape[1] == _expected_samples(1.0) // 128, "finished levels stay saved"
+    assert (run / "level_2" / "item_0.wav").exists(), "top-level audio is written before upsampling"
+    assert load_file(run / "level_1" / "codes.safetensors")["codes"].shape[1] < _expected_samples(1.0) // 32
+    assert not (run / "level_0").exists()
+    monkeypatch.setattr(sampling, "sample_window", real)
+    result = run_cli("generate", *args, "-o", run)  # the same command resumes
+    assert result.exit_code == 0, result.stderr
+    for level in HOPS:
+        assert torch.equal(_codes(run, level), _codes(reference, level))
+    assert run_cli("generate", "--resume", run, "--quiet", "--device", "cpu").exit_code == 0
+
+
+def test_changed_settings_are_refused(run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert run_cli("generate", *COMMON, "--duration", "1", "--levels", "2", "-o", run).exit_code == 0
+    result = run_cli(
+        "generate", *COMMON, "--duration", "1", "--levels", "2", "--temperature", "0.5", "-o", run
+    )
+    assert result.exit_code == 2 and "different settings" in result.stderr and "temperature" in result.stderr
+
+
+def test_continue_from_audio_keeps_the_prompt(run_cli, tmp_path: Path) -> None:
+    song = tmp_path / "song.wav"
+    sf.write(song, music_like(2.0, 44100), 44100)
+    run = tmp_path / "cont"
+    result = run_cli("continue", song, *COMMON, "--prompt-seconds", "0.5", "--duration", "1.2", "-o", run)
+    assert result.exit_code == 0, result.stderr
+    from jukebox_cli.engine.audio import load_audio
+    from jukebox_cli.engine.bundle import load_bundle
+
+    vqvae = load_bundle("tiny-random").vqvae
+    prompt = torch.from_numpy(load_audio(song, SR))[None, : _expected_samples(0.5)]
+    for level, hop in HOPS.items():
+        codes = _codes(run, level)
+        assert codes.shape[1] == _expected_samples(1.2) // hop
+        assert torch.equal(codes[:, : prompt.shape[1] // hop], vqvae.encode_level(prompt, level))
+
+
+def test_co_composition_extend_then_upsample(run_cli, tmp_path: Path) -> None:
+    takes = tmp_path / "takes"
+    assert (
+        run_cli("generate", *COMMON, "--duration", "1", "--levels", "2", "-n", "3", "-o", takes).exit_code
+        == 0
+    )
+    longer = tmp_path / "longer"
+    result = run_cli("continue", takes, *COMMON, "--levels", "2", "--duration", "1.5", "-o", longer)
+    assert result.exit_code == 0, result.stderr
+    assert torch.equal(_codes(longer, 2)[:, : _codes(takes, 2).shape[1]], _codes(takes, 2))
+    final = tmp_path / "final"
+    result = run_cli("upsample", longer, "--samples", "0,2", "--device", "cpu", "--quiet", "-o", final)
+    assert result.exit_code == 0, result.stderr
+    assert torch.equal(_codes(final, 2), _codes(longer, 2)[[0, 2]])
+    assert _codes(final, 0).shape == (2, _expected_samples(1.5) // 8)
+    assert sorted(p.name for p in (final / "level_0").glob("*.wav")) == ["item_0.wav", "item_1.wav"]
+
+
+def test_dry_run_prints_the_plan(run_cli, tmp_path: Path) -> None:
+    result = run_cli(
+        "generate", "--model", "tiny-random", "--duration", "2", "--dry-run", "--json", "-o", tmp_path / "r"
+    )
+    assert result.exit_code == 0, result.stderr
+    plan = json.loads(result.stdout)["plan"]
+    assert [p["level"] for p in plan] == [2, 1, 0]
+    assert plan[2]["total_codes"] == _expected_samples(2.0) // 8
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (("--genre", "polka"), 2, "polka"),
+        (("--model", "5b_lyrics"), 3, "needs OpenAI's released weights"),
+        (("--levels", "1,0"), 2, "top level"),
+        (("--duration", "0.2"), 2, "upsampler needs at least"),
+        (("--temperature", "0.9,0.9"), 2, "one per sampled level"),
+        (("--lyrics", "a", "--lyrics-file", "x.txt"), 2, "not both"),
+    ],
+)
+def test_bad_input(run_cli, tmp_path: Path, args, code: int, fragment: str) -> None:
+    base = {"--model": "tiny-random", "--duration": "1"}
+    merged = list(args)
+    for key, value in base.items():
+        if key not in args:
+            merged += [key, value]
+    result = run_cli("generate", *merged, "--device", "cpu", "-o", tmp_path / "run")
+    assert result.exit_code == code, result.stderr
+    assert fragment in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
