@@ -9,12 +9,25 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from jukebox_cli.engine.progress import Advanced, Event, StageFinished, StageStarted
+
+
+class RateColumn(ProgressColumn):
+    """Units per second of a stage (tokens/s while sampling, windows/s, chunks/s)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if speed is None:
+            return Text("", style="progress.data.speed")
+        return Text(f"{speed:,.1f} {task.fields.get('unit', 'it')}/s", style="progress.data.speed")
 
 
 class RichProgress:
@@ -30,6 +43,7 @@ class RichProgress:
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[unit]}"),
+            RateColumn(),
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -315,7 +316,10 @@ def generate(
 def continue_(
     source: Annotated[Path, typer.Argument(help="An audio file to continue, or a run folder to extend.")],
     *,
-    model: ModelName = "tiny-random",
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="The model (default: the run's, or tiny-random for audio)."),
+    ] = None,
     prompt_seconds: Annotated[
         float | None,
         typer.Option(min=0.0, help="Seconds of the source to keep (default: 5 s of audio, or all of a run)."),
@@ -354,42 +358,45 @@ def continue_(
 
         jukebox continue runs/demo --levels 2 --duration 12 -o runs/demo-longer
     """
-    from jukebox_cli.engine.bundle import load_bundle
+    from jukebox_cli.engine.bundle import TINY_RANDOM, load_bundle
     from jukebox_cli.engine.errors import ConfigError
-    from jukebox_cli.engine.generate import encode_prompt
+    from jukebox_cli.engine.generate import SampleMeta, encode_prompt
     from jukebox_cli.engine.runs import Run
 
     text = _read_lyrics(lyrics, lyrics_file)
+    metas = None
     if source.is_dir():
         source_run = Run.open(source)
         s = source_run.settings
-        bundle = load_bundle(s["model"] if model == "tiny-random" else model)
-        if s["model"] != model and model != "tiny-random":
+        if model is not None and model != s["model"]:
             raise ConfigError(f"{source} was made with model {s['model']!r}, not {model!r}.")
-        meta = s["samples"][0]
-        artist, genre, text = artist or meta["artist"], genre or meta["genre"], text or meta["lyrics"]
+        model = s["model"]
+        bundle = load_bundle(model)
         level_list = _parse_levels(levels, bundle.top_level)
         initial = {}
         for level in level_list:
             codes, _, _ = source_run.load_codes(level)
             if codes is None:
                 continue
+            hop = bundle.vqvae.hop_lengths[level]
             keep = (
-                codes.shape[1]
-                if prompt_seconds is None
-                else int(prompt_seconds * bundle.sample_rate) // bundle.vqvae.hop_lengths[level]
+                codes.shape[1] if prompt_seconds is None else int(prompt_seconds * bundle.sample_rate) // hop
             )
             initial[level] = codes[:, :keep]
         if bundle.top_level not in initial:
             raise ConfigError(f"{source} has no top-level codes to continue.")
-        if initial[bundle.top_level].shape[0] != samples:
-            samples = initial[bundle.top_level].shape[0]
+        # Each take keeps its own conditioning; options given here override it for all of them.
+        metas = tuple(
+            SampleMeta(artist or m["artist"], genre or m["genre"], text or m["lyrics"]) for m in s["samples"]
+        )
+        samples = len(metas)
+        artist, genre, text = metas[0].artist, metas[0].genre, metas[0].lyrics
         prompt = {"run": str(source), "seconds": prompt_seconds}
-        model = s["model"]
     else:
         from jukebox_cli.engine import audio as audio_io
 
         audio_io.audio_info(source)
+        model = model or TINY_RANDOM
         bundle = load_bundle(model)
         level_list = _parse_levels(levels, bundle.top_level)
         seconds = 5.0 if prompt_seconds is None else prompt_seconds
@@ -409,6 +416,8 @@ def continue_(
         top_p=top_p, seed=seed, dtype=dtype, max_batch_size=max_batch_size, chunk_size=chunk_size,
         allow_unknown=allow_unknown, prompt=prompt,
     )  # fmt: skip
+    if metas is not None:
+        request = dataclasses.replace(request, samples=metas)
     run_dir = output or Path("runs") / f"{_slug(source.stem)}-continued-seed{seed}"
     _execute(bundle, request, run_dir, device=device, force=force, dry_run=dry_run, quiet=quiet,
              json_output=json_output, initial_codes=initial)  # fmt: skip
@@ -474,7 +483,7 @@ def upsample(
         max_batch_size=max_batch_size, chunk_size=chunk_size, allow_unknown=s["allow_unknown"],
         prompt={"run": str(run_dir), "samples": rows},
     )  # fmt: skip
-    request = type(request)(**{**request.__dict__, "samples": tuple(metas)})
+    request = dataclasses.replace(request, samples=tuple(metas))
     selected = codes[rows]
     run_out = output or run_dir.with_name(f"{run_dir.name}-upsampled")
     _execute(bundle, request, run_out, device=device, force=force, dry_run=dry_run, quiet=quiet,

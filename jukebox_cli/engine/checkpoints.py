@@ -276,7 +276,8 @@ def load_vqvae(spec: str | Path, *, device: str | torch.device = "cpu", seed: in
     """Resolve a ``--model`` value to a VQ-VAE.
 
     Args:
-        spec: a preset name (``tiny``: random weights from ``seed``), a native ``.safetensors`` file, a folder
+        spec: a preset name (``tiny``: random weights from ``seed``), ``tiny-random`` (the VQ-VAE of that model),
+            a released model name, a native ``.safetensors`` file, a folder
             holding ``vqvae.safetensors``, an original-layout ``.pth``/``.pth.tar`` file, or a hub-layout
             ``.bin``/``.safetensors`` file with ``vqvae.*`` keys.
         device: where the model should live.
@@ -288,9 +289,16 @@ def load_vqvae(spec: str | Path, *, device: str | torch.device = "cpu", seed: in
         CheckpointError: an unreadable file.
     """
     from jukebox_cli.engine import presets
+    from jukebox_cli.engine.bundle import RELEASED_MODELS, TINY_RANDOM
     from jukebox_cli.engine.vqvae import VQVAEConfig
 
     path = Path(spec)
+    if not path.exists() and str(spec) == TINY_RANDOM:
+        return LoadedVQVAE(
+            build_vqvae_from_config(presets.vqvae_config("tiny"), device, 0), TINY_RANDOM, False
+        )
+    if not path.exists() and str(spec) in RELEASED_MODELS:
+        spec = "jukebox"  # every released model shares the one released VQ-VAE
     if not path.exists() and str(spec) in presets.VQVAE_PRESETS:
         name = str(spec)
         if name in presets.NEEDS_WEIGHTS:

@@ -285,7 +285,9 @@ def run_cascade(
                 prior.to("cpu")  # only the level being sampled occupies the accelerator
             run.save_codes(level, current, windows_done=done[0], finished=True)
         codes[level] = current
-        write_level_audio(run, bundle, level, current, progress=progress)
+        written = all(run.audio_path(level, i).exists() for i in range(n_samples))
+        if not (finished and written):  # a resumed run keeps the audio of levels it had finished
+            write_level_audio(run, bundle, level, current, progress=progress)
         run.update(levels_done=sorted({*run.state.get("levels_done", []), level}, reverse=True))
         progress(LevelDone(level, current))
         progress(Advanced("levels"))
