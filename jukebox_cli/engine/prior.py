@@ -11,7 +11,6 @@ reads them through cross-attention layers.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from jukebox_cli.engine.configs import DictConfig
 from jukebox_cli.engine.encdec import DecoderConvBlock
 from jukebox_cli.engine.errors import ConfigError
 from jukebox_cli.engine.transformer import Conv1D, KVCache, LayerNorm, Transformer, attention_pattern
@@ -280,8 +280,10 @@ class LyricEncoderConfig:
 
 
 @dataclass(frozen=True)
-class PriorConfig:
+class PriorConfig(DictConfig):
     """Hyperparameters of one prior (spec 5.1; original names in comments)."""
+
+    config_name = "prior config"
 
     level: int
     n_ctx: int  # music positions per window
@@ -374,17 +376,6 @@ class PriorConfig:
             list(self.attn_pattern) if self.attn_pattern else attention_pattern(self.attn_order, self.depth)
         )
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> PriorConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"Unknown prior config keys: {', '.join(unknown)}.")
-        return cls(**values)
-
 
 @dataclass
 class PriorOutput:
@@ -471,42 +462,41 @@ class Prior(nn.Module):
 
     # - training ---------------------------------------------------------------------------------------
 
-    def forward(self, codes: torch.Tensor, labels: torch.Tensor, upper_codes: torch.Tensor | None = None
-                ) -> PriorOutput:  # fmt: skip
+    def forward(
+        self, codes: torch.Tensor, labels: torch.Tensor, upper_codes: torch.Tensor | None = None
+    ) -> PriorOutput:
         """Teacher-forced losses in bits per token for one window of codes [N, n_ctx] (spec 5.7)."""
-        logits, targets = self.logits(codes, labels, upper_codes, return_targets=True)
+        logits, targets, encoder_kv = self._teacher_forced(codes, labels, upper_codes)
         c = self.config
         ln2 = math.log(2.0)
-        zero = logits.new_zeros(())
-        if c.single_enc_dec:
-            prime = F.cross_entropy(logits[:, : c.n_tokens].reshape(-1, logits.shape[-1]),
-                                    targets[:, : c.n_tokens].reshape(-1)) / ln2  # fmt: skip
-            gen = F.cross_entropy(logits[:, c.n_tokens :].reshape(-1, logits.shape[-1]),
-                                  targets[:, c.n_tokens :].reshape(-1)) / ln2  # fmt: skip
+
+        def bits(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(scores.reshape(-1, scores.shape[-1]), target.reshape(-1)) / ln2
+
+        if c.single_enc_dec:  # one sequence: the lyric positions first, then the music
+            prime = bits(logits[:, : c.n_tokens], targets[:, : c.n_tokens])
+            gen = bits(logits[:, c.n_tokens :], targets[:, c.n_tokens :])
         else:
-            gen = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)) / ln2
-            prime = zero
-            if c.lyric_encoder is not None:
-                lyrics = labels[:, 4 + c.max_genres :]
-                encoder_kv = self.encode_lyrics(lyrics)
-                prime_logits = self.prime_x_out(encoder_kv.float())
-                prime = F.cross_entropy(prime_logits.reshape(-1, c.n_vocab), lyrics.reshape(-1)) / ln2
+            gen = bits(logits, targets)
+            prime = logits.new_zeros(())
+            if encoder_kv is not None:  # 5b_lyrics: the lyric encoder also learns to predict the lyrics
+                prime = bits(self.prime_x_out(encoder_kv.float()), labels[:, 4 + c.max_genres :])
         n_prime = c.n_tokens if c.has_lyrics else 0
         total = n_prime + c.n_ctx
         loss = c.prime_loss_fraction * prime * n_prime / total + gen * c.n_ctx / total
         return PriorOutput(loss=loss, gen_loss=gen, prime_loss=prime, metrics={"bpd": gen.detach()})
 
-    def logits(self, codes: torch.Tensor, labels: torch.Tensor, upper_codes: torch.Tensor | None = None, *,
-               return_targets: bool = False):  # fmt: skip
+    def logits(
+        self, codes: torch.Tensor, labels: torch.Tensor, upper_codes: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Teacher-forced logits over the music positions [N, n_ctx, codebook_size] (1b: over the whole
         merged sequence, music ids shifted by n_vocab)."""
+        return self._teacher_forced(codes, labels, upper_codes)[0]
+
+    def _teacher_forced(self, codes, labels, upper_codes):
+        """(logits, target tokens, encoder_kv or None) of one window."""
         c = self.config
         x_cond, y_cond, lyrics = self.conditioning(labels, upper_codes)
-        encoder_kv = None
-        tokens = codes
-        if c.single_enc_dec:
-            tokens = torch.cat([lyrics, codes + c.n_vocab], dim=1)
-        elif c.lyric_encoder is not None:
-            encoder_kv = self.encode_lyrics(lyrics)
-        logits = self.prior(tokens, x_cond, y_cond, encoder_kv)
-        return (logits, tokens) if return_targets else logits
+        encoder_kv = self.encode_lyrics(lyrics) if c.lyric_encoder is not None else None
+        tokens = torch.cat([lyrics, codes + c.n_vocab], dim=1) if c.single_enc_dec else codes
+        return self.prior(tokens, x_cond, y_cond, encoder_kv), tokens, encoder_kv

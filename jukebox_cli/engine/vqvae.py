@@ -12,7 +12,6 @@ result is the same as one pass over the whole signal.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,14 +20,17 @@ import torch
 from torch import nn
 
 from jukebox_cli.engine.bottleneck import Bottleneck, QuantizeOutput
+from jukebox_cli.engine.configs import DictConfig
 from jukebox_cli.engine.encdec import Decoder, Encoder, receptive_reach
 from jukebox_cli.engine.errors import ConfigError, InvalidAudio
 from jukebox_cli.engine.progress import Advanced, ProgressCallback, StageFinished, StageStarted, noop
 
 
 @dataclass(frozen=True)
-class VQVAEConfig:
+class VQVAEConfig(DictConfig):
     """Hyperparameters of a VQ-VAE; defaults are the released model's (spec 3.1, original names noted)."""
+
+    config_name = "VQ-VAE config"
 
     sample_rate: int = 44100  # sr
     levels: int = 3
@@ -82,18 +84,6 @@ class VQVAEConfig:
             hop *= stride**down
             hops.append(hop)
         return tuple(hops)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> VQVAEConfig:
-        """Build from ``to_dict()`` output; unknown keys are an error (a checkpoint from another version)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"Unknown VQ-VAE config keys: {', '.join(unknown)}.")
-        return cls(**values)
 
 
 @dataclass
