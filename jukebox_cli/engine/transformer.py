@@ -129,9 +129,6 @@ class KVCache:
         self.length = 0
         self.encoder_kv = [None] * len(self.layers)
 
-    def nbytes(self) -> int:
-        return sum(c.keys.numel() * c.keys.element_size() * 2 for c in self.layers if c is not None)
-
 
 # -- attention ---------------------------------------------------------------------------------------
 
