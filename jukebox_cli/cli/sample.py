@@ -46,7 +46,11 @@ TopP = Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling th
 Seed = Annotated[int, typer.Option(help="Random seed; the same command and seed give the same codes.")]
 Dtype = Annotated[str, typer.Option(help="auto (bf16/fp16 on GPUs, fp32 on the CPU), fp32, fp16 or bf16.")]
 MaxBatch = Annotated[
-    int | None, typer.Option(min=1, help="Samples per prior call (lower it when out of memory).")
+    str,
+    typer.Option(
+        help="Samples per prior call: one value or one per sampled level, e.g. 3,16,16 (lower it when out of "
+        "memory)."
+    ),
 ]
 ChunkSize = Annotated[
     int, typer.Option(min=1, help="Known codes pushed through the prior at once when priming.")
@@ -196,7 +200,7 @@ def _execute(bundle, request, output: Path, *, device: str, force: bool, dry_run
 
 def _build_request(bundle, *, model: str, artist: str, genre: str, lyrics: str, duration: float,
                    total_duration: float | None, samples: int, levels: tuple[int, ...], temperature: str,
-                   top_k: int, top_p: float, seed: int, dtype: str, max_batch_size: int | None, chunk_size: int,
+                   top_k: int, top_p: float, seed: int, dtype: str, max_batch_size: str, chunk_size: int,
                    allow_unknown: bool, prompt: dict | None = None):  # fmt: skip
     from jukebox_cli.engine.generate import CascadeRequest, SampleMeta
     from jukebox_cli.engine.windows import sample_length
@@ -207,12 +211,16 @@ def _build_request(bundle, *, model: str, artist: str, genre: str, lyrics: str, 
     top = bundle.priors[bundle.top_level].config
     minimum = int(top.min_duration * sr) if top.min_duration else 0
     total = sample_length(total_duration, sr, top_hop) if total_duration is not None else max(length, minimum)
-    batch = max_batch_size or 16
+    batches = _per_level(max_batch_size, levels, "max-batch-size")
+    if any(b < 1 or b != int(b) for b in batches.values()):
+        from jukebox_cli.engine.errors import ConfigError
+
+        raise ConfigError(f"--max-batch-size must be positive whole numbers; got {max_batch_size!r}.")
     return CascadeRequest(
         model=model, samples=tuple(SampleMeta(artist, genre, lyrics) for _ in range(samples)),
         sample_length=length, total_length=total, levels=levels,
         temperature=_per_level(temperature, levels, "temperature"), top_k=top_k, top_p=top_p, seed=seed,
-        chunk_size=chunk_size, max_batch_size={level: batch for level in levels}, dtype=dtype,
+        chunk_size=chunk_size, max_batch_size={level: int(b) for level, b in batches.items()}, dtype=dtype,
         allow_unknown=allow_unknown, prompt=prompt,
         hop_fraction={level: {2: 0.125}.get(level, 0.5) for level in levels},
     )  # fmt: skip
@@ -237,7 +245,7 @@ def generate(
     prompt_seconds: Annotated[float, typer.Option(min=0.0, help="Seconds of --prime to keep.")] = 5.0,
     device: Device = "auto",
     dtype: Dtype = "auto",
-    max_batch_size: MaxBatch = None,
+    max_batch_size: MaxBatch = "16",
     chunk_size: ChunkSize = 32,
     allow_unknown: AllowUnknown = False,
     output: Output = None,
@@ -338,7 +346,7 @@ def continue_(
     seed: Seed = 0,
     device: Device = "auto",
     dtype: Dtype = "auto",
-    max_batch_size: MaxBatch = None,
+    max_batch_size: MaxBatch = "16",
     chunk_size: ChunkSize = 32,
     allow_unknown: AllowUnknown = False,
     output: Output = None,
@@ -435,7 +443,7 @@ def upsample(
     seed: Seed = 0,
     device: Device = "auto",
     dtype: Dtype = "auto",
-    max_batch_size: MaxBatch = None,
+    max_batch_size: MaxBatch = "16",
     chunk_size: ChunkSize = 32,
     output: Output = None,
     dry_run: DryRun = False,

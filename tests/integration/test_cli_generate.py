@@ -156,3 +156,49 @@ def test_bad_input(run_cli, tmp_path: Path, args, code: int, fragment: str) -> N
     assert result.exit_code == code, result.stderr
     assert fragment in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_primed_generate_and_per_level_batches(run_cli, tmp_path: Path) -> None:
+    song = tmp_path / "song.wav"
+    sf.write(song, music_like(1.0, 22050), 22050)
+    run = tmp_path / "primed"
+    result = run_cli("generate", *COMMON, "--prime", song, "--prompt-seconds", "0.3", "--duration", "1",
+                     "-n", "3", "--max-batch-size", "2,2,3", "-o", run)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    top = _codes(run, 2)
+    assert top.shape == (3, _expected_samples(1.0) // 128)
+    prompt_codes = _expected_samples(0.3) // 128
+    assert torch.equal(top[0, :prompt_codes], top[2, :prompt_codes]), "every take starts from the same prompt"
+    settings = json.loads((run / "run.json").read_text())["settings"]
+    assert settings["max_batch_size"] == {"2": 2, "1": 2, "0": 3}
+    assert settings["prompt"] == {"file": str(song), "seconds": 0.3}
+
+
+def test_continue_bad_input(run_cli, tmp_path: Path) -> None:
+    song = tmp_path / "song.wav"
+    sf.write(song, music_like(1.0, 22050), 22050)
+    out = tmp_path / "out"
+    result = run_cli("continue", song, *COMMON, "--prompt-seconds", "2", "--duration", "1.5", "-o", out)
+    assert result.exit_code == 2 and "must be shorter than --duration" in result.stderr
+    result = run_cli("continue", song, *COMMON, "--prompt-seconds", "0.001", "--duration", "1", "-o", out)
+    assert result.exit_code == 6 and "shorter than one top-level code" in result.stderr
+    result = run_cli("continue", song, *COMMON, "--prompt-seconds", "1.2", "--duration", "2", "-o", out)
+    assert result.exit_code == 6 and "shorter than the 1.2 s prompt" in result.stderr
+    assert not out.exists()
+    takes = tmp_path / "takes"
+    assert run_cli("generate", *COMMON, "--duration", "1", "--levels", "2", "-o", takes).exit_code == 0
+    result = run_cli("continue", takes, "--model", "1b_lyrics", "--duration", "2", "-o", tmp_path / "x")
+    assert result.exit_code == 2 and "was made with model 'tiny-random'" in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_out_of_memory_names_the_flag_to_lower(run_cli, tmp_path: Path, monkeypatch) -> None:
+    import jukebox_cli.engine.generate as generate
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(generate, "sample_level", out_of_memory)
+    result = run_cli("generate", *COMMON, "--duration", "1", "-o", tmp_path / "run")
+    assert result.exit_code == 5
+    assert "--max-batch-size" in result.stderr and "Traceback" not in result.stderr
