@@ -166,10 +166,13 @@ def _execute(bundle, request, output: Path, *, device: str, force: bool, dry_run
     if resumed and not quiet:
         console.print(f"resuming {output} from its saved codes")
     run.update(device=str(torch_device), model=bundle.describe())
-    for level, codes in (seed_levels or {}).items():
+    for level, codes in (seed_levels or {}).items():  # given levels: finished as they are
         if run.load_codes(level)[0] is None:
             run.save_codes(level, codes, windows_done=0, finished=True)
             write_level_audio(run, bundle, level, codes)
+    for level, codes in (initial_codes or {}).items():  # keep the starting point in the run for resumes
+        if run.load_codes(level)[0] is None:
+            run.save_codes(level, codes, windows_done=0)
     with RichProgress(enabled=not quiet) as progress:
         codes = run_cascade(
             bundle, run, request, device=torch_device, initial_codes=initial_codes, progress=progress
@@ -202,7 +205,7 @@ def _build_request(bundle, *, model: str, artist: str, genre: str, lyrics: str, 
                    total_duration: float | None, samples: int, levels: tuple[int, ...], temperature: str,
                    top_k: int, top_p: float, seed: int, dtype: str, max_batch_size: str, chunk_size: int,
                    allow_unknown: bool, prompt: dict | None = None):  # fmt: skip
-    from jukebox_cli.engine.generate import CascadeRequest, SampleMeta
+    from jukebox_cli.engine.generate import DEFAULT_HOP_FRACTIONS, CascadeRequest, SampleMeta
     from jukebox_cli.engine.windows import sample_length
 
     sr = bundle.sample_rate
@@ -222,7 +225,7 @@ def _build_request(bundle, *, model: str, artist: str, genre: str, lyrics: str, 
         temperature=_per_level(temperature, levels, "temperature"), top_k=top_k, top_p=top_p, seed=seed,
         chunk_size=chunk_size, max_batch_size={level: int(b) for level, b in batches.items()}, dtype=dtype,
         allow_unknown=allow_unknown, prompt=prompt,
-        hop_fraction={level: {2: 0.125}.get(level, 0.5) for level in levels},
+        hop_fraction={level: DEFAULT_HOP_FRACTIONS[level] for level in levels},
     )  # fmt: skip
 
 
@@ -272,28 +275,16 @@ def generate(
         jukebox generate --resume runs/demo
     """
     from jukebox_cli.engine.bundle import load_bundle
-    from jukebox_cli.engine.generate import CascadeRequest, SampleMeta, encode_prompt
+    from jukebox_cli.engine.generate import CascadeRequest, encode_prompt
     from jukebox_cli.engine.runs import Run
 
     if resume is not None:
         run = Run.open(resume)
-        s = run.settings
-        request = CascadeRequest(
-            model=s["model"], samples=tuple(SampleMeta(**m) for m in s["samples"]), sample_length=s["sample_length"],
-            total_length=s["total_length"], levels=tuple(s["levels"]),
-            temperature={int(k): v for k, v in s["temperature"].items()}, top_k=s["top_k"], top_p=s["top_p"],
-            seed=s["seed"], chunk_size=s["chunk_size"],
-            max_batch_size={int(k): v for k, v in s["max_batch_size"].items()},
-            hop_fraction={int(k): v for k, v in s["hop_fraction"].items()}, dtype=s["dtype"],
-            allow_unknown=s["allow_unknown"], prompt=s["prompt"],
-        )  # fmt: skip
+        request = CascadeRequest.from_settings(run.settings)
         bundle = load_bundle(request.model)
-        initial = None
-        if request.prompt and request.prompt.get("file"):
-            initial = encode_prompt(bundle, request.prompt["file"], request.prompt["seconds"],
-                                    len(request.samples), request.levels)  # fmt: skip
+        # Prompt codes were saved into the run when it started, so the run folder alone is enough.
         _execute(bundle, request, resume, device=device, force=False, dry_run=dry_run, quiet=quiet,
-                 json_output=json_output, initial_codes=initial)  # fmt: skip
+                 json_output=json_output)  # fmt: skip
         return
     text = _read_lyrics(lyrics, lyrics_file)
     if prime is not None:

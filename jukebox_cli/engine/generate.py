@@ -70,6 +70,14 @@ class CascadeRequest:
         data["levels"] = list(self.levels)
         return data
 
+    @classmethod
+    def from_settings(cls, data: dict) -> CascadeRequest:
+        """The inverse of :meth:`settings` (after a JSON round trip)."""
+        per_level = {key: {int(level): value for level, value in data[key].items()}
+                     for key in ("temperature", "max_batch_size", "hop_fraction")}  # fmt: skip
+        return cls(**{**data, **per_level, "samples": tuple(SampleMeta(**m) for m in data["samples"]),
+                      "levels": tuple(data["levels"])})  # fmt: skip
+
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """``auto``: bfloat16 on CUDA GPUs that support it (else float16), float16 on MPS, float32 on the CPU."""
@@ -151,11 +159,10 @@ class LevelPlanInfo:
 def plan_cascade(bundle: Bundle, request: CascadeRequest, existing: dict[int, int] | None = None,
                  dtype: torch.dtype = torch.float32) -> list[LevelPlanInfo]:  # fmt: skip
     """Tokens, windows and memory per level, before anything runs (``--dry-run``)."""
+    validate_request(bundle, request)
     existing = existing or {}
     plans = []
     for level in request.levels:
-        if level not in bundle.priors:
-            raise ConfigError(f"This model has no prior for level {level}.")
         prior = bundle.priors[level]
         c = prior.config
         total = request.sample_length // c.hop_length
@@ -239,15 +246,17 @@ def run_cascade(
     validate_request(bundle, request)
     dtype = resolve_dtype(request.dtype, device)
     n_samples = len(request.samples)
-    codes: dict[int, torch.Tensor] = {}
-    for level, prompt in (initial_codes or {}).items():
-        codes[level] = prompt.to(device)
+    codes = {level: prompt.to(device) for level, prompt in (initial_codes or {}).items()}
+    for level in range(
+        bundle.vqvae.levels
+    ):  # what the run holds wins (upper levels included, for upsamplers)
+        saved = run.load_codes(level)[0]
+        if saved is not None:
+            codes[level] = saved.to(device)
     bundle.vqvae.to(device)
     progress(StageStarted("levels", len(request.levels), "level"))
     for level in request.levels:
-        saved, windows_done, finished = run.load_codes(level)
-        if saved is not None:
-            codes[level] = saved.to(device)
+        _, windows_done, finished = run.load_codes(level)
         current = codes.get(level, torch.zeros(n_samples, 0, dtype=torch.long, device=device))
         if current.shape[0] != n_samples:
             raise ConfigError(f"Level {level} holds codes for {current.shape[0]} samples, not {n_samples}.")

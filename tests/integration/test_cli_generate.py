@@ -202,3 +202,33 @@ def test_out_of_memory_names_the_flag_to_lower(run_cli, tmp_path: Path, monkeypa
     result = run_cli("generate", *COMMON, "--duration", "1", "-o", tmp_path / "run")
     assert result.exit_code == 5
     assert "--max-batch-size" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_resume_keeps_the_prompt_of_continue_and_upsample(run_cli, tmp_path: Path, monkeypatch) -> None:
+    """Runs interrupted before their first window resume from the run folder alone (--resume)."""
+    takes = tmp_path / "takes"
+    assert (
+        run_cli("generate", *COMMON, "--duration", "1", "--levels", "2", "-n", "2", "-o", takes).exit_code
+        == 0
+    )
+    cont_args = ("continue", takes, *COMMON, "--levels", "2", "--duration", "1.5")
+    assert run_cli(*cont_args, "-o", tmp_path / "reference").exit_code == 0
+
+    import jukebox_cli.engine.sampling as sampling
+
+    real = sampling.sample_window
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sampling, "sample_window", interrupt)
+    assert run_cli(*cont_args, "-o", tmp_path / "cont").exit_code == 130
+    assert run_cli("upsample", takes, "--device", "cpu", "--quiet", "-o", tmp_path / "up").exit_code == 130
+    monkeypatch.setattr(sampling, "sample_window", real)
+
+    assert run_cli("generate", "--resume", tmp_path / "cont", "--device", "cpu", "--quiet").exit_code == 0
+    assert torch.equal(_codes(tmp_path / "cont", 2), _codes(tmp_path / "reference", 2))
+    assert run_cli("generate", "--resume", tmp_path / "up", "--device", "cpu", "--quiet").exit_code == 0
+    assert torch.equal(_codes(tmp_path / "up", 2), _codes(takes, 2))
+    assert _codes(tmp_path / "up", 0).shape == (2, _expected_samples(1.0) // 8)
+    assert (tmp_path / "up" / "level_2" / "item_1.wav").exists()
