@@ -81,4 +81,54 @@ def _no_network(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture
+def hub(monkeypatch):
+    """A running FakeHub, with huggingface_hub allowed to talk to it (and only to it).
+
+    conftest's ``_no_network`` sets HF_HUB_OFFLINE=1, but huggingface_hub reads that env var once at
+    import into ``constants.HF_HUB_OFFLINE`` (checked by its request hook), so both are undone here.
+    Telemetry must stay off: with it on, building the User-Agent fetches an "agent harness" registry
+    from https://huggingface.co (constants.ENDPOINT, whatever ``endpoint=`` says) and caches it in HF_HOME.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import _detect_agent
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    monkeypatch.setattr(_detect_agent, "_registry", {"standardEnvVars": [], "harnesses": {}}, raising=False)
+    from tests.fakehub import FakeHub
+
+    with FakeHub() as fake:
+        monkeypatch.setenv("HF_ENDPOINT", fake.url)
+        monkeypatch.setenv("JUKEBOX_MIRRORS", f"{fake.url}/jukebox/models/")
+        yield fake
+
+
+@pytest.fixture
+def no_retry_sleep(monkeypatch):
+    """http_get sleeps 1 s before each internal retry; only its module's view of ``time`` is stubbed."""
+
+    import time
+
+    from huggingface_hub import file_download as hf_file_download
+
+    class _Time:
+        sleep = staticmethod(lambda seconds: None)
+
+        def __getattr__(self, name):
+            return getattr(time, name)
+
+    monkeypatch.setattr(hf_file_download, "time", _Time())
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """http_get buffers DOWNLOAD_CHUNK_SIZE (10 MiB) before writing; smaller chunks make resumes visible."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 4096)
+
+
 __all__ = ["manifest", "music_like", "CliResult", "sys"]

@@ -12,8 +12,9 @@ Model = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="A preset name (tiny; jukebox needs the released weights), a native .safetensors file or "
-        "folder, or a released checkpoint file (vqvae.pth.tar, or a hub-layout .bin).",
+        help="A preset name (tiny), a released model (1b_lyrics, 5b, 5b_lyrics or jukebox: the released "
+        "VQ-VAE, downloaded on first use), a native .safetensors file or folder, or a released checkpoint file "
+        "(vqvae.pth.tar, or a hub-layout .bin).",
     ),
 ]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
@@ -22,4 +23,12 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or 
 Json = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
 AudioIn = Annotated[
     Path, typer.Argument(help="Audio file (wav, flac, ogg, mp3, ...; any rate, any channels).")
+]
+CacheDir = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="JUKEBOX_CACHE",
+        show_envvar=True,
+        help="Model cache folder (downloads and converted weights); default: the user cache folder.",
+    ),
 ]

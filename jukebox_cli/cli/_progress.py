@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from types import TracebackType
 
+from rich import filesize
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     ProgressColumn,
     Task,
@@ -21,13 +21,27 @@ from jukebox_cli.engine.progress import Advanced, Event, StageFinished, StageSta
 
 
 class RateColumn(ProgressColumn):
-    """Units per second of a stage (tokens/s while sampling, windows/s, chunks/s)."""
+    """Units per second of a stage (tokens/s while sampling, windows/s, MB/s while downloading)."""
 
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
         if speed is None:
             return Text("", style="progress.data.speed")
+        if task.fields.get("unit") == "B":
+            return Text(f"{filesize.decimal(int(speed))}/s", style="progress.data.speed")
         return Text(f"{speed:,.1f} {task.fields.get('unit', 'it')}/s", style="progress.data.speed")
+
+
+class CountColumn(ProgressColumn):
+    """Done/total in the stage's unit (sizes like 1.2/11.6 GB for byte stages)."""
+
+    def render(self, task: Task) -> Text:
+        unit = task.fields.get("unit", "it")
+        if unit == "B":
+            total = filesize.decimal(int(task.total)) if task.total is not None else "?"
+            return Text(f"{filesize.decimal(int(task.completed))}/{total}", style="progress.download")
+        total = f"{int(task.total):,}" if task.total is not None else "?"
+        return Text(f"{int(task.completed):,}/{total} {unit}", style="progress.download")
 
 
 class RichProgress:
@@ -41,8 +55,7 @@ class RichProgress:
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[unit]}"),
+            CountColumn(),
             RateColumn(),
             TimeElapsedColumn(),
             TextColumn("eta"),

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from jukebox_cli.cli._options import AudioIn, Device, Force, Json, Model, Quiet
+from jukebox_cli.cli._options import AudioIn, CacheDir, Device, Force, Json, Model, Quiet
 from jukebox_cli.cli._progress import RichProgress
 
 
@@ -48,6 +48,7 @@ def reconstruct(
         float, typer.Option(min=0.1, help="Process long audio in chunks of this length (bounded memory).")
     ] = 12.0,
     device: Device = "auto",
+    cache_dir: CacheDir = None,
     force: Force = False,
     quiet: Quiet = False,
     json_output: Json = False,
@@ -75,7 +76,9 @@ def reconstruct(
     audio_io.audio_info(song)  # fail on a bad input before loading a model
     if output.exists() and not output.is_dir():
         raise ConfigError(f"Output {output} exists and is not a folder.")
-    loaded = load_vqvae(model, device=resolve_device(device))
+    with RichProgress(enabled=not quiet) as progress:
+        loaded = load_vqvae(model, device=resolve_device(device), cache_dir=cache_dir, download=True,
+                            progress=progress)  # fmt: skip
     vqvae = loaded.model
     level_list = (
         parse_levels(levels, vqvae.levels) if levels is not None else list(range(vqvae.levels - 1, -1, -1))

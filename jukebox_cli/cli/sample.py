@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from jukebox_cli.cli._options import Device, Force, Json, Quiet
+from jukebox_cli.cli._options import CacheDir, Device, Force, Json, Quiet
 from jukebox_cli.cli._progress import RichProgress
 
 ModelName = Annotated[
@@ -62,6 +62,14 @@ DryRun = Annotated[bool, typer.Option(help="Print the plan (tokens, windows, mem
 Output = Annotated[
     Path | None, typer.Option("--output", "-o", help="Run folder (re-running the same command resumes it).")
 ]
+
+
+def _load(model: str, cache_dir: Path | None, quiet: bool):
+    """The bundle; a released model's missing parts are downloaded first, with byte progress."""
+    from jukebox_cli.engine.bundle import load_bundle
+
+    with RichProgress(enabled=not quiet) as progress:
+        return load_bundle(model, cache_dir=cache_dir, download=True, progress=progress)
 
 
 def _slug(text: str) -> str:
@@ -211,7 +219,7 @@ def _build_request(bundle, *, model: str, artist: str, genre: str, lyrics: str, 
     sr = bundle.sample_rate
     top_hop = bundle.vqvae.hop_lengths[-1]
     length = sample_length(duration, sr, top_hop)
-    top = bundle.priors[bundle.top_level].config
+    top = bundle.prior_configs[bundle.top_level]
     minimum = int(top.min_duration * sr) if top.min_duration else 0
     total = sample_length(total_duration, sr, top_hop) if total_duration is not None else max(length, minimum)
     batches = _per_level(max_batch_size, levels, "max-batch-size")
@@ -247,6 +255,7 @@ def generate(
     prime: Annotated[Path | None, typer.Option(help="Start from this audio file (primed sampling).")] = None,
     prompt_seconds: Annotated[float, typer.Option(min=0.0, help="Seconds of --prime to keep.")] = 5.0,
     device: Device = "auto",
+    cache_dir: CacheDir = None,
     dtype: Dtype = "auto",
     max_batch_size: MaxBatch = "16",
     chunk_size: ChunkSize = 32,
@@ -274,14 +283,13 @@ def generate(
 
         jukebox generate --resume runs/demo
     """
-    from jukebox_cli.engine.bundle import load_bundle
     from jukebox_cli.engine.generate import CascadeRequest, encode_prompt
     from jukebox_cli.engine.runs import Run
 
     if resume is not None:
         run = Run.open(resume)
         request = CascadeRequest.from_settings(run.settings)
-        bundle = load_bundle(request.model)
+        bundle = _load(request.model, cache_dir, quiet)
         # Prompt codes were saved into the run when it started, so the run folder alone is enough.
         _execute(bundle, request, resume, device=device, force=False, dry_run=dry_run, quiet=quiet,
                  json_output=json_output)  # fmt: skip
@@ -291,7 +299,7 @@ def generate(
         from jukebox_cli.engine import audio as audio_io
 
         audio_io.audio_info(prime)  # a bad prompt fails before the model loads
-    bundle = load_bundle(model)
+    bundle = _load(model, cache_dir, quiet)
     level_list = _parse_levels(levels, bundle.top_level)
     prompt = {"file": str(prime), "seconds": prompt_seconds} if prime is not None else None
     if prime is not None and prompt_seconds >= duration:
@@ -336,6 +344,7 @@ def continue_(
     top_p: TopP = 0.0,
     seed: Seed = 0,
     device: Device = "auto",
+    cache_dir: CacheDir = None,
     dtype: Dtype = "auto",
     max_batch_size: MaxBatch = "16",
     chunk_size: ChunkSize = 32,
@@ -357,7 +366,7 @@ def continue_(
 
         jukebox continue runs/demo --levels 2 --duration 12 -o runs/demo-longer
     """
-    from jukebox_cli.engine.bundle import TINY_RANDOM, load_bundle
+    from jukebox_cli.engine.bundle import TINY_RANDOM
     from jukebox_cli.engine.errors import ConfigError
     from jukebox_cli.engine.generate import SampleMeta, encode_prompt
     from jukebox_cli.engine.runs import Run
@@ -370,7 +379,7 @@ def continue_(
         if model is not None and model != s["model"]:
             raise ConfigError(f"{source} was made with model {s['model']!r}, not {model!r}.")
         model = s["model"]
-        bundle = load_bundle(model)
+        bundle = _load(model, cache_dir, quiet)
         level_list = _parse_levels(levels, bundle.top_level)
         initial = {}
         for level in level_list:
@@ -396,7 +405,7 @@ def continue_(
 
         audio_io.audio_info(source)
         model = model or TINY_RANDOM
-        bundle = load_bundle(model)
+        bundle = _load(model, cache_dir, quiet)
         level_list = _parse_levels(levels, bundle.top_level)
         seconds = 5.0 if prompt_seconds is None else prompt_seconds
         if seconds >= duration:
@@ -433,6 +442,7 @@ def upsample(
     top_p: TopP = 0.0,
     seed: Seed = 0,
     device: Device = "auto",
+    cache_dir: CacheDir = None,
     dtype: Dtype = "auto",
     max_batch_size: MaxBatch = "16",
     chunk_size: ChunkSize = 32,
@@ -451,14 +461,13 @@ def upsample(
 
         jukebox upsample runs/demo --samples 0,2 -o runs/demo-final
     """
-    from jukebox_cli.engine.bundle import load_bundle
     from jukebox_cli.engine.errors import ConfigError
     from jukebox_cli.engine.generate import SampleMeta
     from jukebox_cli.engine.runs import Run
 
     source = Run.open(run_dir)
     s = source.settings
-    bundle = load_bundle(s["model"])
+    bundle = _load(s["model"], cache_dir, quiet)
     top = bundle.top_level
     codes, _, finished = source.load_codes(top)
     if codes is None or not finished:

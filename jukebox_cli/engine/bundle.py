@@ -2,12 +2,13 @@
 
 ``--model`` names one of these: ``tiny-random`` (tiny presets, seeded random weights, a made-up label set),
 a folder in our native layout (``vqvae.safetensors`` + ``prior_level_{L}.safetensors``), or a released model
-name (which needs its downloaded weights).
+name (its parts are converted files in the model cache, see ``models.py``).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,10 +17,10 @@ import torch
 from jukebox_cli.engine.errors import CheckpointNotFound, IncompatibleCheckpoint
 from jukebox_cli.engine.labels import Labeller
 from jukebox_cli.engine.prior import Prior, PriorConfig
+from jukebox_cli.engine.progress import ProgressCallback, noop
 from jukebox_cli.engine.vqvae import VQVAE
 
 TINY_RANDOM = "tiny-random"
-RELEASED_MODELS = ("1b_lyrics", "5b", "5b_lyrics")
 _TINY_PRIORS = {2: "tiny_1b_lyrics", 1: "tiny_upsampler_level_1", 0: "tiny_upsampler_level_0"}
 
 
@@ -27,19 +28,27 @@ def prior_file(level: int) -> str:
     return f"prior_level_{level}.safetensors"
 
 
+PriorLoader = Callable[[int, torch.device, "torch.dtype | None"], Prior]
+
+
 @dataclass
 class Bundle:
-    """The parts of one model. Priors live on the CPU until their level is sampled."""
+    """The parts of one model.
+
+    Priors are loaded one level at a time (``load_prior``), straight onto the device that samples them, and
+    released afterwards (``release_prior``): a 5B model never holds two priors in memory.
+    """
 
     name: str
     vqvae: VQVAE
-    priors: dict[int, Prior]
+    prior_configs: dict[int, PriorConfig]
+    loader: PriorLoader
     pretrained: bool
     labellers: dict[int, Labeller] = field(default_factory=dict)
+    resident: bool = False  # priors live in memory (moved, not reloaded, between devices)
 
     def __post_init__(self) -> None:
-        for level, prior in self.priors.items():
-            c = prior.config
+        for level, c in self.prior_configs.items():
             if (
                 c.codebook_size != self.vqvae.config.codebook_size
                 or c.hop_length != self.vqvae.hop_lengths[level]
@@ -50,13 +59,52 @@ class Bundle:
                 )
             self.labellers.setdefault(level, Labeller(c.label_set, c.max_genres, c.n_tokens))
 
+    @classmethod
+    def from_models(cls, name: str, vqvae: VQVAE, priors: dict[int, Prior], *, pretrained: bool) -> Bundle:
+        """A bundle over priors already in memory."""
+
+        def move(level: int, device: torch.device, linear_dtype: torch.dtype | None) -> Prior:
+            return priors[level].to(device)
+
+        return cls(name, vqvae, {lv: p.config for lv, p in priors.items()}, move, pretrained, resident=True)
+
     @property
     def top_level(self) -> int:
-        return max(self.priors)
+        return max(self.prior_configs)
 
     @property
     def sample_rate(self) -> int:
         return self.vqvae.sample_rate
+
+    @property
+    def priors(self) -> Mapping[int, Prior]:
+        """Level -> prior on the CPU, loaded when looked up (prefer ``load_prior`` for large models)."""
+        return _LazyPriors(self)
+
+    def load_prior(
+        self, level: int, device: str | torch.device = "cpu", linear_dtype: torch.dtype | None = None
+    ) -> Prior:
+        """The level's prior on ``device`` (Conv1D weights in ``linear_dtype`` when loading from files)."""
+        if level not in self.prior_configs:
+            raise IncompatibleCheckpoint(f"Model {self.name} has no level-{level} prior.")
+        return self.loader(level, torch.device(device), linear_dtype)
+
+    def release_prior(self, prior: Prior) -> None:
+        """Give back the accelerator memory of a prior from ``load_prior``."""
+        if self.resident:
+            prior.to("cpu")
+
+    def skeleton(self, level: int) -> Prior:
+        """The level's prior on the meta device: structure and sizes without memory."""
+        with torch.device("meta"):
+            prior = Prior(self.prior_configs[level])
+        if self.prior_configs[level].fp16_params:
+            from jukebox_cli.engine.transformer import Conv1D
+
+            for module in prior.modules():
+                if isinstance(module, Conv1D):
+                    module.w.data = module.w.data.half()
+        return prior
 
     def describe(self) -> dict:
         """JSON-friendly summary (for run records and ``--json``)."""
@@ -67,15 +115,31 @@ class Bundle:
             "hop_lengths": list(self.vqvae.hop_lengths),
             "priors": {
                 level: {
-                    "n_ctx": p.config.n_ctx,
-                    "width": p.config.width,
-                    "depth": p.config.depth,
-                    "label_set": p.config.label_set,
-                    "lyrics": p.config.n_tokens,
+                    "n_ctx": c.n_ctx,
+                    "width": c.width,
+                    "depth": c.depth,
+                    "label_set": c.label_set,
+                    "lyrics": c.n_tokens,
                 }
-                for level, p in sorted(self.priors.items())
+                for level, c in sorted(self.prior_configs.items())
             },  # fmt: skip
         }
+
+
+class _LazyPriors(Mapping):
+    def __init__(self, bundle: Bundle) -> None:
+        self._bundle = bundle
+
+    def __getitem__(self, level: int) -> Prior:
+        if level not in self._bundle.prior_configs:
+            raise KeyError(level)
+        return self._bundle.load_prior(level)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(sorted(self._bundle.prior_configs))
+
+    def __len__(self) -> int:
+        return len(self._bundle.prior_configs)
 
 
 def _tiny_random(seed: int = 0) -> Bundle:
@@ -83,63 +147,83 @@ def _tiny_random(seed: int = 0) -> Bundle:
 
     vqvae = build_vqvae("tiny", seed=seed)
     priors = {level: build_prior(name, seed=seed + 1 + level) for level, name in _TINY_PRIORS.items()}
-    return Bundle(TINY_RANDOM, vqvae, priors, pretrained=False)
+    return Bundle.from_models(TINY_RANDOM, vqvae, priors, pretrained=False)
 
 
-def _load_native_prior(path: Path) -> Prior:
-    from safetensors.torch import load_file
-
-    from jukebox_cli.engine.checkpoints import FORMAT_NAME, import_state_dict, read_native_metadata
+def _prior_config_of(path: Path) -> PriorConfig:
+    from jukebox_cli.engine.checkpoints import FORMAT_NAME, read_native_metadata
 
     metadata = read_native_metadata(path)
     if metadata.get("format") != FORMAT_NAME or metadata.get("kind") != "prior":
         raise IncompatibleCheckpoint(f"{path} is not a jukebox-cli prior file.")
-    config = PriorConfig.from_dict(json.loads(metadata["config"]))
-    with torch.device("meta"):
-        prior = Prior(config)
-    import_state_dict(prior, load_file(str(path)), "native")
-    return prior.eval()
+    return PriorConfig.from_dict(json.loads(metadata["config"]))
 
 
-def load_bundle(spec: str | Path) -> Bundle:
-    """Resolve a ``--model`` value to a whole model (on the CPU).
+def bundle_from_files(name: str, vqvae_file: Path, prior_files: dict[int, Path]) -> Bundle:
+    """A bundle over native part files: the VQ-VAE is loaded now, each prior when its level needs it."""
+    from jukebox_cli.engine.checkpoints import load_native
+
+    configs = {level: _prior_config_of(path) for level, path in prior_files.items()}
+
+    def load(level: int, device: torch.device, linear_dtype: torch.dtype | None) -> Prior:
+        return load_native(prior_files[level], kind="prior", device=device, linear_dtype=linear_dtype)
+
+    return Bundle(name, load_native(vqvae_file, kind="vqvae"), configs, load, pretrained=True)
+
+
+def load_bundle(
+    spec: str | Path,
+    *,
+    cache_dir: str | Path | None = None,
+    download: bool = False,
+    progress: ProgressCallback = noop,
+) -> Bundle:
+    """Resolve a ``--model`` value to a whole model (VQ-VAE on the CPU, priors loaded on demand).
+
+    Args:
+        spec: ``tiny-random``, a released model name (``1b_lyrics``, ``5b``, ``5b_lyrics``), or a folder in the
+            native layout.
+        cache_dir: the model cache (default: ``$JUKEBOX_CACHE`` or the user cache folder).
+        download: fetch a released model's missing parts instead of failing.
+        progress: download and conversion events.
 
     Raises:
-        CheckpointNotFound: unknown name or missing files, or a released model whose weights are not here.
+        CheckpointNotFound: unknown name or missing files, or a released model not downloaded.
         IncompatibleCheckpoint: parts that do not belong together.
     """
-    from jukebox_cli.engine.checkpoints import load_vqvae
+    from jukebox_cli.engine import models
 
     text = str(spec)
     path = Path(spec)
     if text == TINY_RANDOM and not path.exists():
         return _tiny_random()
-    if text in RELEASED_MODELS and not path.exists():
-        raise CheckpointNotFound(
-            f"Model {text!r} needs OpenAI's released weights, which are not downloaded; automatic downloads "
-            f"(jukebox models download {text}) arrive in a later release. Use --model {TINY_RANDOM} to try "
-            "the pipeline."
-        )
+    if text in models.MODELS and not path.exists():
+        if download:
+            models.download_model(text, cache_dir=cache_dir, progress=progress)
+        files = models.part_files(text, cache_dir=cache_dir)
+        entry = models.get_model(text)
+        priors = {models.PARTS[p].level: files[p] for p in entry.parts if models.PARTS[p].kind == "prior"}
+        return bundle_from_files(text, files["vqvae"], priors)
     if not path.is_dir():
-        known = ", ".join((TINY_RANDOM, *RELEASED_MODELS))
+        known = ", ".join((TINY_RANDOM, *models.MODELS))
         raise CheckpointNotFound(f"No model folder at {path} and no model of that name (known: {known}).")
-    priors = {}
-    for level in range(8):
-        candidate = path / prior_file(level)
-        if candidate.is_file():
-            priors[level] = _load_native_prior(candidate)
+    priors = {level: path / prior_file(level) for level in range(8) if (path / prior_file(level)).is_file()}
     if not priors:
         raise CheckpointNotFound(f"{path} holds no prior_level_N.safetensors files.")
-    vqvae = load_vqvae(path).model
-    return Bundle(path.name, vqvae, priors, pretrained=True)
+    vqvae = path / "vqvae.safetensors"
+    if not vqvae.is_file():
+        raise CheckpointNotFound(f"{path} is a folder without a vqvae.safetensors file.")
+    return bundle_from_files(path.name, vqvae, priors)
 
 
 def save_bundle(bundle: Bundle, folder: str | Path) -> Path:
-    """Write every part in the native layout (one safetensors file each)."""
+    """Write every part in the native layout (one safetensors file each), one prior at a time."""
     from jukebox_cli.engine.checkpoints import save_native
 
     folder = Path(folder)
     save_native(bundle.vqvae, folder / "vqvae.safetensors")
-    for level, prior in bundle.priors.items():
+    for level in bundle.prior_configs:
+        prior = bundle.load_prior(level)
         save_native(prior, folder / prior_file(level))
+        bundle.release_prior(prior)
     return folder

@@ -28,6 +28,7 @@ from torch import nn
 
 from jukebox_cli.engine.errors import CheckpointError, CheckpointNotFound, ConfigError, IncompatibleCheckpoint
 from jukebox_cli.engine.keymaps import HUB_PRIOR_PREFIX, HUB_VQVAE_PREFIX, prior_key_to_hub, vqvae_key_to_hub
+from jukebox_cli.engine.progress import ProgressCallback, noop
 
 LAYOUTS = ("original", "hub", "native")
 FORMAT_NAME = "jukebox-cli"
@@ -62,10 +63,6 @@ def _is_tied(model: nn.Module) -> bool:
     return _model_kind(model) == "prior" and not model.config.merged_decoder
 
 
-def _strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state_dict.items()}
-
-
 def _describe_foreign(keys: set[str]) -> str:
     """A guess at what a foreign state dict is, for error messages."""
     if any(k.startswith(("prior.", "y_emb.", "conditioner_blocks.", "prime_prior.")) for k in keys):
@@ -97,14 +94,13 @@ def _check_compatible(
     )
 
 
-def import_state_dict(model: nn.Module, state_dict: Mapping, layout: str) -> None:
-    """Load weights given in ``layout`` into ``model``, strictly, casting to each destination dtype.
+def source_key_plan(model: nn.Module, state_dict: Mapping, layout: str) -> tuple[Mapping, dict[str, str]]:
+    """Match a checkpoint's keys to ``model``'s: (the state dict itself, our key -> its key), checked strictly.
 
     Args:
-        model: a model built with the matching config (any device, ``meta`` included: then the tensors
-            are assigned rather than copied).
-        state_dict: for ``"original"`` either the file's dict (``{"model": ..., ...}``) or its ``model``
-            entry; for ``"hub"`` the (possibly whole-bundle) hub state dict; for ``"native"`` ours.
+        model: the destination (its keys and shapes; a meta-device skeleton is enough).
+        state_dict: for ``"original"`` the file's dict (``{"model": ...}``) or its ``model`` entry; for
+            ``"hub"`` a (possibly whole-bundle) hub state dict; for ``"native"`` ours.
         layout: one of ``"original"``, ``"hub"``, ``"native"``.
 
     Raises:
@@ -115,35 +111,66 @@ def import_state_dict(model: nn.Module, state_dict: Mapping, layout: str) -> Non
         raise ConfigError(f"Unknown checkpoint layout {layout!r}; use one of {', '.join(LAYOUTS)}.")
     if layout == "original" and isinstance(state_dict.get("model"), Mapping):
         state_dict = state_dict["model"]
-    state_dict = _strip_module_prefix(state_dict)
     expected = model.state_dict()
+    from_hub: dict[str, str] = {}
+    prefix = ""
     if layout == "hub":
         to_hub, prefix = _hub_naming(model)
         from_hub = {to_hub(k): k for k in expected}
-        ours = {k: v for k, v in state_dict.items() if k.startswith(prefix)}
-        if not ours:
-            _check_compatible(expected, {}, f"Hub checkpoint (no '{prefix}*' keys)")
-        state_dict = {from_hub.get(k, f"<hub> {k}"): v for k, v in ours.items()}
-    if _is_tied(model) and TIED_OUTPUT_KEY not in state_dict and TIED_INPUT_KEY in state_dict:
+    plan: dict[str, str] = {}
+    for source in state_dict:
+        key = source[len("module.") :] if source.startswith("module.") else source
+        if layout == "hub":
+            if not key.startswith(prefix):
+                continue  # another part of the bundle
+            key = from_hub.get(key, f"<hub> {key}")
+        plan[key] = source
+    if layout == "hub" and not plan:
+        _check_compatible(expected, {}, f"Hub checkpoint (no '{prefix}*' keys)")
+    if _is_tied(model) and TIED_OUTPUT_KEY not in plan and TIED_INPUT_KEY in plan:
         # A tied head is one tensor; files may list it under both names or (native, some hub files) once.
-        state_dict = {**state_dict, TIED_OUTPUT_KEY: state_dict[TIED_INPUT_KEY]}
-    _check_compatible(expected, state_dict, f"{layout.capitalize()}-layout checkpoint")
+        plan[TIED_OUTPUT_KEY] = plan[TIED_INPUT_KEY]
+    _check_compatible(
+        expected, {k: state_dict[s] for k, s in plan.items()}, f"{layout.capitalize()}-layout checkpoint"
+    )
+    return state_dict, plan
+
+
+def import_state_dict(model: nn.Module, state_dict: Mapping, layout: str) -> None:
+    """Load weights given in ``layout`` into ``model``, strictly, casting to each destination dtype.
+
+    Args:
+        model: a model built with the matching config (any device, ``meta`` included: then the tensors
+            are assigned rather than copied).
+        state_dict: see :func:`source_key_plan`.
+        layout: one of ``"original"``, ``"hub"``, ``"native"``.
+
+    Raises:
+        ConfigError: unknown layout.
+        IncompatibleCheckpoint: keys or shapes differ (the message lists them).
+    """
+    state_dict, plan = source_key_plan(model, state_dict, layout)
+    expected = model.state_dict()
     on_meta = any(t.is_meta for t in expected.values())
     casted = {
-        k: state_dict[k].to(dtype=expected[k].dtype, device=None if on_meta else expected[k].device)
+        k: state_dict[plan[k]].to(dtype=expected[k].dtype, device=None if on_meta else expected[k].device)
         for k in expected
     }
     model.load_state_dict(casted, strict=True, assign=on_meta)
     if on_meta:
-        device = next(iter(casted.values())).device
-        for module in model.modules():
-            for name, buffer in module.named_buffers(recurse=False):
-                if buffer.is_meta:  # buffers that are not saved (training statistics) start at zero
-                    setattr(module, name, torch.zeros_like(buffer, device=device))
-            if hasattr(module, "initialised"):  # assign=True bypasses the hook that marks codebooks loaded
-                module.initialised = True
-        if _is_tied(model):  # assign=True replaced the shared tensor with two copies: tie them again
-            model.prior.x_out.weight = model.prior.x_emb.weight
+        _finish_meta_load(model, next(iter(casted.values())).device)
+
+
+def _finish_meta_load(model: nn.Module, device: torch.device) -> None:
+    """Repair what ``load_state_dict(assign=True)`` on a meta-device model leaves behind."""
+    for module in model.modules():
+        for name, buffer in module.named_buffers(recurse=False):
+            if buffer.is_meta:  # buffers that are not saved (training statistics) start at zero
+                setattr(module, name, torch.zeros_like(buffer, device=device))
+        if hasattr(module, "initialised"):  # assign=True bypasses the hook that marks codebooks loaded
+            module.initialised = True
+    if _is_tied(model):  # assign=True replaced the shared tensor with two copies: tie them again
+        model.prior.x_out.weight = model.prior.x_emb.weight
 
 
 def export_state_dict(model: nn.Module, layout: str) -> dict[str, torch.Tensor]:
@@ -172,27 +199,111 @@ def _atomic_path(path: Path) -> tuple[int, Path]:
     return fd, Path(tmp)
 
 
-def save_native(model: nn.Module, path: str | Path) -> Path:
-    """Write ``model`` as a self-describing safetensors file (config in the metadata), atomically."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    kind = _model_kind(model)
-    metadata = {
+def native_metadata(kind: str, config) -> dict[str, str]:
+    """The safetensors metadata of a native file: format, version, kind and the config as JSON."""
+    return {
         "format": FORMAT_NAME,
         "format_version": str(FORMAT_VERSION),
         "kind": kind,
-        "config": json.dumps(model.config.to_dict()),
+        "config": json.dumps(config.to_dict()),
     }
-    tensors = {k: v.contiguous().cpu() for k, v in export_state_dict(model, "native").items()}
+
+
+def write_native(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Write a safetensors file atomically (a temporary file beside it, then a rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
     fd, tmp = _atomic_path(path)
     os.close(fd)
     try:
-        save_file(tensors, str(tmp), metadata=metadata)
+        save_file(dict(tensors), str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def save_native(model: nn.Module, path: str | Path) -> Path:
+    """Write ``model`` as a self-describing safetensors file (config in the metadata), atomically."""
+    tensors = {k: v.contiguous().cpu() for k, v in export_state_dict(model, "native").items()}
+    return write_native(path, tensors, native_metadata(_model_kind(model), model.config))
+
+
+def load_native(
+    path: str | Path,
+    *,
+    kind: str | None = None,
+    device: str | torch.device = "cpu",
+    linear_dtype: torch.dtype | None = None,
+) -> nn.Module:
+    """Load a native file one tensor at a time, straight onto ``device`` (never two copies of a model).
+
+    Args:
+        path: a ``.safetensors`` file written by :func:`save_native` or by a conversion.
+        kind: ``"vqvae"`` or ``"prior"`` to insist on one.
+        device: where the weights go (read from the memory-mapped file directly).
+        linear_dtype: store the Transformer's Conv1D weights in this dtype (as the released 5B priors do
+            with float16); None keeps each parameter's dtype from the config.
+
+    Raises:
+        CheckpointError: not a readable jukebox-cli file.
+        IncompatibleCheckpoint: another kind, a newer format, or keys/shapes that do not match the config.
+    """
+    from safetensors import safe_open
+
+    from jukebox_cli.engine.prior import Prior, PriorConfig
+    from jukebox_cli.engine.transformer import Conv1D
+    from jukebox_cli.engine.vqvae import VQVAE, VQVAEConfig
+
+    path = Path(path)
+    metadata = read_native_metadata(path)
+    if metadata.get("format") != FORMAT_NAME:
+        raise IncompatibleCheckpoint(f"{path} is not a jukebox-cli model file (no format metadata).")
+    if int(metadata.get("format_version", "0")) > FORMAT_VERSION:
+        raise IncompatibleCheckpoint(
+            f"{path} was written by a newer jukebox-cli (format {metadata['format_version']}); upgrade to read it."
+        )
+    found = metadata.get("kind")
+    if found not in ("vqvae", "prior") or (kind is not None and found != kind):
+        names = {"vqvae": "VQ-VAE", "prior": "prior", None: "jukebox-cli model"}
+        raise IncompatibleCheckpoint(f"{path} holds a {found or 'unknown'} model, not a {names[kind]}.")
+    model_cls, config_cls = (VQVAE, VQVAEConfig) if found == "vqvae" else (Prior, PriorConfig)
+    with torch.device("meta"):
+        model = model_cls(config_cls.from_dict(json.loads(metadata["config"])))
+    expected = model.state_dict()
+    targets = {k: t.dtype for k, t in expected.items()}
+    if linear_dtype is None and getattr(model.config, "fp16_params", False):
+        linear_dtype = torch.float16  # as the released 5B priors are built (see api.build_prior)
+    if linear_dtype is not None:
+        for name, module in model.named_modules():
+            if isinstance(module, Conv1D):
+                targets[f"{name}.w"] = linear_dtype
+    device = torch.device(device)
+    tied = _is_tied(model)
+    with safe_open(str(path), framework="pt", device=str(device)) as handle:
+        shapes = {k: _ShapeOnly(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
+        if tied and TIED_OUTPUT_KEY not in shapes and TIED_INPUT_KEY in shapes:
+            shapes[TIED_OUTPUT_KEY] = shapes[TIED_INPUT_KEY]
+        _check_compatible(expected, shapes, f"Native file {path.name}")
+        state = {}
+        for key in expected:
+            if tied and key == TIED_OUTPUT_KEY:
+                continue
+            state[key] = handle.get_tensor(key).to(device=device, dtype=targets[key])
+    if tied:
+        state[TIED_OUTPUT_KEY] = state[TIED_INPUT_KEY]
+    model.load_state_dict(state, strict=True, assign=True)
+    _finish_meta_load(model, device)
+    return model.eval()
+
+
+class _ShapeOnly:
+    """Stands in for a tensor where only ``.shape`` is read (shape checks before any data is loaded)."""
+
+    def __init__(self, shape: list[int]) -> None:
+        self.shape = torch.Size(shape)
 
 
 def read_native_metadata(path: Path) -> dict[str, str]:
@@ -272,24 +383,35 @@ def _config_from_original_hps(hps: Mapping) -> dict:
     return {ours: hps[theirs] for theirs, ours in names.items() if theirs in hps}
 
 
-def load_vqvae(spec: str | Path, *, device: str | torch.device = "cpu", seed: int = 0) -> LoadedVQVAE:
+def load_vqvae(
+    spec: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    download: bool = False,
+    progress: ProgressCallback = noop,
+) -> LoadedVQVAE:
     """Resolve a ``--model`` value to a VQ-VAE.
 
     Args:
         spec: a preset name (``tiny``: random weights from ``seed``), ``tiny-random`` (the VQ-VAE of that model),
-            a released model name, a native ``.safetensors`` file, a folder
-            holding ``vqvae.safetensors``, an original-layout ``.pth``/``.pth.tar`` file, or a hub-layout
-            ``.bin``/``.safetensors`` file with ``vqvae.*`` keys.
+            a released model name or ``jukebox`` (the released VQ-VAE, from the model cache), a native
+            ``.safetensors`` file, a folder holding ``vqvae.safetensors``, an original-layout
+            ``.pth``/``.pth.tar`` file, or a hub-layout ``.bin``/``.safetensors`` file with ``vqvae.*`` keys.
         device: where the model should live.
         seed: initialisation seed for presets without weights.
+        cache_dir: the model cache (for released names).
+        download: fetch the released VQ-VAE when it is not in the cache.
+        progress: download events.
 
     Raises:
-        CheckpointNotFound: no such file, or a preset that needs released weights.
+        CheckpointNotFound: no such file, or released weights that are not downloaded.
         IncompatibleCheckpoint: a checkpoint of another kind or architecture.
         CheckpointError: an unreadable file.
     """
-    from jukebox_cli.engine import presets
-    from jukebox_cli.engine.bundle import RELEASED_MODELS, TINY_RANDOM
+    from jukebox_cli.engine import models, presets
+    from jukebox_cli.engine.bundle import TINY_RANDOM
     from jukebox_cli.engine.vqvae import VQVAEConfig
 
     path = Path(spec)
@@ -297,15 +419,20 @@ def load_vqvae(spec: str | Path, *, device: str | torch.device = "cpu", seed: in
         return LoadedVQVAE(
             build_vqvae_from_config(presets.vqvae_config("tiny"), device, 0), TINY_RANDOM, False
         )
-    if not path.exists() and str(spec) in RELEASED_MODELS:
-        spec = "jukebox"  # every released model shares the one released VQ-VAE
+    if not path.exists() and (str(spec) in models.MODELS or str(spec) in presets.NEEDS_WEIGHTS):
+        # Every released model shares the one released VQ-VAE; the smallest model that holds it is used.
+        name = str(spec) if str(spec) in models.MODELS else "1b_lyrics"
+        cache = models.ModelCache(cache_dir)
+        if not cache.has_part("vqvae") and download:
+            models.ensure_vqvae(name, cache_dir=cache_dir, progress=progress)
+        if not cache.has_part("vqvae"):
+            raise CheckpointNotFound(
+                f"The released VQ-VAE is not downloaded; run `jukebox models download {name}` (or pass the "
+                "path of vqvae.pth.tar with --model)."
+            )
+        return LoadedVQVAE(load_native(cache.part_file("vqvae"), kind="vqvae", device=device), name, True)
     if not path.exists() and str(spec) in presets.VQVAE_PRESETS:
         name = str(spec)
-        if name in presets.NEEDS_WEIGHTS:
-            raise CheckpointNotFound(
-                f"Preset {name!r} needs pretrained weights ({presets.NEEDS_WEIGHTS[name]}); automatic "
-                "downloads are not available yet, so pass the file's path with --model."
-            )
         return LoadedVQVAE(build_vqvae_from_config(presets.vqvae_config(name), device, seed), name, False)
     if not path.exists():
         known = ", ".join(presets.VQVAE_PRESETS)
@@ -319,21 +446,10 @@ def load_vqvae(spec: str | Path, *, device: str | torch.device = "cpu", seed: in
     if path.suffix == ".safetensors":
         metadata = read_native_metadata(path)
         if metadata.get("format") == FORMAT_NAME:
-            if metadata.get("kind") != "vqvae":
-                raise IncompatibleCheckpoint(
-                    f"{path} holds a {metadata.get('kind', 'unknown')} model, not a VQ-VAE."
-                )
-            if int(metadata.get("format_version", "0")) > FORMAT_VERSION:
-                raise IncompatibleCheckpoint(
-                    f"{path} was written by a newer jukebox-cli (format {metadata['format_version']}); "
-                    "upgrade jukebox-cli to read it."
-                )
-            config = VQVAEConfig.from_dict(json.loads(metadata["config"]))
-        else:
-            config = presets.vqvae_config("jukebox")
+            return LoadedVQVAE(load_native(path, kind="vqvae", device=device), str(path), True)
         from safetensors.torch import load_file
 
-        state, layout = load_file(str(path)), "native" if metadata.get("format") == FORMAT_NAME else None
+        state, layout, config = load_file(str(path)), None, presets.vqvae_config("jukebox")
     else:
         state, layout = load_torch_file(path), None
         hps = state.get("hps") if isinstance(state, Mapping) else None

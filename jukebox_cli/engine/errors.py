@@ -31,6 +31,14 @@ class ChecksumMismatch(CheckpointError):
     """A file's hash or size differs from what the registry expects."""
 
 
+class NetworkError(CheckpointError):
+    """A download failed: no network, offline mode without the files, or every mirror refused."""
+
+
+class DiskSpaceError(CheckpointError):
+    """Not enough free disk space for a download or a conversion."""
+
+
 class IncompatibleCheckpoint(CheckpointError):
     """A checkpoint of another kind or architecture (the message says which keys or shapes differ)."""
 

@@ -163,7 +163,7 @@ def plan_cascade(bundle: Bundle, request: CascadeRequest, existing: dict[int, in
     existing = existing or {}
     plans = []
     for level in request.levels:
-        prior = bundle.priors[level]
+        prior = bundle.skeleton(level)
         c = prior.config
         total = request.sample_length // c.hop_length
         windows = plan_level(
@@ -185,10 +185,9 @@ def validate_request(bundle: Bundle, request: CascadeRequest) -> None:
     if request.sample_length < top_hop:
         raise ConfigError(f"The duration is shorter than one top-level code ({top_hop} samples).")
     for level in request.levels:
-        prior = bundle.priors.get(level)
-        if prior is None:
+        c = bundle.prior_configs.get(level)
+        if c is None:
             raise ConfigError(f"This model has no prior for level {level}.")
-        c = prior.config
         if c.is_upsampler and request.sample_length < c.window_samples:
             raise ConfigError(
                 f"The level-{level} upsampler needs at least {c.window_samples / bundle.sample_rate:.2f} s of "
@@ -260,8 +259,8 @@ def run_cascade(
         current = codes.get(level, torch.zeros(n_samples, 0, dtype=torch.long, device=device))
         if current.shape[0] != n_samples:
             raise ConfigError(f"Level {level} holds codes for {current.shape[0]} samples, not {n_samples}.")
-        prior = bundle.priors[level]
-        total = request.sample_length // prior.config.hop_length
+        config = bundle.prior_configs[level]
+        total = request.sample_length // config.hop_length
         if not finished:
             labeller = bundle.labellers[level]
             encoded, _ = encode_metadata(labeller, request.samples, allow_unknown=request.allow_unknown)
@@ -270,15 +269,18 @@ def run_cascade(
                 hop_fraction=request.hop_fraction[level], chunk_size=request.chunk_size,
                 max_batch_size=request.max_batch_size[level],
             )  # fmt: skip
-            upper = codes.get(level + 1) if prior.config.is_upsampler else None
+            upper = codes.get(level + 1) if config.is_upsampler else None
             done = [windows_done]
 
             def saver(level_codes: torch.Tensor, count: int, lv: int = level, done: list = done) -> None:
                 run.save_codes(lv, level_codes, windows_done=count)
                 done[0] = count
 
+            # Half-precision sampling on an accelerator loads the Conv1D weights in that dtype directly.
+            linear_dtype = dtype if device.type != "cpu" and dtype != torch.float32 else None
+            prior = None
             try:
-                prior.to(device)
+                prior = bundle.load_prior(level, device, linear_dtype)
                 current = sample_level(
                     prior, current[:, :total], total,
                     _labels_for(labeller, encoded, prior, request.total_length, device),
@@ -291,7 +293,9 @@ def run_cascade(
                     f"Out of memory while sampling level {level}; lower --samples or --max-batch-size."
                 ) from err
             finally:
-                prior.to("cpu")  # only the level being sampled occupies the accelerator
+                if prior is not None:  # only the level being sampled occupies the accelerator
+                    bundle.release_prior(prior)
+                del prior
             run.save_codes(level, current, windows_done=done[0], finished=True)
         codes[level] = current
         written = all(run.audio_path(level, i).exists() for i in range(n_samples))

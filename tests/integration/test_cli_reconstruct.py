@@ -147,9 +147,7 @@ def test_unusable_audio(run_cli, tmp_path: Path) -> None:
 
 def test_bad_models_and_options(run_cli, song: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    _assert_clean_error(
-        run_cli("reconstruct", song, "-m", "jukebox", "-o", out), 3, "needs pretrained weights"
-    )
+    _assert_clean_error(run_cli("reconstruct", song, "-m", "jukebox", "-o", out), 3, "offline mode is on")
     _assert_clean_error(run_cli("reconstruct", song, "-m", "nope", "-o", out), 3, "no preset of that name")
     prior = tmp_path / "prior_level_0.pth.tar"
     keys = list(manifest("original/prior_level_0")["keys"])[:20]

@@ -163,7 +163,7 @@ def test_pickle_with_code_execution_is_refused(tmp_path: Path) -> None:
 
 
 def test_presets_and_missing_paths() -> None:
-    with pytest.raises(CheckpointNotFound, match="needs pretrained weights"):
+    with pytest.raises(CheckpointNotFound, match="VQ-VAE is not downloaded"):
         load_vqvae("jukebox")
     with pytest.raises(CheckpointNotFound, match="presets: jukebox, tiny"):
         load_vqvae("nonexistent.safetensors")

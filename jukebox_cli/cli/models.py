@@ -1,0 +1,240 @@
+"""``jukebox models``: list, download, inspect, verify and remove the released models in the cache."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from jukebox_cli.cli._options import CacheDir, Json, Quiet
+from jukebox_cli.cli._progress import RichProgress
+
+app = typer.Typer(
+    name="models",
+    help="The released Jukebox models: download them once, then use them with --model NAME.",
+    no_args_is_help=True,
+)
+
+Name = Annotated[str, typer.Argument(help="A released model: 1b_lyrics, 5b_lyrics or 5b.")]
+
+
+class Source(str, Enum):
+    hub = "hub"
+    openai = "openai"
+
+
+class StoreDtype(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+def _gb(n: int | None) -> str:
+    if not n:
+        return "-"
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def _echo_json(data: object) -> None:
+    typer.echo(json.dumps(data, indent=2))
+
+
+@app.command("list")
+def list_(*, cache_dir: CacheDir = None, json_output: Json = False) -> None:
+    """The released models, their download size, and what the cache holds.
+
+    Examples:
+
+        jukebox models list
+
+        jukebox models list --json
+    """
+    from jukebox_cli.engine.cache import cache_root
+    from jukebox_cli.engine.models import list_models
+
+    statuses = list_models(cache_dir=cache_dir)
+    if json_output:
+        _echo_json({"cache": str(cache_root(cache_dir)), "models": [s.to_dict() for s in statuses]})
+        return
+    table = Table(
+        title=f"Released models (cache: {escape(str(cache_root(cache_dir)))})", title_justify="left"
+    )
+    for column in ("name", "parts", "download", "source", "in cache", "disk used"):
+        table.add_column(column, justify="right" if column in ("download", "disk used") else "left")
+    for s in statuses:
+        table.add_row(s.entry.name, ", ".join(s.entry.parts), _gb(s.entry.hub_size or s.entry.original_size()),
+                      s.entry.default_source, s.state, _gb(s.disk_used))  # fmt: skip
+    Console(soft_wrap=True).print(table)
+    Console(stderr=True).print(
+        "[dim]Parts are shared: the VQ-VAE and both upsamplers download once for all models.[/]"
+    )
+
+
+@app.command()
+def download(
+    name: Name,
+    *,
+    source: Annotated[
+        Source | None, typer.Option(help="Where from: hub (Hugging Face) or openai (original files).")
+    ] = None,
+    revision: Annotated[str | None, typer.Option(help="Hub branch, tag or commit.")] = None,
+    dtype: Annotated[
+        StoreDtype, typer.Option(help="How priors are stored: auto (as released), fp32, fp16 or bf16.")
+    ] = StoreDtype.auto,
+    keep_source: Annotated[
+        bool, typer.Option(help="Keep the downloaded checkpoint files after converting them.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Convert again parts already present.")
+    ] = False,
+    cache_dir: CacheDir = None,
+    quiet: Quiet = False,
+    json_output: Json = False,
+) -> None:
+    """Download a released model and convert it for fast loading (interrupted downloads resume).
+
+    Examples:
+
+        jukebox models download 1b_lyrics
+
+        jukebox models download 5b --source openai --dtype bf16
+    """
+    from jukebox_cli.engine.models import download_model
+
+    with RichProgress(enabled=not quiet) as progress:
+        status = download_model(
+            name, cache_dir=cache_dir, source=source.value if source else None, revision=revision,
+            dtype=dtype.value, keep_source=keep_source, force=force, progress=progress,
+        )  # fmt: skip
+    if json_output:
+        _echo_json(status.to_dict())
+    elif not quiet:
+        Console(soft_wrap=True).print(
+            f"{name} is ready ({_gb(status.disk_used)} in {len(status.parts)} parts); try: jukebox generate "
+            f"--model {name} --genre pop --duration 10",
+            highlight=False,
+        )
+
+
+@app.command()
+def info(name: Name, *, cache_dir: CacheDir = None, json_output: Json = False) -> None:
+    """A model's parts: architecture, parameters, labels, and where its files are.
+
+    Examples:
+
+        jukebox models info 5b_lyrics
+    """
+    from jukebox_cli.engine import presets
+    from jukebox_cli.engine.models import model_status
+    from jukebox_cli.engine.registry import WEIGHTS_LICENSE
+
+    status = model_status(name, cache_dir=cache_dir)
+    entry = status.entry
+    parts = {}
+    for p in status.parts:
+        config = (
+            presets.vqvae_config(p.part.preset)
+            if p.part.kind == "vqvae"
+            else presets.prior_config(p.part.preset)
+        )
+        parts[p.part.id] = {
+            "kind": p.part.kind, "level": p.part.level, "preset": p.part.preset, "parameters": p.part.params,
+            "present": p.present, "path": str(p.path), "bytes": p.size if p.present else None,
+            "stored_dtype": p.record.get("dtype"), "source": p.record.get("source"), "config": config.to_dict(),
+        }  # fmt: skip
+    data = {"name": entry.name, "description": entry.description, "labels": entry.label_set,
+            "hub_repo": entry.hub_repo, "sources": list(entry.sources), "parameters": entry.params(),
+            "license": WEIGHTS_LICENSE, "parts": parts}  # fmt: skip
+    if json_output:
+        _echo_json(data)
+        return
+    out = Console(soft_wrap=True)
+    out.print(f"[bold]{entry.name}[/]: {entry.description}", highlight=False)
+    out.print(f"labels {entry.label_set}; sources: {', '.join(entry.sources)}"
+              + (f" (hub repo {entry.hub_repo})" if entry.hub_repo else ""), highlight=False)  # fmt: skip
+    table = Table()
+    for column in ("part", "level", "preset", "parameters", "in cache", "path"):
+        table.add_column(column)
+    for pid, p in parts.items():
+        table.add_row(pid, "-" if p["level"] is None else str(p["level"]), p["preset"], f"{p['parameters']:,}",
+                      _gb(p["bytes"]) if p["present"] else "no", escape(p["path"]))  # fmt: skip
+    out.print(table)
+    out.print(f"[dim]{WEIGHTS_LICENSE}[/]")
+
+
+@app.command()
+def verify(
+    name: Name, *, cache_dir: CacheDir = None, quiet: Quiet = False, json_output: Json = False
+) -> None:
+    """Re-hash a model's converted files; corrupt ones are deleted (download again to replace them).
+
+    Examples:
+
+        jukebox models verify 1b_lyrics
+    """
+    from jukebox_cli.engine.models import verify_model
+
+    with RichProgress(enabled=not quiet) as progress:
+        results = verify_model(name, cache_dir=cache_dir, progress=progress)
+    if json_output:
+        _echo_json(results)
+    elif not quiet:
+        for part, result in results.items():
+            Console(soft_wrap=True).print(f"{part}: {result}", highlight=False)
+    if any(r == "missing" for r in results.values()):
+        raise typer.Exit(3)
+
+
+@app.command("rm")
+def remove(
+    name: Name,
+    *,
+    shared: Annotated[
+        bool, typer.Option(help="Also remove parts other downloaded models share (VQ-VAE, upsamplers).")
+    ] = False,
+    cache_dir: CacheDir = None,
+    json_output: Json = False,
+) -> None:
+    """Delete a model's files from the cache (shared parts stay while another model uses them).
+
+    Examples:
+
+        jukebox models rm 5b
+    """
+    from jukebox_cli.engine.models import remove_model
+
+    result = remove_model(name, cache_dir=cache_dir, shared=shared)
+    if json_output:
+        _echo_json(result)
+        return
+    out = Console(soft_wrap=True)
+    out.print(
+        f"removed {', '.join(result['removed']) or 'nothing'} ({_gb(result['bytes'])} freed)", highlight=False
+    )
+    if result["kept"]:
+        out.print(f"kept {', '.join(result['kept'])}: used by another downloaded model (--shared removes them)",
+                  highlight=False)  # fmt: skip
+
+
+@app.command()
+def path(name: Name, *, cache_dir: CacheDir = None, json_output: Json = False) -> None:
+    """Print the files of a downloaded model, one per line (for scripts).
+
+    Examples:
+
+        jukebox models path 1b_lyrics
+    """
+    from jukebox_cli.engine.models import part_files
+
+    files = part_files(name, cache_dir=cache_dir)
+    if json_output:
+        _echo_json({part: str(p) for part, p in files.items()})
+        return
+    for p in files.values():
+        typer.echo(str(p))
