@@ -78,12 +78,18 @@ def list_(*, cache_dir: CacheDir = None, json_output: Json = False) -> None:
 
 @app.command()
 def download(
-    name: Name,
+    name: Annotated[
+        str,
+        typer.Argument(help="A released model (1b_lyrics, 5b_lyrics, 5b) or a hub repo owner/name[@rev]."),
+    ],
     *,
     source: Annotated[
         Source | None, typer.Option(help="Where from: hub (Hugging Face) or openai (original files).")
     ] = None,
-    revision: Annotated[str | None, typer.Option(help="Hub branch, tag or commit.")] = None,
+    revision: Annotated[
+        str | None,
+        typer.Option(help="Hub branch, tag or commit (default: main; kept apart from main's files)."),
+    ] = None,
     dtype: Annotated[
         StoreDtype, typer.Option(help="How priors are stored: auto (as released), fp32, fp16 or bf16.")
     ] = StoreDtype.auto,
@@ -97,28 +103,45 @@ def download(
     quiet: Quiet = False,
     json_output: Json = False,
 ) -> None:
-    """Download a released model and convert it for fast loading (interrupted downloads resume).
+    """Download a model and convert it for fast loading (interrupted downloads resume where they stopped).
 
     Examples:
 
         jukebox models download 1b_lyrics
 
         jukebox models download 5b --source openai --dtype bf16
-    """
-    from jukebox_cli.engine.models import download_model
 
+        jukebox models download openai/jukebox-1b-lyrics --revision 1d1b2c3
+    """
+    from jukebox_cli.engine.models import MODELS, download_model, get_model
+    from jukebox_cli.engine.registry import model_for_repo
+
+    if name not in MODELS and "/" not in name:
+        get_model(name)  # an unknown name: suggests the close ones
+    entry = MODELS.get(name) or model_for_repo(name.split("@")[0])
     with RichProgress(enabled=not quiet) as progress:
-        status = download_model(
-            name, cache_dir=cache_dir, source=source.value if source else None, revision=revision,
-            dtype=dtype.value, keep_source=keep_source, force=force, progress=progress,
-        )  # fmt: skip
+        if entry is not None and revision is None and "@" not in name:
+            status = download_model(
+                entry.name, cache_dir=cache_dir, source=source.value if source else None, dtype=dtype.value,
+                keep_source=keep_source, force=force, progress=progress,
+            )  # fmt: skip
+            data, ready = (
+                status.to_dict(),
+                f"{entry.name} is ready ({_gb(status.disk_used)} in {len(status.parts)} parts)",
+            )
+            use = entry.name
+        else:
+            from jukebox_cli.engine import remote
+
+            use = (entry.hub_repo if entry else name) + (f"@{revision}" if revision else "")
+            vqvae, priors = remote.fetch_repo(use, cache_dir=cache_dir, progress=progress)
+            files = {"vqvae": str(vqvae), **{f"prior_level_{lv}": str(p) for lv, p in sorted(priors.items())}}
+            data, ready = {"name": use, "files": files}, f"{use} is ready ({len(files)} parts)"
     if json_output:
-        _echo_json(status.to_dict())
+        _echo_json(data)
     elif not quiet:
         Console(soft_wrap=True).print(
-            f"{name} is ready ({_gb(status.disk_used)} in {len(status.parts)} parts); try: jukebox generate "
-            f"--model {name} --genre pop --duration 10",
-            highlight=False,
+            f"{ready}; try: jukebox generate --model {use} --duration 10", highlight=False
         )
 
 

@@ -181,17 +181,18 @@ def load_bundle(
     """Resolve a ``--model`` value to a whole model (VQ-VAE on the CPU, priors loaded on demand).
 
     Args:
-        spec: ``tiny-random``, a released model name (``1b_lyrics``, ``5b``, ``5b_lyrics``), or a folder in the
-            native layout.
+        spec: ``tiny-random``, a released model name (``1b_lyrics``, ``5b``, ``5b_lyrics``), a folder in the
+            native layout, a hub repository ``owner/name[@revision]``, or a URL (see ``remote.py``).
         cache_dir: the model cache (default: ``$JUKEBOX_CACHE`` or the user cache folder).
-        download: fetch a released model's missing parts instead of failing.
+        download: fetch a released model's missing parts instead of failing (repositories and URLs are
+            always fetched).
         progress: download and conversion events.
 
     Raises:
         CheckpointNotFound: unknown name or missing files, or a released model not downloaded.
         IncompatibleCheckpoint: parts that do not belong together.
     """
-    from jukebox_cli.engine import models
+    from jukebox_cli.engine import models, remote
 
     text = str(spec)
     path = Path(spec)
@@ -204,16 +205,30 @@ def load_bundle(
         entry = models.get_model(text)
         priors = {models.PARTS[p].level: files[p] for p in entry.parts if models.PARTS[p].kind == "prior"}
         return bundle_from_files(text, files["vqvae"], priors)
-    if not path.is_dir():
-        known = ", ".join((TINY_RANDOM, *models.MODELS))
-        raise CheckpointNotFound(f"No model folder at {path} and no model of that name (known: {known}).")
-    priors = {level: path / prior_file(level) for level in range(8) if (path / prior_file(level)).is_file()}
-    if not priors:
-        raise CheckpointNotFound(f"{path} holds no prior_level_N.safetensors files.")
-    vqvae = path / "vqvae.safetensors"
-    if not vqvae.is_file():
-        raise CheckpointNotFound(f"{path} is a folder without a vqvae.safetensors file.")
-    return bundle_from_files(path.name, vqvae, priors)
+    if path.is_dir():
+        priors = {
+            level: path / prior_file(level) for level in range(8) if (path / prior_file(level)).is_file()
+        }
+        if not priors:
+            raise CheckpointNotFound(f"{path} holds no prior_level_N.safetensors files.")
+        vqvae = path / "vqvae.safetensors"
+        if not vqvae.is_file():
+            raise CheckpointNotFound(f"{path} is a folder without a vqvae.safetensors file.")
+        return bundle_from_files(path.name, vqvae, priors)
+    if remote.is_url(text) or remote.parse_repo(text):
+        fetcher = remote.fetch_url if remote.is_url(text) else remote.fetch_repo
+        try:
+            vqvae, priors = fetcher(text, cache_dir=cache_dir, progress=progress)
+        except CheckpointNotFound as err:
+            raise CheckpointNotFound(f"No model folder at {path}, and: {err}") from err
+        if not priors:
+            raise CheckpointNotFound(f"{text} holds a VQ-VAE but no priors; it cannot generate.")
+        return bundle_from_files(text, vqvae, priors)
+    known = ", ".join((TINY_RANDOM, *models.MODELS))
+    raise CheckpointNotFound(
+        f"No model folder at {path} and no model of that name (known: {known}; also a hub repo owner/name[@rev] "
+        "or a URL)."
+    )
 
 
 def save_bundle(bundle: Bundle, folder: str | Path) -> Path:

@@ -410,7 +410,7 @@ def load_vqvae(
         IncompatibleCheckpoint: a checkpoint of another kind or architecture.
         CheckpointError: an unreadable file.
     """
-    from jukebox_cli.engine import models, presets
+    from jukebox_cli.engine import models, presets, remote
     from jukebox_cli.engine.bundle import TINY_RANDOM
     from jukebox_cli.engine.vqvae import VQVAEConfig
 
@@ -434,6 +434,12 @@ def load_vqvae(
     if not path.exists() and str(spec) in presets.VQVAE_PRESETS:
         name = str(spec)
         return LoadedVQVAE(build_vqvae_from_config(presets.vqvae_config(name), device, seed), name, False)
+    if not path.exists() and (remote.is_url(str(spec)) or remote.parse_repo(str(spec))):
+        fetcher = remote.fetch_url if remote.is_url(str(spec)) else remote.fetch_repo
+        vqvae_file, _ = fetcher(str(spec), cache_dir=cache_dir, progress=progress)
+        if vqvae_file.suffix in (".pth", ".tar", ".bin"):
+            return LoadedVQVAE(load_vqvae(vqvae_file, device=device).model, str(spec), True)
+        return LoadedVQVAE(load_native(vqvae_file, kind="vqvae", device=device), str(spec), True)
     if not path.exists():
         known = ", ".join(presets.VQVAE_PRESETS)
         raise CheckpointNotFound(f"No checkpoint at {path} and no preset of that name (presets: {known}).")

@@ -78,6 +78,7 @@ def convert_part(
     source: dict,
     dtype: torch.dtype | None = None,
     progress: ProgressCallback = noop,
+    record_id: str | None = None,
 ) -> dict:
     """Write ``part`` from a loaded checkpoint into the cache, with its record; returns the record.
 
@@ -89,6 +90,7 @@ def convert_part(
         source: provenance for the record (kind, repo/url, revision, file hashes).
         dtype: stored dtype of the prior's floating tensors (None: as the architecture has them).
         progress: a ``convert <part>`` stage counted in tensors.
+        record_id: the name of the file and record in the cache (default: the part's id).
 
     Raises:
         IncompatibleCheckpoint: the checkpoint's keys or shapes do not match the part (the message lists them).
@@ -109,7 +111,8 @@ def convert_part(
         progress(Advanced(stage))
     for key in (TIED_OUTPUT_KEY,) if tied else ():
         state.pop(plan[key], None)
-    path = write_native(cache.part_file(part.id), tensors, native_metadata(part.kind, model.config))
+    record_id = record_id or part.id
+    path = write_native(cache.part_file(record_id), tensors, native_metadata(part.kind, model.config))
     del tensors
     progress(StageFinished(stage))
     progress(StageStarted(f"hash {part.id}", None, "file"))
@@ -126,7 +129,7 @@ def convert_part(
         "converted_by": f"jukebox-cli {__version__}",
     }
     progress(StageFinished(f"hash {part.id}"))
-    cache.write_record(part.id, record)
+    cache.write_record(record_id, record)
     return record
 
 

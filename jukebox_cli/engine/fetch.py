@@ -255,6 +255,7 @@ def url_file(
     relative: str,
     mirrors: list[str],
     *,
+    dest: Path | None = None,
     extra_bytes: int = 0,
     progress: ProgressCallback = noop,
 ) -> Path:
@@ -267,6 +268,7 @@ def url_file(
         cache: the cache.
         relative: the path after a mirror prefix (e.g. ``5b/vqvae.pth.tar``).
         mirrors: URL prefixes ending in ``/``.
+        dest: where to store it (default: ``openai/<relative>`` in the cache).
         extra_bytes: space needed besides the download (the converted file), for the disk check.
         progress: ``download <name>`` byte stage.
 
@@ -274,8 +276,8 @@ def url_file(
         NetworkError: offline, or every mirror failed (the message lists why).
         DiskSpaceError: the file will not fit.
     """
-    dest = cache.original_path(relative)
-    with cache.lock(f"openai-{relative}"):
+    dest = dest or cache.original_path(relative)
+    with cache.lock(f"url-{dest.relative_to(cache.root)}"):
         if dest.is_file():
             return dest
         if is_offline():

@@ -108,7 +108,6 @@ def download_model(
     *,
     cache_dir: str | Path | None = None,
     source: str | None = None,
-    revision: str | None = None,
     dtype: str | None = None,
     keep_source: bool = False,
     force: bool = False,
@@ -121,7 +120,6 @@ def download_model(
         name: a registry name (``1b_lyrics``, ``5b``, ``5b_lyrics``).
         cache_dir: the cache root (default: ``$JUKEBOX_CACHE`` or the user cache folder).
         source: ``"hub"`` or ``"openai"`` (default: the hub where the model is there).
-        revision: a hub branch, tag or commit.
         dtype: how priors are stored: ``auto`` (as released), ``fp32``, ``fp16`` or ``bf16``.
         keep_source: keep the downloaded checkpoint files after conversion.
         force: convert again even parts already present.
@@ -139,15 +137,13 @@ def download_model(
         raise ConfigError(
             f"Model {name!r} can be downloaded from {' or '.join(entry.sources)}, not {source!r}."
         )
-    if revision is not None and source != "hub":
-        raise ConfigError("--revision applies to hub downloads only.")
     store = stored_dtype(dtype)
     cache = ModelCache(cache_dir)
     wanted = [p for p in entry.part_list() if parts is None or p.id in parts]
     missing = [p for p in wanted if force or not cache.has_part(p.id)]
     if missing:
         if source == "hub":
-            _download_from_hub(cache, entry, missing, revision, store, keep_source, force, progress)
+            _download_from_hub(cache, entry, missing, store, keep_source, force, progress)
         else:
             _download_from_openai(cache, missing, store, keep_source, force, progress)
     return model_status(name, cache_dir=cache.root)
@@ -223,7 +219,8 @@ def hub_manifest(cache: ModelCache, repo_id: str, revision: str | None, progress
     return {"config": config, "weight_map": weight_map, "commit": config_path.parent.name}
 
 
-def _download_from_hub(cache, entry, parts, revision, store, keep_source, force, progress) -> None:
+def _download_from_hub(cache, entry, parts, store, keep_source, force, progress) -> None:
+    revision = None  # registry parts always come from the main branch (other revisions: remote.fetch_repo)
     from jukebox_cli.engine.convert import ShardedState, convert_part, load_source, native_size
 
     repo = entry.hub_repo

@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import torch
 
+from tests.conftest import music_like
 from tests.fake_models import (
     hub_repo_files,
     malicious_file,
@@ -284,3 +286,45 @@ def test_not_enough_disk_space(served, run_cli, tmp_path: Path, monkeypatch) -> 
     assert result.exit_code == 3 and "is free under" in result.stderr
     for folder in ("parts", "downloads", "openai"):
         assert not [p for p in (tmp_path / "cache" / folder).rglob("*") if p.is_file()], folder
+
+
+def _native_files(tmp_path: Path) -> dict[str, bytes]:
+    from jukebox_cli.engine.bundle import load_bundle, save_bundle
+
+    folder = save_bundle(load_bundle("tiny-random"), tmp_path / "native")
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_hub_repos_and_urls_as_models(served, parts, run_cli, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    native = _native_files(tmp_path)
+    served.add_repo("someone/my-jukebox", native)
+    for name, data in native.items():
+        served.add_static(f"/files/my-model/{name}", data)
+    fork = {**parts, "5b_top": tiny_parts("5b_top")["5b_top"]}
+    del fork["1b_lyrics_top"]
+    served.add_repo("someone/jukebox-5b-fork", hub_repo_files(fork))
+    served.add_repo(REPO, hub_repo_files(tiny_parts(seed=7)), revision="v2")
+
+    for i, spec in enumerate(("someone/my-jukebox", "someone/jukebox-5b-fork", f"{REPO}@v2",
+                              f"{served.url}/files/my-model/")):  # fmt: skip
+        genre = "rock" if "5b" not in spec else "jazz"
+        result = run_cli(*_cli(cache, "generate", "--model", spec, "--genre", genre, "--levels", "2",
+                               "--duration", "1", "--device", "cpu", "--quiet", "-o", str(tmp_path / f"r{i}")))  # fmt: skip
+        assert result.exit_code == 0, (spec, result.stderr)
+    forks = [p.name for p in (cache / "parts").iterdir() if p.is_dir()]
+    assert any(f.startswith("someone--jukebox-5b-fork@") for f in forks)
+    assert any(f.startswith("openai--jukebox-1b-lyrics@") for f in forks), "another revision stays apart"
+    assert not (cache / "parts" / "1b_lyrics_top.json").exists()
+
+    out = tmp_path / "recon"
+    song = tmp_path / "song.wav"
+    sf.write(song, music_like(1.0, 22050), 22050)
+    result = run_cli(*_cli(cache, "reconstruct", str(song), "-m", "someone/my-jukebox", "-o", str(out), "-q"))
+    assert result.exit_code == 0, result.stderr
+
+    result = run_cli(*_cli(cache, "generate", "--model", "nobody/nothing", "--genre", "rock"))
+    assert result.exit_code == 3 and "No hub repository 'nobody/nothing'" in result.stderr
+    result = run_cli(*_cli(cache, "models", "download", REPO, "--revision", "v2", "--json"))
+    assert result.exit_code == 0 and set(json.loads(result.stdout)["files"]) == {
+        "vqvae", "prior_level_0", "prior_level_1", "prior_level_2"}  # fmt: skip
