@@ -108,7 +108,7 @@ def hub(monkeypatch):
 
 @pytest.fixture
 def no_retry_sleep(monkeypatch):
-    """http_get sleeps 1 s before each internal retry; only its module's view of ``time`` is stubbed."""
+    """huggingface_hub sleeps between retries; only its modules' view of ``time`` is stubbed."""
 
     import time
 
@@ -120,7 +120,10 @@ def no_retry_sleep(monkeypatch):
         def __getattr__(self, name):
             return getattr(time, name)
 
+    from huggingface_hub.utils import _http
+
     monkeypatch.setattr(hf_file_download, "time", _Time())
+    monkeypatch.setattr(_http, "time", _Time())  # the metadata request's backoff (23 s without a network)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from enum import Enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -96,6 +97,14 @@ def download(
     keep_source: Annotated[
         bool, typer.Option(help="Keep the downloaded checkpoint files after converting them.")
     ] = False,
+    from_: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="Convert OpenAI's files from this folder instead of downloading them (laid out like their "
+            "storage: 5b/vqvae.pth.tar, ...; e.g. ~/.cache/jukebox/models). The files are left in place.",
+        ),
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", "-f", help="Convert again parts already present.")
     ] = False,
@@ -112,6 +121,8 @@ def download(
         jukebox models download 5b --source openai --dtype bf16
 
         jukebox models download openai/jukebox-1b-lyrics --revision 1d1b2c3
+
+        jukebox models download 5b_lyrics --from ~/.cache/jukebox/models
     """
     from jukebox_cli.engine.models import MODELS, download_model, get_model
     from jukebox_cli.engine.registry import model_for_repo
@@ -123,7 +134,7 @@ def download(
         if entry is not None and revision is None and "@" not in name:
             status = download_model(
                 entry.name, cache_dir=cache_dir, source=source.value if source else None, dtype=dtype.value,
-                keep_source=keep_source, force=force, progress=progress,
+                keep_source=keep_source, force=force, local=from_, progress=progress,
             )  # fmt: skip
             data, ready = (
                 status.to_dict(),

@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from jukebox_cli.engine.cache import ModelCache, sha256_file
 from jukebox_cli.engine.errors import CheckpointNotFound, ChecksumMismatch, DiskSpaceError, NetworkError
@@ -267,7 +269,8 @@ def url_file(
     Args:
         cache: the cache.
         relative: the path after a mirror prefix (e.g. ``5b/vqvae.pth.tar``).
-        mirrors: URL prefixes ending in ``/``.
+        mirrors: URL prefixes ending in ``/``; ``file://`` ones name local folders, whose files are returned
+            where they are (never copied, and never deleted by the caller).
         dest: where to store it (default: ``openai/<relative>`` in the cache).
         extra_bytes: space needed besides the download (the converted file), for the disk check.
         progress: ``download <name>`` byte stage.
@@ -281,10 +284,18 @@ def url_file(
         if dest.is_file():
             return dest
         if is_offline():
-            raise NetworkError(f"{relative} is not in the cache and offline mode is on (HF_HUB_OFFLINE).")
+            mirrors = [m for m in mirrors if m.startswith("file://")]
+            if not mirrors:
+                raise NetworkError(f"{relative} is not in the cache and offline mode is on (HF_HUB_OFFLINE).")
         failures = []
         for prefix in mirrors:
             url = prefix + relative
+            if prefix.startswith("file://"):  # a local copy (e.g. the original code's cache) is used in place
+                local = Path(url2pathname(urlparse(url).path))
+                if local.is_file():
+                    return local
+                failures.append(f"{local} does not exist")
+                continue
             try:
                 _resumable_get(cache, url, dest, _head_size(url), {}, dest.name, extra_bytes, progress)
             except DiskSpaceError:

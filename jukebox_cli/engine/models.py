@@ -112,6 +112,7 @@ def download_model(
     keep_source: bool = False,
     force: bool = False,
     parts: tuple[str, ...] | None = None,
+    local: str | Path | None = None,
     progress: ProgressCallback = noop,
 ) -> ModelStatus:
     """Make every part of released model ``name`` present in the cache (download and convert what is missing).
@@ -124,6 +125,8 @@ def download_model(
         keep_source: keep the downloaded checkpoint files after conversion.
         force: convert again even parts already present.
         parts: only these part ids (default: all of the model's).
+        local: a folder laid out like OpenAI's storage (``5b/vqvae.pth.tar``, ...) to convert from instead of
+            downloading (implies the ``openai`` source).
         progress: byte stages per file, then tensor stages per converted part.
 
     Raises:
@@ -132,7 +135,7 @@ def download_model(
     from jukebox_cli.engine.convert import stored_dtype
 
     entry = get_model(name)
-    source = source or entry.default_source
+    source = "openai" if local is not None else source or entry.default_source
     if source not in entry.sources:
         raise ConfigError(
             f"Model {name!r} can be downloaded from {' or '.join(entry.sources)}, not {source!r}."
@@ -145,7 +148,10 @@ def download_model(
         if source == "hub":
             _download_from_hub(cache, entry, missing, store, keep_source, force, progress)
         else:
-            _download_from_openai(cache, missing, store, keep_source, force, progress)
+            mirrors = (
+                [Path(local).expanduser().resolve().as_uri() + "/"] if local is not None else openai_mirrors()
+            )
+            _download_from_openai(cache, missing, mirrors, store, keep_source, force, progress)
     return model_status(name, cache_dir=cache.root)
 
 
@@ -168,14 +174,14 @@ def ensure_vqvae(
     return cache.part_file("vqvae")
 
 
-def _download_from_openai(cache, parts, store, keep_source, force, progress) -> None:
+def _download_from_openai(cache, parts, mirrors, store, keep_source, force, progress) -> None:
     from jukebox_cli.engine.convert import convert_part, load_source, native_size
 
     for part in parts:
         with cache.lock(part.id):
             if cache.has_part(part.id) and not force:
                 continue  # another process converted it while we waited
-            path = fetch.url_file(cache, part.original_file, openai_mirrors(),
+            path = fetch.url_file(cache, part.original_file, mirrors,
                                   extra_bytes=native_size(part, store), progress=progress)  # fmt: skip
             progress(StageStarted(f"hash {path.name}", None, "file"))
             digest = sha256_file(path)
@@ -189,7 +195,7 @@ def _download_from_openai(cache, parts, store, keep_source, force, progress) -> 
             convert_part(
                 cache, part, load_source(path), "original", source=info, dtype=store, progress=progress
             )
-            if not keep_source:
+            if not keep_source and path.is_relative_to(cache.root):  # never a user's own copy
                 path.unlink()
 
 

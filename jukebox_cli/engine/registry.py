@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from jukebox_cli.engine.errors import CheckpointNotFound
 
@@ -187,7 +188,15 @@ def model_for_repo(repo_id: str) -> ModelEntry | None:
     return next((m for m in MODELS.values() if m.hub_repo == repo_id), None)
 
 
+# Where OpenAI's code (and jukebox-infer) cached the files: reused, without copying, when present.
+ORIGINAL_CODE_CACHE = "~/.cache/jukebox/models/"
+
+
 def openai_mirrors() -> list[str]:
-    """URL prefixes to try, in order, for original files: ``JUKEBOX_MIRRORS`` if set, else OpenAI's."""
+    """URL prefixes to try, in order, for original files: ``JUKEBOX_MIRRORS`` if set, else OpenAI's (after the
+    original code's own cache folder, when it exists). ``file://`` prefixes name local folders."""
     given = [m.strip() for m in os.environ.get("JUKEBOX_MIRRORS", "").split(",") if m.strip()]
-    return [m if m.endswith("/") else m + "/" for m in (given or OPENAI_MIRRORS)]
+    if not given:
+        local = Path(ORIGINAL_CODE_CACHE).expanduser()
+        given = ([local.as_uri() + "/"] if local.is_dir() else []) + list(OPENAI_MIRRORS)
+    return [m if m.endswith("/") else m + "/" for m in given]

@@ -266,10 +266,11 @@ def test_bad_repositories_and_files(served, parts, run_cli, tmp_path: Path) -> N
 
     # Weights of another architecture: the message names the keys that differ.
     other = {**parts, "1b_lyrics_top": tiny_parts("5b_top")["5b_top"]}
-    served.add_repo(REPO, hub_repo_files(other), revision="wrong")
-    result = run_cli(*_cli(cache, "models", "download", "1b_lyrics", "--revision", "wrong"))
+    served.add_repo(REPO, hub_repo_files(other))  # replaces main
+    result = run_cli(*_cli(cache, "models", "download", "1b_lyrics"))
     assert result.exit_code == 3 and "does not match this architecture" in result.stderr
     assert "missing" in result.stderr or "wrong shape" in result.stderr
+    assert not (cache / "parts" / "1b_lyrics_top.json").exists()
 
     # A truncated original file (served with its truncated length).
     served.add_static("/jukebox/models/5b/vqvae.pth.tar", original_file(parts["vqvae"])[:5000])
@@ -328,3 +329,29 @@ def test_hub_repos_and_urls_as_models(served, parts, run_cli, tmp_path: Path) ->
     result = run_cli(*_cli(cache, "models", "download", REPO, "--revision", "v2", "--json"))
     assert result.exit_code == 0 and set(json.loads(result.stdout)["files"]) == {
         "vqvae", "prior_level_0", "prior_level_1", "prior_level_2"}  # fmt: skip
+
+
+@pytest.mark.usefixtures("no_retry_sleep")
+def test_no_network(served, run_cli, tmp_path: Path) -> None:
+    served.offline()
+    for args, fragment in ((("models", "download", "1b_lyrics"), "cannot be reached"),
+                           (("models", "download", "5b"), "from any mirror")):  # fmt: skip
+        result = run_cli(*_cli(tmp_path / "cache", *args))
+        assert result.exit_code == 3 and fragment in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 2, "one line and a hint"
+
+
+def test_convert_from_a_local_copy_of_openais_files(parts, run_cli, tmp_path: Path, monkeypatch) -> None:
+    """Files already fetched by OpenAI's own code are converted in place, offline, and left alone."""
+    use_tiny_presets(monkeypatch)
+    local = tmp_path / "jukebox" / "models"
+    for url_path, data in original_files({**parts, **tiny_parts("5b_top")}).items():
+        target = local / url_path.removeprefix("/jukebox/models/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    before = sorted(p.name for p in local.rglob("*.tar"))
+    result = run_cli(*_cli(tmp_path / "cache", "models", "download", "5b", "--from", str(local), "--json"))
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["in_cache"] == "yes"
+    assert sorted(p.name for p in local.rglob("*.tar")) == before, "the user's files stay"
+    assert not (tmp_path / "cache" / "openai").exists(), "nothing copied"
