@@ -240,6 +240,9 @@ def load_native(
 ) -> nn.Module:
     """Load a native file one tensor at a time, straight onto ``device`` (never two copies of a model).
 
+    On the CPU, tensors whose stored dtype is the one wanted stay memory-mapped (copy-on-write): loading is
+    fast and the pages are read from disk when first used; others are cast as they are read.
+
     Args:
         path: a ``.safetensors`` file written by :func:`save_native` or by a conversion.
         kind: ``"vqvae"`` or ``"prior"`` to insist on one.

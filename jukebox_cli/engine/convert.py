@@ -53,13 +53,25 @@ def stored_dtype(name: str | None) -> torch.dtype | None:
     return STORE_DTYPES[name]
 
 
+def _linear_weights(model: nn.Module) -> set[str]:
+    from jukebox_cli.engine.transformer import Conv1D
+
+    return {f"{name}.w" for name, module in model.named_modules() if isinstance(module, Conv1D)}
+
+
 def native_size(part: Part, dtype: torch.dtype | None = None) -> int:
-    """Bytes of the part's converted file (tensor data; the header is negligible)."""
+    """Bytes of the part's converted file (tensor data; the header is negligible).
+
+    For ``dtype=None`` this assumes the released precision (Conv1D weights in float16).
+    """
     model = skeleton(part)
     state = model.state_dict()
     if _is_tied(model):
         state.pop(TIED_OUTPUT_KEY)
-    return sum(t.numel() * _target(t, dtype, part).itemsize for t in state.values())
+    linear = _linear_weights(model) if dtype is None else set()
+    return sum(
+        t.numel() * (2 if k in linear else _target(t, dtype, part).itemsize) for k, t in state.items()
+    )  # fmt: skip
 
 
 def _target(tensor: torch.Tensor, dtype: torch.dtype | None, part: Part) -> torch.dtype:
@@ -67,6 +79,19 @@ def _target(tensor: torch.Tensor, dtype: torch.dtype | None, part: Part) -> torc
     if dtype is None or part.kind == "vqvae" or not tensor.is_floating_point():
         return tensor.dtype
     return dtype
+
+
+def _stored(source: torch.Tensor, like: torch.Tensor, dtype: torch.dtype | None, part: Part, linear: bool):
+    """The tensor as written: ``dtype`` if asked; else Conv1D weights in float16 when that loses nothing.
+
+    OpenAI trained and saved the priors' Conv1D weights in float16 (spec 8.3); the hub's float32 copies of
+    them round-trip exactly, so keeping them at half size is lossless. Anything that would change is kept.
+    """
+    if dtype is None and linear and source.dtype in (torch.float16, torch.float32):
+        half = source.to(torch.float16)
+        if source.dtype == torch.float16 or torch.equal(half.to(source.dtype), source):
+            return half
+    return source.to(_target(like, dtype, part))
 
 
 def convert_part(
@@ -88,7 +113,7 @@ def convert_part(
         state: the loaded checkpoint; this part's tensors are removed from it as they are converted.
         layout: ``"original"`` or ``"hub"``.
         source: provenance for the record (kind, repo/url, revision, file hashes).
-        dtype: stored dtype of the prior's floating tensors (None: as the architecture has them).
+        dtype: stored dtype of the prior's floating tensors (None: as released, see ``_stored``).
         progress: a ``convert <part>`` stage counted in tensors.
         record_id: the name of the file and record in the cache (default: the part's id).
 
@@ -99,6 +124,7 @@ def convert_part(
     expected = model.state_dict()
     state, plan = source_key_plan(model, state, layout)
     tied = _is_tied(model)
+    linear = _linear_weights(model)
     stage = f"convert {part.id}"
     progress(StageStarted(stage, len(expected), "tensor"))
     tensors: dict[str, torch.Tensor] = {}
@@ -107,7 +133,7 @@ def convert_part(
             progress(Advanced(stage))
             continue  # stored once; loading ties it again
         tensor = state.pop(plan[key])
-        tensors[key] = tensor.to(_target(like, dtype, part)).contiguous()
+        tensors[key] = _stored(tensor, like, dtype, part, key in linear).contiguous()
         progress(Advanced(stage))
     for key in (TIED_OUTPUT_KEY,) if tied else ():
         state.pop(plan[key], None)

@@ -27,6 +27,10 @@ class CheckpointNotFound(CheckpointError, FileNotFoundError):
     """No checkpoint at the given path, or a preset that needs weights we do not have."""
 
 
+class RemoteFileMissing(CheckpointNotFound):
+    """A server (hub or mirror) answered that the file does not exist."""
+
+
 class ChecksumMismatch(CheckpointError):
     """A file's hash or size differs from what the registry expects."""
 

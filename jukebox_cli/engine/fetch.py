@@ -22,7 +22,13 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from jukebox_cli.engine.cache import ModelCache, sha256_file
-from jukebox_cli.engine.errors import CheckpointNotFound, ChecksumMismatch, DiskSpaceError, NetworkError
+from jukebox_cli.engine.errors import (
+    CheckpointNotFound,
+    ChecksumMismatch,
+    DiskSpaceError,
+    NetworkError,
+    RemoteFileMissing,
+)
 from jukebox_cli.engine.progress import Advanced, ProgressCallback, StageFinished, StageStarted, noop
 
 # jukebox-cli sends no telemetry; huggingface_hub reads this once, when it is first imported.
@@ -108,7 +114,7 @@ def _hub_errors(what: str, repo_id: str, revision: str | None, filename: str):
         except hf_errors.RevisionNotFoundError as err:
             raise CheckpointNotFound(f"{repo_id} has no revision {revision!r}.") from err
         except hf_errors.EntryNotFoundError as err:
-            raise CheckpointNotFound(f"{repo_id} has no file {filename!r}.") from err
+            raise RemoteFileMissing(f"{repo_id} has no file {filename!r}.") from err
         except (hf_errors.HfHubHTTPError, OSError, ConnectionError) as err:
             raise _network_error(err, what) from err
         except Exception as err:  # httpx2 transport errors do not share a base class with OSError
@@ -245,7 +251,7 @@ def _head_size(url: str) -> int | None:
     except Exception as err:
         raise _network_error(err, url) from err
     if response.status_code in (403, 404, 410):
-        raise CheckpointNotFound(f"{url} answered {response.status_code}.")
+        raise RemoteFileMissing(f"{url} answered {response.status_code}.")
     if response.status_code >= 400:
         raise NetworkError(f"{url} answered {response.status_code}.")
     length = response.headers.get("Content-Length")
@@ -287,7 +293,7 @@ def url_file(
             mirrors = [m for m in mirrors if m.startswith("file://")]
             if not mirrors:
                 raise NetworkError(f"{relative} is not in the cache and offline mode is on (HF_HUB_OFFLINE).")
-        failures = []
+        failures, missing = [], []
         for prefix in mirrors:
             url = prefix + relative
             if prefix.startswith("file://"):  # a local copy (e.g. the original code's cache) is used in place
@@ -295,6 +301,7 @@ def url_file(
                 if local.is_file():
                     return local
                 failures.append(f"{local} does not exist")
+                missing.append(True)
                 continue
             try:
                 _resumable_get(cache, url, dest, _head_size(url), {}, dest.name, extra_bytes, progress)
@@ -302,12 +309,16 @@ def url_file(
                 raise
             except (CheckpointNotFound, NetworkError) as err:
                 failures.append(str(err))
+                missing.append(isinstance(err, RemoteFileMissing))
                 continue
             except Exception as err:  # a transfer that failed for good (its partial file stays for resuming)
                 failures.append(str(_network_error(err, url)))
+                missing.append(False)
                 continue
             os.replace(_incomplete(dest), dest)
             return dest
+    if missing and all(missing):
+        raise RemoteFileMissing(f"No mirror has {relative} ({'; '.join(failures)}).")
     raise NetworkError(
         f"Could not download {relative} from any mirror ({'; '.join(failures) or 'none configured'})."
     )

@@ -21,6 +21,8 @@ from jukebox_cli.engine.errors import (
     ChecksumMismatch,
     ConfigError,
     IncompatibleCheckpoint,
+    NetworkError,
+    RemoteFileMissing,
 )
 from jukebox_cli.engine.progress import ProgressCallback, StageFinished, StageStarted, noop
 from jukebox_cli.engine.registry import MODELS, PARTS, ModelEntry, Part, get_model, openai_mirrors
@@ -167,7 +169,7 @@ def ensure_vqvae(
         entry = get_model(name)
         try:
             download_model(name, cache_dir=cache_dir, source="openai", parts=("vqvae",), progress=progress)
-        except fetch.NetworkError:
+        except (NetworkError, CheckpointNotFound):  # OpenAI's storage unreachable, or the file gone
             if entry.hub_repo is None or fetch.is_offline():
                 raise
             download_model(name, cache_dir=cache_dir, source="hub", parts=("vqvae",), progress=progress)
@@ -218,7 +220,7 @@ def hub_manifest(cache: ModelCache, repo_id: str, revision: str | None, progress
     try:
         index_path = fetch.hub_file(cache, repo_id, HUB_INDEX, revision=revision, progress=progress)
         weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
-    except CheckpointNotFound:
+    except RemoteFileMissing:
         weight_map = None  # a single-file repository
     except (OSError, ValueError, KeyError) as err:
         raise IncompatibleCheckpoint(f"{repo_id}'s {HUB_INDEX} is not a valid shard index ({err}).") from err

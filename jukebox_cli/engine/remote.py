@@ -22,7 +22,7 @@ from pathlib import Path
 
 from jukebox_cli.engine import fetch
 from jukebox_cli.engine.cache import ModelCache
-from jukebox_cli.engine.errors import CheckpointNotFound, IncompatibleCheckpoint
+from jukebox_cli.engine.errors import IncompatibleCheckpoint, RemoteFileMissing
 from jukebox_cli.engine.files import write_json
 from jukebox_cli.engine.progress import ProgressCallback, noop
 from jukebox_cli.engine.registry import PARTS, Part, model_for_repo
@@ -73,9 +73,8 @@ def fetch_repo(
     cache = ModelCache(cache_dir)
     try:
         vqvae = fetch.hub_weight_file(cache, repo, NATIVE_VQVAE, revision=revision, progress=progress)
-    except CheckpointNotFound as err:
-        if "has no file" not in str(err):
-            raise
+    except RemoteFileMissing:
+        pass  # not our native layout
     else:
         priors = {}
         for level in _LEVELS:
@@ -83,9 +82,8 @@ def fetch_repo(
                 priors[level] = fetch.hub_weight_file(
                     cache, repo, native_prior(level), revision=revision, progress=progress
                 )
-            except CheckpointNotFound as err:
-                if "has no file" not in str(err):
-                    raise
+            except RemoteFileMissing:
+                continue  # a model without this level
         return vqvae, priors
     return _convert_transformers_repo(cache, repo, revision, progress)
 
@@ -167,7 +165,6 @@ def fetch_url(
             priors[level] = fetch.url_file(
                 cache, native_prior(level), [prefix], dest=folder / native_prior(level), progress=progress
             )
-        except fetch.NetworkError as err:
-            if "answered 404" not in str(err):
-                raise
+        except RemoteFileMissing:
+            continue
     return vqvae, priors

@@ -107,6 +107,10 @@ def test_models_list_info_path_verify_rm(served, run_cli, tmp_path: Path) -> Non
     states = {m["name"]: m["in_cache"] for m in listing["models"]}
     assert states == {"1b_lyrics": "yes", "5b_lyrics": "partial (3/4)", "5b": "partial (3/4)"}
 
+    table = run_cli(*_cli(cache, "models", "list")).stdout
+    assert "1b_lyrics" in table and "11.64 GB" in table and "partial (3/4)" in table
+    text = run_cli(*_cli(cache, "models", "info", "5b_lyrics")).stdout
+    assert "5,640,506,800" in text and "Noncommercial" in text and "no" in text
     info = json.loads(run_cli(*_cli(cache, "models", "info", "1b_lyrics", "--json")).stdout)
     assert info["labels"] == "v3" and info["parts"]["1b_lyrics_top"]["parameters"] == 942_643_200
     assert info["parts"]["vqvae"]["source"]["kind"] == "hub" and "Noncommercial" in info["license"]

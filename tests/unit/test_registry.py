@@ -89,9 +89,10 @@ def test_mirrors_and_cache_root(monkeypatch, tmp_path: Path) -> None:
 
 def test_sizes_of_converted_parts() -> None:
     top = registry.PARTS["1b_lyrics_top"]
-    # The released 1B prior: 942.6 M float32 weights, the tied head stored once.
-    assert native_size(top) == 942_643_200 * 4
+    # The released 1B prior: 942.6 M weights, the tied head stored once; Conv1D weights in float16 as released.
+    assert native_size(top, torch.float32) == 942_643_200 * 4
     assert native_size(top, torch.bfloat16) == 942_643_200 * 2
+    assert 1.9e9 < native_size(top) < 1.96e9, "about the released file's 1.96 GB"
     assert native_size(registry.PARTS["vqvae"], torch.float16) == 1_878_979 * 4, "the VQ-VAE stays float32"
     five = registry.PARTS["5b_top"]
     assert 10e9 < native_size(five) < 10.5e9, "Conv1D weights in float16, as released"
@@ -183,3 +184,26 @@ def test_priors_load_one_level_at_a_time(monkeypatch, tmp_path: Path) -> None:
     assert sorted(bundle.prior_configs) == [0, 1, 2] and bundle.skeleton(2).prior.x_emb.weight.is_meta
     prior = bundle.load_prior(1)
     assert loads[-1] == "prior_level_1.safetensors" and prior.config.level == 1
+
+
+def test_conv1d_weights_stay_half_only_when_that_is_lossless(monkeypatch, tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    use_tiny_presets(monkeypatch)
+    cache = ModelCache(tmp_path)
+    exact, inexact = tiny_parts()["upsampler_level_1"], tiny_parts(seed=3)["upsampler_level_1"]
+    with torch.no_grad():  # as released: float16 values, held by a float32 model (the hub's copies)
+        for module in exact.modules():
+            if isinstance(module, Conv1D):
+                module.w.copy_(module.w.half().float())
+    for name, model in (("exact", exact), ("inexact", inexact)):
+        state = {"model": dict(export_state_dict(model, "original"))}
+        part = registry.PARTS["upsampler_level_1"]
+        convert_part(cache, part, state, "original", source={}, record_id=name)
+        with safe_open(str(cache.part_file(name)), "pt") as f:
+            key = "prior.transformer._attn_mods.0.mlp.c_fc.w"
+            assert f.get_slice(key).get_dtype() == ("F16" if name == "exact" else "F32")
+            assert f.get_slice("prior.x_emb.weight").get_dtype() == "F32"
+        loaded = load_native(cache.part_file(name))
+        for (key, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+            assert a.dtype == b.dtype and torch.equal(a, b), (name, key)
