@@ -1,7 +1,8 @@
 """The one table from exception type to exit code and hint (subclasses first).
 
 Exit codes: 0 ok; 1 unexpected; 2 usage/config; 3 checkpoint/network; 4 audio cannot be read or written;
-5 device/out of memory; 6 audio unusable (NaN/inf, too short); 7 output exists (use --force); 130 Ctrl-C.
+5 device/out of memory; 6 audio unusable (NaN/inf, too short); 7 output exists (use --force); 8 training cannot
+start or continue (no usable data, a run that exists or changed, losses that stay NaN); 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
     (e.DeviceError, 5, "Try --device cpu."),
     (e.LabelError, 2, ""),
     (e.ConfigError, 2, "See the command's --help."),
-    (e.TrainingError, 1, ""),
+    (e.TrainingError, 8, "See `jukebox train --help`."),
     (e.JukeboxError, 1, ""),
 ]
 

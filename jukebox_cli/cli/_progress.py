@@ -17,7 +17,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from jukebox_cli.engine.progress import Advanced, Event, StageFinished, StageStarted
+from jukebox_cli.engine.progress import Advanced, Event, StageFinished, StageStarted, TrainMetrics
 
 
 class RateColumn(ProgressColumn):
@@ -85,3 +85,38 @@ class RichProgress:
             self._progress.advance(self._tasks[event.name], event.n)
         elif isinstance(event, StageFinished) and event.name in self._tasks:
             self._progress.remove_task(self._tasks.pop(event.name))
+
+
+# What the live training view shows, in this order, when present (label, metric).
+_TRAIN_STATUS = (
+    ("loss", "loss"), ("sc", "spectral_convergence"), ("usage", "usage"), ("bpd", "bpd"),
+    ("eval loss", "eval_loss"), ("eval sc", "eval_spectral_convergence"), ("eval bpd", "eval_bpd"),
+    ("steps/s", "steps_per_second"), ("skipped", "skipped_steps"),
+)  # fmt: skip
+
+
+class TrainProgress(RichProgress):
+    """RichProgress plus the latest training metrics beside the ``train`` bar (step, loss, throughput, ETA)."""
+
+    def __init__(self, *, enabled: bool = True, console: Console | None = None) -> None:
+        super().__init__(enabled=enabled, console=console)
+        self._progress.columns = (*self._progress.columns, TextColumn("{task.fields[status]}"))
+        self._latest: dict[str, float] = {}
+
+    def __call__(self, event: Event) -> None:
+        if not self.enabled:
+            return
+        if isinstance(event, StageStarted):
+            self._tasks[event.name] = self._progress.add_task(event.name, total=event.total, unit=event.unit,
+                                                              status="")  # fmt: skip
+        elif isinstance(event, TrainMetrics):
+            self._latest.update(event.values)
+            shown = [
+                f"{label} {self._latest[key]:.4g}" if key != "usage" else f"{label} {self._latest[key]:.0f}"
+                for label, key in _TRAIN_STATUS
+                if key in self._latest
+            ]
+            if "train" in self._tasks:
+                self._progress.update(self._tasks["train"], status=" · ".join(shown))
+        else:
+            super().__call__(event)

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from jukebox_cli import __version__
-from jukebox_cli.cli import analyze, labels, models, reconstruct, sample
+from jukebox_cli.cli import analyze, labels, models, reconstruct, sample, train
 from jukebox_cli.cli._errors import EXIT_INTERRUPTED, lookup
 from jukebox_cli.engine.errors import JukeboxError
 
@@ -51,6 +51,7 @@ app.command("reconstruct")(reconstruct.reconstruct)
 app.command("analyze")(analyze.analyze)
 app.command("labels")(labels.labels)
 app.add_typer(models.app, name="models")
+app.add_typer(train.app, name="train")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,8 +34,9 @@ def labels(
         typer.Option(
             "--model",
             "-m",
-            help="Whose labels: 1b_lyrics (v3 ids), 5b or 5b_lyrics (v2 ids), tiny-random (test labels). "
-            "The ids are those of the model's top prior; the released upsamplers always use v2.",
+            help="Whose labels: 1b_lyrics (v3 ids), 5b or 5b_lyrics (v2 ids), tiny-random (test labels), or a "
+            "model folder (e.g. a training run). The ids are those of the model's top prior; the released "
+            "upsamplers always use v2.",
         ),
     ] = "1b_lyrics",
     limit: Annotated[int, typer.Option(min=0, help="Show at most this many names (0: all).")] = 50,
@@ -60,8 +61,15 @@ def labels(
     if artists == genres:
         raise ConfigError("pass exactly one of --artists and --genres.")
     kind = "artists" if artists else "genres"
-    version = label_set_for_model(model)
-    label_set = load_label_set(version)
+    from pathlib import Path
+
+    if Path(model).is_dir():  # a model folder (e.g. a training run): its top prior's own tables
+        from jukebox_cli.engine.bundle import folder_label_set
+
+        version, label_set = folder_label_set(model)
+    else:
+        version = label_set_for_model(model)
+        label_set = load_label_set(version)
     found = search_labels(label_set, kind, search)
     shown = found if limit == 0 else found[:limit]
 

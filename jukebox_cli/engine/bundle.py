@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from jukebox_cli.engine.errors import CheckpointNotFound, IncompatibleCheckpoint
-from jukebox_cli.engine.labels import Labeller
+from jukebox_cli.engine.labels import Labeller, LabelSet
 from jukebox_cli.engine.prior import Prior, PriorConfig
 from jukebox_cli.engine.progress import ProgressCallback, noop
 from jukebox_cli.engine.vqvae import VQVAE
@@ -57,7 +57,8 @@ class Bundle:
                     f"The level-{level} prior ({c.codebook_size} codes, hop {c.hop_length}) does not fit the "
                     f"VQ-VAE ({self.vqvae.config.codebook_size} codes, hop {self.vqvae.hop_lengths[level]})."
                 )
-            self.labellers.setdefault(level, Labeller(c.label_set, c.max_genres, c.n_tokens))
+            tables = LabelSet.from_dict(c.labels) if c.labels else None
+            self.labellers.setdefault(level, Labeller(c.label_set, c.max_genres, c.n_tokens, tables))
 
     @classmethod
     def from_models(cls, name: str, vqvae: VQVAE, priors: dict[int, Prior], *, pretrained: bool) -> Bundle:
@@ -157,6 +158,22 @@ def _prior_config_of(path: Path) -> PriorConfig:
     if metadata.get("format") != FORMAT_NAME or metadata.get("kind") != "prior":
         raise IncompatibleCheckpoint(f"{path} is not a jukebox-cli prior file.")
     return PriorConfig.from_dict(json.loads(metadata["config"]))
+
+
+def folder_label_set(folder: str | Path) -> tuple[str, LabelSet]:
+    """(label set name, tables) of the top prior in a native model folder, read from its metadata only.
+
+    Raises:
+        CheckpointNotFound: no prior files in the folder.
+    """
+    from jukebox_cli.engine.labels import load_label_set
+
+    files = sorted(Path(folder).glob("prior_level_*.safetensors"))
+    if not files:
+        raise CheckpointNotFound(f"{folder} holds no prior_level_N.safetensors files.")
+    config = _prior_config_of(files[-1])
+    tables = LabelSet.from_dict(config.labels) if config.labels else load_label_set(config.label_set)
+    return config.label_set, tables
 
 
 def bundle_from_files(name: str, vqvae_file: Path, prior_files: dict[int, Path]) -> Bundle:

@@ -19,7 +19,7 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
@@ -127,23 +127,64 @@ class LabelSet:
     artists: Mapping[str, int]
     genres: Mapping[str, int]
     vocab: tuple[str, ...]
+    lookup: str | None = None  # a custom set looks names up like this released set ("v2" or "v3")
+    rows: tuple[int, int] = (0, 0)  # a custom set's minimum table rows (artists, genres), kept from its base
 
     @property
     def normalized(self) -> bool:
         """True when names are looked up after the v2 normalisation (and genres split into words)."""
-        return self.version == "v2"
+        return (self.lookup or self.version) == "v2"
 
     @property
     def n_artists(self) -> int:
         """Rows of the artist embedding table: 4111 (v2, largest id 4108), 7898 (v3), else max id + 1."""
-        rows = _TABLE_ROWS.get(self.version, (0, 0))[0]
+        rows = _TABLE_ROWS.get(self.version, self.rows)[0]
         return max(rows, max(self.artists.values()) + 1)
 
     @property
     def n_genres(self) -> int:
         """Rows of the genre embedding table: 120 (v2), 604 (v3), else max id + 1."""
-        rows = _TABLE_ROWS.get(self.version, (0, 0))[1]
+        rows = _TABLE_ROWS.get(self.version, self.rows)[1]
         return max(rows, max(self.genres.values()) + 1)
+
+    def key(self, name: str) -> str:
+        """How a name is looked up: v2-normalised or lower-cased."""
+        return normalize_v2(name) if self.normalized else name.lower()
+
+    def genre_keys(self, text: str) -> list[str]:
+        """The genre keys of ``text``: its v2 words, or the whole lower-cased text."""
+        return normalize_v2(text).split("_") if self.normalized else [text.lower()]
+
+    def to_dict(self) -> dict:
+        """JSON-friendly form (stored in a trained prior's config, so the tables travel with the weights)."""
+        return {"version": self.version, "lookup": self.lookup or self.version, "rows": list(self.rows),
+                "artists": dict(self.artists), "genres": dict(self.genres), "vocab": list(self.vocab)}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> LabelSet:
+        return cls(version=data["version"], artists=MappingProxyType(dict(data["artists"])),
+                   genres=MappingProxyType(dict(data["genres"])), vocab=tuple(data["vocab"]),
+                   lookup=data.get("lookup"), rows=tuple(data.get("rows", (0, 0))))  # fmt: skip
+
+    def extended(self, artists: Iterable[str], genres: Iterable[str]) -> LabelSet:
+        """A custom set with this one's ids plus new ids for the names it lacks (for training on new music).
+
+        Existing names keep their ids, so a fine-tuned prior keeps the embeddings it learnt for them; new
+        names get ids after the table's last row. Looked up like this set; id 0 stays ``unknown``.
+        """
+        new_artists, new_genres = dict(self.artists), dict(self.genres)
+        next_artist, next_genre = self.n_artists, self.n_genres
+        for name in artists:
+            if self.key(name) not in new_artists:
+                new_artists[self.key(name)] = next_artist
+                next_artist += 1
+        for text in genres:
+            for key in self.genre_keys(text):
+                if key not in new_genres:
+                    new_genres[key] = next_genre
+                    next_genre += 1
+        return LabelSet("custom", MappingProxyType(new_artists), MappingProxyType(new_genres), self.vocab,
+                        lookup="v2" if self.normalized else "v3", rows=(self.n_artists, self.n_genres))  # fmt: skip
 
     @property
     def n_vocab(self) -> int:
@@ -178,6 +219,13 @@ class LabelSet:
         if not 0 <= index < n:
             raise LabelError(f"{kind} id {index} is outside the {self.version} table (0..{n - 1}).")
         return names.get(index, "")
+
+
+def new_label_set(artists: Iterable[str], genres: Iterable[str], *, lookup: str = "v3") -> LabelSet:
+    """A label set of just these names (``unknown`` is id 0), for a prior trained from scratch."""
+    vocab = json.loads(_read_data("lyrics_vocab.json"))["v3"]["tokens"]
+    empty = LabelSet("custom", {"unknown": 0}, {"unknown": 0}, tuple(vocab), lookup=lookup, rows=(1, 1))
+    return empty.extended(sorted(set(artists)), sorted(set(genres)))
 
 
 @functools.cache
@@ -283,20 +331,23 @@ class Labeller:
     """Builds one prior's label vectors: artist id, genre slots and the lyric window (spec 7.1-7.4).
 
     Args:
-        version: the prior's label set (``"v2"``, ``"v3"`` or ``"tiny"``).
+        version: the prior's label set (``"v2"``, ``"v3"``, ``"tiny"``, or ``"custom"`` with ``label_set``).
         max_genres: genre slots in the vector (``max_bow_genre_size``: 5 for v2 priors, 1 for 1b_lyrics).
         n_tokens: lyric tokens in the vector (384 for 1b_lyrics, 512 for 5b_lyrics, 0 otherwise).
+        label_set: the tables of a trained prior (its config's ``labels``); default: the package's ``version``.
 
     Raises:
         ConfigError: for an unknown version, ``max_genres < 1`` or ``n_tokens < 0``.
     """
 
-    def __init__(self, version: str, max_genres: int, n_tokens: int) -> None:
+    def __init__(
+        self, version: str, max_genres: int, n_tokens: int, label_set: LabelSet | None = None
+    ) -> None:
         if max_genres < 1:
             raise ConfigError(f"max_genres must be at least 1, got {max_genres}.")
         if n_tokens < 0:
             raise ConfigError(f"n_tokens must be 0 or more, got {n_tokens}.")
-        self.label_set = load_label_set(version)
+        self.label_set = label_set if label_set is not None else load_label_set(version)
         self.version = version
         self.max_genres = max_genres
         self.n_tokens = n_tokens
@@ -355,7 +406,7 @@ class Labeller:
             LabelError: for an unknown genre or word (unless ``allow_unknown``), or more words than slots.
         """
         table = self.label_set.genres
-        keys = normalize_v2(text).split("_") if self.label_set.normalized else [text.lower()]
+        keys = self.label_set.genre_keys(text)
         if len(keys) > self.max_genres:
             raise LabelError(
                 f"genre {text!r} has {len(keys)} words ({', '.join(keys)}) but this prior takes at most "
@@ -374,7 +425,7 @@ class Labeller:
         return ids + [-1] * (self.max_genres - len(ids))
 
     def _key(self, name: str) -> str:
-        return normalize_v2(name) if self.label_set.normalized else name.lower()
+        return self.label_set.key(name)
 
     def _unknown_message(self, what: str, text: str, key: str, table: Mapping[str, int]) -> str:
         shown = f"{text!r}" if key == text.lower() else f"{text!r} (looked up as {key!r})"

@@ -307,6 +307,7 @@ class PriorConfig(DictConfig):
     n_genres: int = 120  # y_bins[0]
     n_artists: int = 4111  # y_bins[1]
     max_genres: int = 5  # max_bow_genre_size
+    labels: dict | None = None  # label_set "custom": the tables themselves (labels.LabelSet.to_dict())
     t_bins: int = 128
     min_duration: float | None = None  # seconds
     max_duration: float | None = None
@@ -344,6 +345,8 @@ class PriorConfig(DictConfig):
             )
         if (self.single_enc_dec or self.lyric_encoder is not None) and self.n_tokens <= 0:
             raise ConfigError("A lyrics prior needs n_tokens > 0.")
+        if (self.label_set == "custom") != (self.labels is not None):
+            raise ConfigError('A prior has label tables (labels) exactly when its label_set is "custom".')
 
     @property
     def is_upsampler(self) -> bool:

@@ -44,7 +44,15 @@ class LevelDone:
     payload: Any = None
 
 
-Event = StageStarted | Advanced | StageFinished | LevelDone
+@dataclass(frozen=True)
+class TrainMetrics:
+    """Training reached ``step``; ``values`` are the latest scalars (``loss``, ``lr``, ``eval_*``, ...)."""
+
+    step: int
+    values: dict[str, float]
+
+
+Event = StageStarted | Advanced | StageFinished | LevelDone | TrainMetrics
 ProgressCallback = Callable[[Event], None]
 
 

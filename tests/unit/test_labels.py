@@ -496,3 +496,27 @@ def test_module_does_not_import_torch() -> None:
     code = "import sys, jukebox_cli.engine.labels as m; m.load_label_set('v3'); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_extended_label_sets_keep_ids_and_add_rows() -> None:
+    from jukebox_cli.engine.labels import LabelSet, load_label_set, new_label_set
+
+    v3 = load_label_set("v3")
+    extended = v3.extended(["Zac Brown Band", "My Garage Band"], ["country", "garage polka"])
+    assert extended.version == "custom" and not extended.normalized
+    assert extended.artists["zac brown band"] == v3.artists["zac brown band"], "known names keep their ids"
+    assert extended.artists["my garage band"] == v3.n_artists == 7898, "new names start after the table"
+    assert extended.genres["garage polka"] == 604 and extended.n_genres == 605
+    again = LabelSet.from_dict(extended.to_dict())
+    assert again == extended and Labeller("custom", 1, 0, again).artist_id("My Garage Band") == 7898
+
+    v2 = load_label_set("v2").extended(["New Artist"], ["Blues Polka"])
+    assert v2.normalized and v2.artists["new_artist"] == 4111 and "polka" in v2.genres
+    assert v2.genres["blues"] == load_label_set("v2").genres["blues"]
+
+    fresh = new_label_set(["b", "a", "b"], ["rock", "unknown"])
+    assert dict(fresh.artists) == {"unknown": 0, "a": 1, "b": 2} and dict(fresh.genres) == {
+        "unknown": 0,
+        "rock": 1,
+    }
+    assert (fresh.n_artists, fresh.n_genres) == (3, 2)

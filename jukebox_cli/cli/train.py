@@ -1,0 +1,274 @@
+"""``jukebox train vqvae | prior | upsampler | report``: training and fine-tuning, with a live view."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from jukebox_cli.cli._options import CacheDir, Device, Json, Quiet
+from jukebox_cli.cli._progress import TrainProgress
+
+app = typer.Typer(
+    name="train",
+    help="Train or fine-tune the VQ-VAE and the priors on a folder of audio.",
+    no_args_is_help=True,
+)
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class LoggerKind(str, Enum):
+    tensorboard = "tensorboard"
+    wandb = "wandb"
+    none = "none"
+
+
+Data = Annotated[
+    Path, typer.Argument(help="Folder of audio files (searched recursively: wav, flac, ogg, mp3).")
+]
+Output = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Run folder (checkpoints, logs, the exported model).")
+]
+Steps = Annotated[int, typer.Option(min=1, help="Optimizer steps to train for (in total, when resuming).")]
+BatchSize = Annotated[int, typer.Option(min=1, help="Chunks per step and process (before --grad-accum).")]
+Lr = Annotated[float, typer.Option(min=0.0, help="Peak learning rate (AdamW, after a linear warmup).")]
+Warmup = Annotated[int, typer.Option(min=0, help="Warmup steps.")]
+GradAccum = Annotated[int, typer.Option(min=1, help="Micro-batches accumulated per step.")]
+PrecisionOpt = Annotated[
+    Precision, typer.Option(help="fp32; bf16 (autocast); fp16 (autocast + loss scaling, CUDA).")
+]
+Seed = Annotated[int, typer.Option(help="Seed of the initialisation and of the data order.")]
+SaveEvery = Annotated[
+    int, typer.Option(min=1, help="Save a checkpoint (and export the model) every N steps.")
+]
+EvalEvery = Annotated[int, typer.Option(min=1, help="Held-out metrics, audio and chromagrams every N steps.")]
+LogEvery = Annotated[int, typer.Option(min=1, help="Log training scalars every N steps.")]
+Resume = Annotated[bool, typer.Option(help="Continue the run in --output from its last checkpoint.")]
+Logger = Annotated[
+    LoggerKind, typer.Option(help="Where metrics go (wandb works offline without an account).")
+]
+Metadata = Annotated[
+    Path | None, typer.Option(help="CSV or JSON-lines file with path, artist, genre, lyrics per song.")
+]
+HeldOut = Annotated[float, typer.Option(min=0.0, max=0.9, help="Fraction of songs held out for evaluation.")]
+Ema = Annotated[
+    float, typer.Option(min=0.0, max=1.0, help="Weight EMA decay (0: off); EMA weights are exported.")
+]
+
+
+def _run(kind: str, build, *, output: Path | None, data: Path, steps: int, batch_size: int, lr: float, warmup: int,
+         grad_accum: int, precision: Precision, seed: int, save_every: int, eval_every: int, log_every: int,
+         resume: bool, logger: LoggerKind, ema: float, device: str, quiet: bool, json_output: bool) -> None:  # fmt: skip
+    """Shared by the three commands: set up (distributed if under torchrun), build the task, train, report."""
+    from jukebox_cli.engine.train import distributed
+    from jukebox_cli.engine.train.logging import make_logger
+    from jukebox_cli.engine.train.loop import TrainConfig, train
+
+    info = distributed.setup(device)
+    show = not quiet and info.rank == 0
+    console = Console(stderr=True, soft_wrap=True)
+    run_dir = output or Path("runs") / f"train-{kind}-{data.resolve().name}"
+    config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=min(warmup, steps), grad_accum=grad_accum,
+                         precision=precision.value, seed=seed, save_every=save_every, eval_every=eval_every,
+                         log_every=log_every, ema=ema or None)  # fmt: skip
+    try:
+        with TrainProgress(enabled=show) as progress:
+            task = build(progress)
+            if show:
+                corpus = task.corpus.describe()
+                console.print(f"[bold]{kind}[/]: {sum(p.numel() for p in task.model.parameters()):,} parameters; "
+                              f"data: {json.dumps(corpus)}", highlight=False)  # fmt: skip
+                for path, reason in task.corpus.skipped[:10]:
+                    console.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False)
+            log = make_logger(logger.value, run_dir, config={"train": config.to_dict(), "task": task.config()},
+                              name=run_dir.name, rank=info.rank)  # fmt: skip
+            if show and getattr(log, "notice", None):
+                console.print(f"[dim]{log.notice}[/]")
+            try:
+                result = train(task, config, run_dir, resume=resume, logger=log, device=info.device,
+                               progress=progress)  # fmt: skip
+            finally:
+                log.close()
+    finally:
+        distributed.teardown()
+    if info.rank != 0:
+        return
+    summary = {"run": str(run_dir), "step": result.step, "stopped": result.stopped,
+               "skipped_steps": result.skipped_steps, "metrics": result.last_metrics, "eval": result.eval_metrics}  # fmt: skip
+    if json_output:
+        typer.echo(json.dumps(summary, indent=2))
+    elif not quiet:
+        state = "stopped (resume with --resume)" if result.stopped == "interrupted" else "done"
+        Console(soft_wrap=True).print(
+            f"{kind} {state} at step {result.step}; model in {run_dir} (use --model {run_dir}); "
+            f"curves: jukebox train report {run_dir}",
+            highlight=False,
+        )
+    if result.stopped == "interrupted":
+        raise typer.Exit(130)
+
+
+@app.command()
+def vqvae(
+    data: Data,
+    *,
+    preset: Annotated[
+        str, typer.Option(help="tiny, small (22.05 kHz, trains on a CPU) or jukebox (released size).")
+    ] = "small",
+    from_: Annotated[
+        str | None, typer.Option("--from", help="Start from these weights (jukebox, a run folder, a file).")
+    ] = None,
+    output: Output = None,
+    steps: Steps = 10_000,
+    batch_size: BatchSize = 4,
+    lr: Lr = 3e-4,
+    warmup: Warmup = 100,
+    grad_accum: GradAccum = 1,
+    precision: PrecisionOpt = Precision.fp32,
+    seed: Seed = 0,
+    save_every: SaveEvery = 500,
+    eval_every: EvalEvery = 500,
+    log_every: LogEvery = 10,
+    ema: Ema = 0.999,
+    resume: Resume = False,
+    logger: Logger = LoggerKind.tensorboard,
+    metadata: Metadata = None,
+    held_out: HeldOut = 0.1,
+    chunk_seconds: Annotated[
+        float | None, typer.Option(min=0.1, help="Training chunk length (default: 64 top-level codes).")
+    ] = None,
+    device: Device = "auto",
+    cache_dir: CacheDir = None,
+    quiet: Quiet = False,
+    json_output: Json = False,
+) -> None:
+    """Train (or fine-tune) the VQ-VAE: all three levels, with the spectral losses and codebook restarts.
+
+    Examples:
+
+        jukebox train vqvae data/ --preset small --steps 2000 -o runs/vqvae
+
+        jukebox train vqvae data/ --from jukebox --lr 1e-5 --steps 500 -o runs/vqvae-ft
+
+        torchrun --nproc-per-node 2 -m jukebox_cli train vqvae data/ -o runs/vqvae
+    """
+    from jukebox_cli.engine.train.setup import vqvae_task
+
+    def build(progress):
+        return vqvae_task(data, preset=preset, source=from_, batch_size=batch_size, seed=seed, metadata=metadata,
+                          held_out=held_out, cache_dir=cache_dir, chunk_seconds=chunk_seconds,
+                          progress=progress)  # fmt: skip
+
+    _run("vqvae", build, output=output, data=data, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
+         grad_accum=grad_accum, precision=precision, seed=seed, save_every=save_every, eval_every=eval_every,
+         log_every=log_every, resume=resume, logger=logger, ema=ema, device=device, quiet=quiet,
+         json_output=json_output)  # fmt: skip
+
+
+def _prior_command(kind: str, default_level: int | None):
+    def command(
+        data: Data,
+        *,
+        vqvae: Annotated[
+            str, typer.Option(help="The VQ-VAE whose codes are modelled (a run folder, jukebox, ...).")
+        ],
+        level: Annotated[
+            int | None, typer.Option(help="Level to model (2: top; 1, 0: upsamplers).")
+        ] = default_level,
+        preset: Annotated[
+            str, typer.Option(help="tiny or small (a new prior), ignored with --from.")
+        ] = "small",
+        from_: Annotated[
+            str | None,
+            typer.Option(
+                "--from", help="Fine-tune this model's prior (1b_lyrics, a run folder, a hub repo, ...)."
+            ),
+        ] = None,
+        output: Output = None,
+        steps: Steps = 10_000,
+        batch_size: BatchSize = 4,
+        lr: Lr = 3e-4,
+        warmup: Warmup = 100,
+        grad_accum: GradAccum = 1,
+        precision: PrecisionOpt = Precision.fp32,
+        seed: Seed = 0,
+        save_every: SaveEvery = 500,
+        eval_every: EvalEvery = 500,
+        log_every: LogEvery = 10,
+        ema: Ema = 0.999,
+        resume: Resume = False,
+        logger: Logger = LoggerKind.tensorboard,
+        metadata: Metadata = None,
+        held_out: HeldOut = 0.1,
+        device: Device = "auto",
+        cache_dir: CacheDir = None,
+        quiet: Quiet = False,
+        json_output: Json = False,
+    ) -> None:
+        from jukebox_cli.engine.errors import ConfigError
+        from jukebox_cli.engine.train.setup import prior_task
+
+        if level is None:
+            raise ConfigError("Pass --level 1 or --level 0 (the upsampler to train).")
+        if kind == "upsampler" and level == 2:
+            raise ConfigError("Level 2 is the top prior: use `jukebox train prior`.")
+
+        def build(progress):
+            return prior_task(data, vqvae=vqvae, level=level, preset=preset, source=from_, batch_size=batch_size,
+                              seed=seed, metadata=metadata, held_out=held_out, cache_dir=cache_dir,
+                              progress=progress)  # fmt: skip
+
+        _run(kind, build, output=output, data=data, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
+             grad_accum=grad_accum, precision=precision, seed=seed, save_every=save_every, eval_every=eval_every,
+             log_every=log_every, resume=resume, logger=logger, ema=ema, device=device, quiet=quiet,
+             json_output=json_output)  # fmt: skip
+
+    return command
+
+
+prior = _prior_command("prior", 2)
+prior.__doc__ = """Train a top-level prior on a VQ-VAE's codes, conditioned on the corpus' artists and genres.
+
+    Examples:
+
+        jukebox train prior data/ --vqvae runs/vqvae --metadata data/meta.csv -o runs/top
+
+        jukebox train prior data/ --vqvae jukebox --from 1b_lyrics --metadata meta.csv --lr 1e-5 -o runs/ft
+    """
+upsampler = _prior_command("upsampler", None)
+upsampler.__doc__ = """Train an upsampler (level 1 or 0) on a VQ-VAE's codes.
+
+    Examples:
+
+        jukebox train upsampler data/ --vqvae runs/vqvae --level 1 -o runs/up1
+    """
+app.command("prior")(prior)
+app.command("upsampler")(upsampler)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A training run folder.")],
+    *,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="PNG to write (default RUN/report.png).")
+    ] = None,
+) -> None:
+    """Plot a run's training and held-out curves to a PNG.
+
+    Examples:
+
+        jukebox train report runs/vqvae
+    """
+    from jukebox_cli.engine.train.report import plot_report
+
+    typer.echo(str(plot_report(run_dir, output)))

@@ -1,0 +1,649 @@
+"""The model-agnostic training loop (minGPT's Trainer shape; spec section 9.3): a task in, events out.
+
+A :class:`Task` supplies the model, the data of each micro step and the loss; :func:`train` does the rest:
+AdamW with warmup and decay, gradient accumulation, clipping, a weight EMA, mixed precision, non-finite steps
+skipped, logging, evaluation with the EMA weights, atomic checkpoints (``train.checkpoint``) and DDP
+(``train.distributed``). Resuming is exact: the data of a step is a function of (step, micro, rank, world)
+and every RNG is saved, so an interrupted and resumed run ends bit-identical to an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from jukebox_cli.engine.configs import DictConfig
+from jukebox_cli.engine.errors import ConfigError, TrainingError
+from jukebox_cli.engine.progress import (
+    Advanced,
+    ProgressCallback,
+    StageFinished,
+    StageStarted,
+    TrainMetrics,
+    noop,
+)
+from jukebox_cli.engine.train import checkpoint as ckpt
+from jukebox_cli.engine.train import distributed
+
+log = logging.getLogger(__name__)
+
+DECAYS = ("cosine", "linear", "none")
+PRECISIONS = ("fp32", "bf16", "fp16")
+MAX_BAD_STEPS = 100  # consecutive non-finite steps before giving up
+# fp16 autocast with dynamic loss scaling is a CUDA recipe (spec 9.3); CPU autocast is made for bf16.
+FP16_DEVICES = ("cuda",)
+
+
+@dataclass(frozen=True)
+class TrainConfig(DictConfig):
+    """How to train (spec 9.3 and 9.5 for the original's defaults: lr 3e-4, warmup 100, clip 1.0, Adam betas).
+
+    ``save_every`` and ``eval_every`` may be 0: only at the end. ``batch_size`` is what the task draws per
+    process and micro step; the loop uses it for throughput figures only.
+    """
+
+    config_name = "training config"
+
+    steps: int = 1000
+    batch_size: int = 4
+    lr: float = 3e-4
+    warmup: int = 100
+    decay: str = "cosine"
+    min_lr_ratio: float = 0.0
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    grad_accum: int = 1
+    clip: float = 1.0
+    ema: float | None = 0.999
+    precision: str = "fp32"
+    seed: int = 0
+    save_every: int = 500
+    eval_every: int = 500
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        # from_dict gets a list back from JSON; the dataclass field is a tuple.
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        problems = [
+            (self.steps >= 1, f"steps must be at least 1 (got {self.steps})"),
+            (self.batch_size >= 1, f"batch_size must be at least 1 (got {self.batch_size})"),
+            (math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number (got {self.lr})"),
+            (self.warmup >= 0, f"warmup must be 0 or more steps (got {self.warmup})"),
+            (self.decay in DECAYS, f"decay must be one of {', '.join(DECAYS)} (got {self.decay!r})"),
+            (0.0 <= self.min_lr_ratio <= 1.0, f"min_lr_ratio must be in [0, 1] (got {self.min_lr_ratio})"),
+            (self.weight_decay >= 0, f"weight_decay must be 0 or more (got {self.weight_decay})"),
+            (
+                len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
+                f"betas must be two numbers in [0, 1) (got {self.betas})",
+            ),
+            (self.eps > 0, f"eps must be positive (got {self.eps})"),
+            (self.grad_accum >= 1, f"grad_accum must be at least 1 (got {self.grad_accum})"),
+            (self.clip >= 0, f"clip must be 0 (off) or a positive gradient norm (got {self.clip})"),
+            (self.ema is None or 0.0 <= self.ema < 1.0, f"ema must be None or in [0, 1) (got {self.ema})"),
+            (
+                self.precision in PRECISIONS,
+                f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})",
+            ),
+            (self.save_every >= 0, f"save_every must be 0 (only at the end) or more (got {self.save_every})"),
+            (self.eval_every >= 0, f"eval_every must be 0 (only at the end) or more (got {self.eval_every})"),
+            (self.log_every >= 1, f"log_every must be at least 1 (got {self.log_every})"),
+        ]
+        for ok, message in problems:
+            if not ok:
+                raise ConfigError(f"Training config: {message}.")
+
+
+class Task(Protocol):
+    """What a model kind supplies (``train/vqvae.py``, ``train/prior.py``).
+
+    ``loss`` receives the model to call: under DDP it is the ``DistributedDataParallel`` wrapper, so the loss
+    must go through ``model(...)`` (its forward) for gradients to be synchronised, and read attributes such as
+    ``config`` from ``distributed.unwrap(model)``. Everything the loss needs must live in ``model`` (moved to
+    the device by the loop) or be moved by the task; the loop moves the tensors of a batch (in tuples, lists
+    and dicts) to the device. Metrics must have the same keys on every rank. Optionally a task may define
+    ``state_dict()``/``load_state_dict(state)`` (plain data only): saved in the checkpoint, restored on resume.
+    """
+
+    model: nn.Module
+
+    def train_batch(self, step: int, micro: int, rank: int, world: int) -> Any:
+        """The data of one micro step, a deterministic function of its arguments."""
+        ...
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """A scalar loss and scalar metrics."""
+        ...
+
+    def evaluate(self, model: nn.Module, step: int) -> dict[str, float]:
+        """Held-out metrics (called with the EMA weights swapped in, in eval mode, under no_grad)."""
+        ...
+
+    def media(self, model: nn.Module, step: int) -> dict[str, Any]:
+        """Audio or images for the logger at evaluation time (``{}`` if none)."""
+        ...
+
+    def export(self, model: nn.Module, folder: Path) -> None:
+        """Write the model in the native layout into ``folder`` (rank 0 only, after each checkpoint)."""
+        ...
+
+    def config(self) -> dict:
+        """A JSON description of the task; a resumed run must have the same one."""
+        ...
+
+
+class Logger(Protocol):
+    """Where scalars and media go (``train/logging.py``); only rank 0 calls it. The caller closes it."""
+
+    def scalars(self, step: int, values: Mapping[str, float]) -> None: ...
+
+    def media(self, step: int, items: Mapping[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    """How a call to :func:`train` ended.
+
+    Attributes:
+        step: steps done (== ``config.steps`` when ``stopped`` is ``"done"``).
+        skipped_steps: steps whose update was skipped (non-finite loss or gradients), over the whole run.
+        last_metrics: the last scalars logged (``loss``, ``lr``, ``grad_norm``, task metrics, ...).
+        eval_metrics: the last ``task.evaluate`` result, without the ``eval_`` prefix.
+        run_dir: the run folder.
+        stopped: ``"done"`` or ``"interrupted"`` (Ctrl-C: a checkpoint was saved when the state allowed it).
+    """
+
+    step: int
+    skipped_steps: int
+    last_metrics: dict[str, float]
+    eval_metrics: dict[str, float]
+    run_dir: Path
+    stopped: str
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """The multiplier on ``config.lr`` for the optimizer step with index ``step`` (0-based).
+
+    Linear warmup reaches the full LR at step ``warmup - 1`` ([O] multiplies by ``step / warmup``, which
+    makes its first step a no-op), then ``decay`` brings it to ``min_lr_ratio`` at ``steps``.
+
+    Args:
+        step: the index of the step about to be taken.
+        config: the warmup, decay, min_lr_ratio and steps settings.
+
+    Returns:
+        The factor, in [0, 1].
+    """
+    if step < config.warmup:
+        return (step + 1) / config.warmup
+    if config.decay == "none":
+        return 1.0
+    progress = min(1.0, (step - config.warmup) / max(1, config.steps - config.warmup))
+    remaining = 0.5 * (1.0 + math.cos(math.pi * progress)) if config.decay == "cosine" else 1.0 - progress
+    return config.min_lr_ratio + (1.0 - config.min_lr_ratio) * remaining
+
+
+class WeightEMA:
+    """A float32 shadow of the trainable parameters (spec 9.3 "Weight EMA"): ``ema = mu ema + (1 - mu) p``.
+
+    Buffers are not averaged: they are used as they are (the VQ-VAE codebook is a buffer learnt by its own
+    EMA, spec 3.7). The shadow is what is evaluated, exported and saved next to the training weights.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {
+            name: p.detach().float().clone() for name, p in model.named_parameters() if p.requires_grad
+        }
+
+    def _pairs(self, model: nn.Module) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for name, param in model.named_parameters():
+            if name in self.shadow:
+                yield self.shadow[name], param
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """One EMA step towards ``model``'s current parameters."""
+        for shadow, param in self._pairs(model):
+            shadow.mul_(self.decay).add_(param.detach().float(), alpha=1.0 - self.decay)
+
+    @contextmanager
+    def swapped(self, model: nn.Module) -> Iterator[nn.Module]:
+        """Put the EMA weights into ``model`` for the duration of the block, then restore the training ones."""
+        pairs = list(self._pairs(model))
+        with torch.no_grad():
+            backup = [param.detach().clone() for _, param in pairs]
+            for shadow, param in pairs:
+                param.copy_(shadow)
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                for (_, param), saved in zip(pairs, backup, strict=True):
+                    param.copy_(saved)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.shadow)
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        if set(state) != set(self.shadow):
+            raise TrainingError("The checkpoint's EMA does not cover the same parameters as the model.")
+        for name, value in state.items():
+            self.shadow[name].copy_(value)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    """Move the tensors of a batch (nested in tuples, lists and dicts) to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, Mapping):
+        return {key: _to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+        return type(batch)(*(_to_device(value, device) for value in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(value, device) for value in batch)
+    return batch
+
+
+@dataclass
+class _Window:
+    """Sums over the steps since the last log, averaged when logging."""
+
+    steps: int = 0
+    good: int = 0
+    seconds: float = 0.0
+    sums: dict[str, float] = field(default_factory=dict)
+
+    def add(self, values: Mapping[str, float]) -> None:
+        self.good += 1
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+
+    def means(self) -> dict[str, float]:
+        if not self.good:
+            return {"loss": math.nan, "grad_norm": math.nan}
+        return {key: value / self.good for key, value in self.sums.items()}
+
+
+class _Trainer:
+    """The state of one training run and its step; :func:`train` drives it."""
+
+    def __init__(
+        self,
+        task: Task,
+        config: TrainConfig,
+        run_dir: Path,
+        info: distributed.DistInfo,
+        *,
+        logger: Logger | None,
+        progress: ProgressCallback,
+    ) -> None:
+        self.task, self.config, self.run_dir, self.info = task, config, run_dir, info
+        main = info.rank == 0
+        self.logger = logger if main else None
+        self.progress = progress if main else noop
+        self.model = task.model.to(info.device)
+        self.model.train()
+        self.train_model: nn.Module = self.model  # the DDP wrapper under torchrun
+        self.ddp: nn.parallel.DistributedDataParallel | None = None
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        if not self.params:
+            raise TrainingError("The model has no trainable parameters.")
+        # Weight decay on matrices and kernels only, not on biases, gains or embeddings' 1-d scales.
+        groups = [
+            {"params": [p for p in self.params if p.dim() >= 2], "weight_decay": config.weight_decay},
+            {"params": [p for p in self.params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        groups = [group for group in groups if group["params"]]
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
+        fp16 = config.precision == "fp16"
+        self.scaler = torch.amp.GradScaler(info.device.type) if fp16 else None  # "cuda" (FP16_DEVICES)
+        # Only rank 0 evaluates, saves and exports, so only it needs the shadow (it is identical everywhere).
+        self.ema = WeightEMA(self.model, config.ema) if config.ema is not None and main else None
+        self.step = self.skipped_steps = self.bad_in_a_row = 0
+        self.stop_requested = self.stopping = False
+        # "clean" between steps, "forward" once the model ran (buffers may have changed), "update" while the
+        # optimizer and EMA change the weights: an interrupt there cannot be saved consistently.
+        self.phase = "clean"
+        self.rng: dict[str, Any] = {}  # every RNG at the last step boundary
+        self.window = _Window()
+        self.last_metrics: dict[str, float] = {}
+        self.eval_metrics: dict[str, float] = {}
+        self.saved_at = self.evaluated_at = -1
+
+    # -- state -------------------------------------------------------------------------------------------
+
+    def state_dict(self, rngs: list[dict[str, Any]]) -> dict[str, Any]:
+        return ckpt.training_state(
+            model=self.model,
+            optimizer=self.optimizer,
+            scaler=self.scaler,
+            ema=self.ema.state_dict() if self.ema is not None else None,
+            task=self.task,
+            counters={
+                "step": self.step,
+                "skipped_steps": self.skipped_steps,
+                "bad_in_a_row": self.bad_in_a_row,
+            },
+            train_config=self.config.to_dict(),
+            scheduler={"step": self.step, "lr_factor": lr_factor(self.step, self.config)},
+            rngs=rngs,
+        )
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        ema = self.ema.load_state_dict if self.ema is not None else None
+        ckpt.restore_training_state(state, self.model, self.optimizer, self.scaler, ema, self.task)
+        self.step, self.skipped_steps = state["step"], state["skipped_steps"]
+        self.bad_in_a_row = state["bad_in_a_row"]
+        rngs = state["rng"]
+        if self.info.rank < len(rngs):
+            ckpt.set_rng_state(rngs[self.info.rank])
+        else:  # more ranks than when saved (or an interrupt saved rank 0 only): a fresh, distinct seed
+            ckpt.seed_everything(self.config.seed + self.info.rank + 1_000_003 * self.step)
+        self.rng = ckpt.rng_state()
+
+    def wrap_ddp(self) -> None:
+        if self.info.world > 1:
+            self.ddp = distributed.wrap(self.model, self.info)
+            self.train_model = self.ddp
+
+    def release_ddp(self) -> None:
+        if self.ddp is None:
+            return
+        # DDP's reducer sits in reference cycles: left to a later collection it can outlive the process group
+        # the caller destroys and abort the process at exit (gloo: "terminate called without an active
+        # exception", about 1 run in 10 here). Collect it now.
+        self.ddp = None
+        self.train_model = self.model
+        gc.collect()
+
+    # -- one step (spec 9.3) -----------------------------------------------------------------------------
+
+    def _autocast(self) -> AbstractContextManager[Any]:
+        if self.config.precision == "fp32":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.info.device.type, dtype=dtype)
+
+    def train_step(self) -> None:
+        cfg, info = self.config, self.info
+        lr = cfg.lr * lr_factor(self.step, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=info.device)
+        metrics: dict[str, float] = {}
+        for micro in range(cfg.grad_accum):
+            batch = _to_device(self.task.train_batch(self.step, micro, info.rank, info.world), info.device)
+            last = micro == cfg.grad_accum - 1
+            # Gradients are all-reduced once per step, on the last micro step.
+            sync = self.ddp.no_sync() if self.ddp is not None and not last else nullcontext()
+            self.phase = "forward"
+            with sync:
+                with self._autocast():
+                    loss, values = self.task.loss(self.train_model, batch)
+                scaled = loss.float() / cfg.grad_accum
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            loss_sum += loss.detach().float()
+            for key, value in values.items():
+                metrics[key] = metrics.get(key, 0.0) + float(value) / cfg.grad_accum
+        loss_value = loss_sum.item() / cfg.grad_accum
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clip and report the true gradient norm
+        max_norm = cfg.clip if cfg.clip > 0 else math.inf  # inf: measure only (grads are scaled by 1.0)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        # Every rank must take the same decision: the loss is per rank, the (all-reduced) gradients are not.
+        # ``stopping`` is the agreed decision; ``stop_requested`` may flip (Ctrl-C) at any time on one rank.
+        bad_loss, self.stopping = distributed.any_rank([not math.isfinite(loss_value), self.stop_requested])
+        self.phase = "update"
+        if self.scaler is not None:
+            # The scaler skips steps whose gradients overflowed and halves its scale (spec 9.3 step 3).
+            scale = self.scaler.get_scale()
+            if not bad_loss:
+                self.scaler.step(self.optimizer)
+            self.scaler.update()
+            skipped = bad_loss or self.scaler.get_scale() < scale
+        else:
+            skipped = bad_loss or not math.isfinite(grad_norm)
+            if not skipped:
+                self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if not skipped and self.ema is not None:
+            self.ema.update(self.model)
+        # A skipped step still counts, so the data of a step stays a function of its index.
+        self.step += 1
+        if skipped:
+            self.skipped_steps += 1
+            self.bad_in_a_row += 1
+        else:
+            self.bad_in_a_row = 0
+            self.window.add({"loss": loss_value, **metrics, "grad_norm": grad_norm})
+        self.window.steps += 1
+        self.rng = ckpt.rng_state()
+        self.phase = "clean"
+        if self.bad_in_a_row >= MAX_BAD_STEPS:
+            raise TrainingError(
+                f"The loss has been NaN/inf for {MAX_BAD_STEPS} steps in a row (up to step {self.step}); "
+                "lower --lr, use --precision fp32 or check the data."
+            )
+
+    # -- logging, evaluation, checkpoints ----------------------------------------------------------------
+
+    def log_window(self) -> None:
+        window, cfg = self.window, self.config
+        values = distributed.all_reduce_mean(window.means())
+        values["lr"] = cfg.lr * lr_factor(self.step - 1, cfg)
+        if self.scaler is not None:
+            values["loss_scale"] = float(self.scaler.get_scale())
+        values["skipped_steps"] = float(self.skipped_steps)
+        per_second = window.steps / window.seconds if window.seconds > 0 else 0.0
+        values["steps_per_second"] = per_second
+        values["samples_per_second"] = per_second * cfg.batch_size * cfg.grad_accum * self.info.world
+        self.window = _Window()
+        self.last_metrics = values
+        if self.logger is not None:
+            self.logger.scalars(self.step, values)
+        self.progress(TrainMetrics(self.step, dict(values)))
+
+    @contextmanager
+    def _as_evaluated(self) -> Iterator[nn.Module]:
+        """The bare model with the EMA weights in, no grad, RNG untouched (so eval never changes training)."""
+        rng = ckpt.rng_state()
+        try:
+            with torch.no_grad(), self.ema.swapped(self.model) if self.ema is not None else nullcontext():
+                yield self.model
+        finally:
+            ckpt.set_rng_state(rng)
+
+    def evaluate(self) -> None:
+        self.evaluated_at = self.step
+        if self.info.rank != 0:
+            return
+        self.model.eval()
+        try:
+            with self._as_evaluated() as model, self._autocast():
+                metrics = {key: float(value) for key, value in self.task.evaluate(model, self.step).items()}
+                media = self.task.media(model, self.step)
+        finally:
+            self.model.train()
+        self.eval_metrics = metrics
+        prefixed = {f"eval_{key}": value for key, value in metrics.items()}
+        if self.logger is not None:
+            self.logger.scalars(self.step, prefixed)
+            if media:
+                self.logger.media(self.step, media)
+        self.progress(TrainMetrics(self.step, prefixed))
+
+    def save(self, *, collective: bool = True) -> None:
+        """Checkpoint on rank 0 (every rank's RNG gathered first), then export; other ranks wait for it."""
+        rngs = distributed.gather(self.rng) if collective else [self.rng]
+        error: BaseException | None = None
+        if self.info.rank == 0:
+            try:
+                ckpt.save_checkpoint(ckpt.checkpoint_path(self.run_dir), self.state_dict(rngs))
+                with self._as_evaluated() as model:
+                    self.task.export(model, self.run_dir)
+            except Exception as err:  # re-raised below, once the other ranks know
+                error = err
+        failed = distributed.any_rank([error is not None])[0] if collective else error is not None
+        if error is not None:
+            raise error
+        if failed:
+            raise TrainingError("Rank 0 could not save the checkpoint; its error says why.")
+        self.saved_at = self.step
+
+    # -- the loop --------------------------------------------------------------------------------------
+
+    def run(self) -> str:
+        cfg = self.config
+        try:
+            while self.step < cfg.steps:
+                started = time.perf_counter()
+                self.train_step()
+                self.window.seconds += time.perf_counter() - started
+                self.progress(Advanced("train"))
+                if self.stopping:
+                    if self.saved_at != self.step:
+                        self.save()
+                    return "interrupted"
+                if self.step % cfg.log_every == 0:
+                    self.log_window()
+                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                    self.evaluate()
+                if cfg.save_every and self.step % cfg.save_every == 0:
+                    self.save()
+            if self.window.steps:
+                self.log_window()
+            if self.evaluated_at != self.step:
+                self.evaluate()
+            if self.saved_at != self.step:
+                self.save()
+            return "done"
+        except KeyboardInterrupt:
+            self._save_after_interrupt()
+            return "interrupted"
+
+    def _save_after_interrupt(self) -> None:
+        """A KeyboardInterrupt escaped mid-step (second Ctrl-C, or raised by the task)."""
+        if self.phase == "update":
+            log.debug(
+                "interrupted while updating the weights at step %d; keeping the last checkpoint", self.step
+            )
+            return
+        if self.phase == "forward":
+            log.debug("interrupted mid-step %d: buffers changed by its forward are saved", self.step)
+        # The step's gradients are dropped and the RNG states saved are those of the step's start (``self.rng``),
+        # so resuming repeats it exactly. Other ranks may be anywhere: rank 0 saves alone, without collectives.
+        self.optimizer.zero_grad(set_to_none=True)
+        self.save(collective=self.info.world == 1)
+
+
+def train(
+    task: Task,
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    logger: Logger | None = None,
+    device: str | torch.device = "cpu",
+    progress: ProgressCallback = noop,
+    handle_sigint: bool = True,
+) -> TrainResult:
+    """Train ``task.model`` for ``config.steps`` steps, checkpointing into ``run_dir``.
+
+    Under torchrun (``WORLD_SIZE`` > 1) the process group is initialised here (``distributed.setup``) and the
+    model wrapped in DDP; rank 0 alone writes files, logs and reports progress. The caller destroys the
+    process group (``distributed.teardown``) when it is done.
+
+    Args:
+        task: the model, data and loss.
+        config: optimisation settings.
+        run_dir: the run folder (``train.json``, ``checkpoints/latest.pt``, the exported model).
+        resume: continue from ``run_dir/checkpoints/latest.pt``.
+        logger: receives scalars and media (rank 0).
+        device: ``"cpu"``, ``"cuda"``, ``"auto"``, ... (each rank takes ``cuda:LOCAL_RANK`` under torchrun).
+        progress: receives ``StageStarted("train", steps, "step")``, ``Advanced``, ``TrainMetrics`` and
+            ``StageFinished`` (rank 0).
+        handle_sigint: while training, the first Ctrl-C stops cleanly after the current step (checkpoint
+            saved); a second one interrupts at once. Only installed in the main thread, over Python's
+            default handler.
+
+    Returns:
+        The final step, skip count, last metrics and how training stopped.
+
+    Raises:
+        ConfigError: fp16 on a device other than CUDA.
+        TrainingError: a run already in ``run_dir`` (without ``resume``), no or a different run to resume,
+            100 non-finite steps in a row, or a checkpoint that cannot be saved.
+    """
+    info = distributed.setup(device)
+    if config.precision == "fp16" and info.device.type not in FP16_DEVICES:
+        raise ConfigError(
+            f"precision fp16 needs a CUDA device for its loss scaling (device is {info.device}); "
+            "use bf16 or fp32."
+        )
+    run_dir = Path(run_dir)
+    ckpt.check_run_dir(run_dir, resume=resume)
+    task_config = ckpt.plain(task.config())
+    state = None
+    if resume:
+        state = ckpt.load_checkpoint(ckpt.checkpoint_path(run_dir))
+        ckpt.check_same_config(state["train_config"], config.to_dict(), run_dir=run_dir)
+        ckpt.check_same_config(state["task_config"], task_config, run_dir=run_dir, prefix="task.")
+        if state["step"] >= config.steps:
+            return TrainResult(state["step"], state["skipped_steps"], {}, {}, run_dir, "done")
+    if info.rank == 0:
+        ckpt.write_run_info(run_dir, config.to_dict(), task_config, resume=resume)
+
+    trainer = _Trainer(task, config, run_dir, info, logger=logger, progress=progress)
+    if state is not None:
+        trainer.load_state(state)
+        del state
+    else:
+        ckpt.seed_everything(config.seed + info.rank)
+        trainer.rng = ckpt.rng_state()
+    trainer.wrap_ddp()
+    trainer.progress(StageStarted("train", config.steps, "step"))
+    if trainer.step:
+        trainer.progress(Advanced("train", trainer.step))
+    try:
+        with _sigint_stops(trainer, enabled=handle_sigint):
+            stopped = trainer.run()
+    finally:
+        trainer.release_ddp()
+    trainer.progress(StageFinished("train"))
+    return TrainResult(
+        trainer.step, trainer.skipped_steps, trainer.last_metrics, trainer.eval_metrics, run_dir, stopped
+    )
+
+
+@contextmanager
+def _sigint_stops(trainer: _Trainer, *, enabled: bool) -> Iterator[None]:
+    """First Ctrl-C: ask the loop to stop after the current step; the second raises KeyboardInterrupt."""
+    usable = threading.current_thread() is threading.main_thread()
+    if not enabled or not usable or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def request_stop(signum: int, frame: Any) -> None:
+        trainer.stop_requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

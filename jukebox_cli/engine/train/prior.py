@@ -1,0 +1,187 @@
+"""Training a prior (top level or upsampler) on the codes of a frozen VQ-VAE (spec 5.7, 9.3).
+
+Each batch is audio chunks of one prior window; the frozen VQ-VAE encodes them to this level's codes (and, for
+an upsampler, the level above's), the labeller turns the corpus metadata into label vectors, and the loss is
+the prior's teacher-forced cross-entropy in bits per token.
+
+The label tables travel with the weights (``PriorConfig.labels``): a prior trained from scratch gets the
+corpus' artists and genres; a prior fine-tuned from a released one keeps every learnt row and gains rows for
+the corpus' new names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from jukebox_cli.engine.errors import ConfigError
+from jukebox_cli.engine.labels import Labeller, LabelSet, load_label_set, new_label_set
+from jukebox_cli.engine.prior import ConditionerConfig, Prior, PriorConfig
+from jukebox_cli.engine.train.data import AudioCorpus, Chunk
+from jukebox_cli.engine.vqvae import VQVAE, VQVAEConfig
+
+# Sizes of priors trained from scratch (the released ones are far larger: spec 5.1, 9.5).
+PRIOR_PRESETS = {
+    "tiny": {"width": 32, "depth": 3, "heads": 2, "n_ctx": 128, "blocks": 8, "cond_width": 16, "cond_depth": 2},
+    "small": {"width": 256, "depth": 8, "heads": 4, "n_ctx": 512, "blocks": 32, "cond_width": 128, "cond_depth": 4},
+}  # fmt: skip
+
+
+def training_prior_config(
+    preset: str, vqvae: VQVAEConfig, level: int, labels: LabelSet, *, max_duration: float = 600.0
+) -> PriorConfig:
+    """A prior for ``level`` of ``vqvae``: the top level (labels and timing) or an upsampler (conditioner).
+
+    Raises:
+        ConfigError: unknown preset or level.
+    """
+    if preset not in PRIOR_PRESETS:
+        raise ConfigError(f"Unknown prior preset {preset!r}; choose {', '.join(PRIOR_PRESETS)} (or --from).")
+    if not 0 <= level < vqvae.levels:
+        raise ConfigError(f"The VQ-VAE has levels 0..{vqvae.levels - 1}; got --level {level}.")
+    p = PRIOR_PRESETS[preset]
+    hop = vqvae.hop_lengths[level]
+    common = dict(
+        level=level, hop_length=hop, sample_rate=vqvae.sample_rate, codebook_size=vqvae.codebook_size,
+        n_ctx=p["n_ctx"], width=p["width"], depth=p["depth"], heads=p["heads"], blocks=p["blocks"],
+        attn_order=2, init_scale=0.7, label_set="custom", labels=labels.to_dict(), n_genres=labels.n_genres,
+        n_artists=labels.n_artists, max_genres=1, t_bins=64,
+    )  # fmt: skip
+    if level == vqvae.levels - 1:
+        window = p["n_ctx"] * hop / vqvae.sample_rate
+        return PriorConfig(**common, min_duration=round(window, 3), max_duration=max_duration)
+    upper = vqvae.hop_lengths[level + 1] // hop
+    down_t, stride = vqvae.downs_t[level + 1], vqvae.strides_t[level + 1]
+    if stride**down_t != upper:
+        raise ConfigError("This VQ-VAE's levels are not related by a whole upsampling factor.")
+    conditioner = ConditionerConfig(width=p["cond_width"], depth=p["cond_depth"], down_t=down_t, stride=stride,
+                                    res_scale=level > 0)  # fmt: skip
+    return PriorConfig(**common, conditioner=conditioner)
+
+
+def with_labels(prior: Prior, corpus: AudioCorpus) -> Prior:
+    """``prior`` with label tables covering every artist and genre of ``corpus``.
+
+    Learnt rows are kept; new names get new rows initialised like the original's (normal, 0.01 * init_scale).
+    A prior whose tables already cover the corpus is returned as it is.
+    """
+    c = prior.config
+    base = LabelSet.from_dict(c.labels) if c.labels else load_label_set(c.label_set)
+    songs = [corpus.songs[i] for i in range(len(corpus.songs))]
+    extended = base.extended([s.artist for s in songs], [s.genre for s in songs])
+    if extended.n_artists == c.n_artists and extended.n_genres == c.n_genres and c.labels:
+        return prior
+    config = dataclasses.replace(c, label_set="custom", labels=extended.to_dict(), n_artists=extended.n_artists,
+                                 n_genres=extended.n_genres)  # fmt: skip
+    grown = Prior(config)
+    state = prior.state_dict()
+    for key in ("y_emb.artist_emb.emb.weight", "y_emb.bow_genre_emb.emb.weight"):
+        old, new = state[key], grown.state_dict()[key]
+        state[key] = torch.cat([old, new[old.shape[0] :].to(old)], dim=0)
+    grown.load_state_dict(state)
+    return grown
+
+
+@dataclass
+class PriorTask:
+    """What ``train`` needs to train a prior (see ``loop.Task``).
+
+    The corpus must be cut into chunks of the prior's window (``config.window_samples``).
+    """
+
+    model: Prior
+    vqvae: VQVAE
+    corpus: AudioCorpus
+    batch_size: int
+    seed: int = 0
+    eval_size: int = 8
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        c = self.model.config
+        if self.corpus.sample_length != c.window_samples:
+            raise ConfigError(
+                f"The corpus is cut into {self.corpus.sample_length} samples; this prior's window is "
+                f"{c.window_samples}."
+            )
+        tables = LabelSet.from_dict(c.labels) if c.labels else None
+        self.labeller = Labeller(c.label_set, c.max_genres, c.n_tokens, tables)
+        self.vqvae.eval().requires_grad_(False)
+
+    def config(self) -> dict:
+        return {"kind": "prior", "level": self.model.config.level, "model": self.model.config.to_dict(),
+                "vqvae": self.vqvae.config.to_dict(), "data": self.corpus.fingerprint(), "from": self.source}  # fmt: skip
+
+    def _labels(self, chunks: list[Chunk]) -> torch.Tensor:
+        c, labeller = self.model.config, self.labeller
+        rows = []
+        for chunk in chunks:
+            total = chunk.total_length
+            if c.include_timing:  # songs outside the timing range are clamped into it, not dropped
+                total = int(
+                    min(max(total, c.min_duration * c.sample_rate), c.max_duration * c.sample_rate - 1)
+                )
+            tokens = list(labeller.tokenize(chunk.lyrics).ids) if c.n_tokens else []
+            rows.append(labeller.label_vector(
+                labeller.artist_id(chunk.artist, allow_unknown=True),
+                labeller.genre_ids(chunk.genre, allow_unknown=True)[: c.max_genres], tokens,
+                total_length=total, offset=min(chunk.offset, total - 1), length=c.window_samples,
+            ))  # fmt: skip
+        return torch.tensor(rows, dtype=torch.long)
+
+    def train_batch(self, step: int, micro: int, rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor]:
+        chunks = self.corpus.sample_batch(
+            "train", self.batch_size, seed=self.seed * 1000 + micro, step=step, rank=rank
+        )
+        return torch.stack([ch.audio for ch in chunks]), self._labels(chunks)
+
+    @torch.no_grad()
+    def _codes(self, audio: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self.vqvae.to(device)
+        level = self.model.config.level
+        x = audio.to(device)
+        codes = self.vqvae.encode_level(x, level)
+        upper = self.vqvae.encode_level(x, level + 1) if self.model.config.is_upsampler else None
+        return codes, upper
+
+    def loss(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
+        audio, labels = batch
+        device = next(model.parameters()).device
+        codes, upper = self._codes(audio, device)
+        out = model(codes, labels.to(device), upper)
+        return out.loss, {"bpd": float(out.gen_loss), "gen_loss": float(out.gen_loss),
+                          "prime_loss": float(out.prime_loss)}  # fmt: skip
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, step: int) -> dict[str, float]:
+        chunks = self.corpus.eval_chunks(self.eval_size)
+        totals: dict[str, float] = {}
+        for start in range(0, len(chunks), self.batch_size):
+            part = chunks[start : start + self.batch_size]
+            loss, values = self.loss(model, (torch.stack([ch.audio for ch in part]), self._labels(part)))
+            for key, value in {"loss": float(loss), **values}.items():
+                totals[key] = totals.get(key, 0.0) + value * len(part)
+        return {k: v / len(chunks) for k, v in totals.items()} if chunks else {}
+
+    def media(self, model: nn.Module, step: int) -> dict:
+        return {}  # sampling during training is left to `jukebox generate --model RUN_DIR`
+
+    def export(self, model: nn.Module, folder: Path) -> None:
+        from jukebox_cli.engine.checkpoints import save_native
+
+        folder = Path(folder)
+        save_native(model, folder / f"prior_level_{model.config.level}.safetensors")
+        if not (folder / "vqvae.safetensors").exists():
+            save_native(self.vqvae, folder / "vqvae.safetensors")
+
+
+def new_prior(preset: str, vqvae: VQVAE, level: int, corpus: AudioCorpus, seed: int = 0) -> Prior:
+    """A freshly initialised prior for ``level`` with the corpus' own label tables."""
+    labels = new_label_set([s.artist for s in corpus.songs], [s.genre for s in corpus.songs])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Prior(training_prior_config(preset, vqvae.config, level, labels))

@@ -1,0 +1,113 @@
+"""From command-line choices to a training task: which model to start from, and the data cut to fit it.
+
+``vqvae_task`` and ``prior_task`` are what ``jukebox train vqvae|prior|upsampler`` call; they are plain
+functions so a Python user can do the same without the CLI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from jukebox_cli.engine.errors import ConfigError, IncompatibleCheckpoint
+from jukebox_cli.engine.progress import ProgressCallback, noop
+from jukebox_cli.engine.train.data import AudioCorpus
+from jukebox_cli.engine.train.prior import PRIOR_PRESETS, PriorTask, new_prior, with_labels
+from jukebox_cli.engine.train.vqvae import VQVAETask
+
+VQVAE_TRAIN_PRESETS = ("tiny", "small", "jukebox")
+# Chunk length for VQ-VAE training (the released recipe used 262,144 samples at 44.1 kHz for the small one).
+VQVAE_CHUNK_TOP_CODES = 64
+
+
+def vqvae_task(
+    data: str | Path,
+    *,
+    preset: str = "small",
+    source: str | None = None,
+    batch_size: int = 4,
+    seed: int = 0,
+    metadata: str | Path | None = None,
+    held_out: float = 0.1,
+    cache_dir: str | Path | None = None,
+    chunk_seconds: float | None = None,
+    progress: ProgressCallback = noop,
+) -> VQVAETask:
+    """A VQ-VAE to train on the audio under ``data``: a fresh ``preset`` or the weights of ``source``.
+
+    Raises:
+        ConfigError: unknown preset; CheckpointError: ``source`` cannot be loaded; TrainingError: no usable audio.
+    """
+    from jukebox_cli.engine import presets
+    from jukebox_cli.engine.checkpoints import build_vqvae_from_config, load_vqvae
+
+    if source is not None:
+        model = load_vqvae(source, cache_dir=cache_dir, download=True, progress=progress).model
+    else:
+        if preset not in VQVAE_TRAIN_PRESETS:
+            raise ConfigError(f"Unknown VQ-VAE preset {preset!r}; choose {', '.join(VQVAE_TRAIN_PRESETS)}.")
+        # Its codebooks are marked uninitialised: the first batch seeds them from data (spec 3.7).
+        model = build_vqvae_from_config(presets.vqvae_config(preset), "cpu", seed)
+    top = model.hop_lengths[-1]
+    length = VQVAE_CHUNK_TOP_CODES * top
+    if chunk_seconds is not None:  # whole top-level codes, at least one
+        length = max(top, round(chunk_seconds * model.sample_rate / top) * top)
+    corpus = AudioCorpus.scan(data, sample_rate=model.sample_rate, sample_length=length, metadata=metadata,
+                              cache_dir=cache_dir, held_out=held_out, progress=progress)  # fmt: skip
+    return VQVAETask(model.train(), corpus, batch_size, seed=seed, source=source)
+
+
+def prior_task(
+    data: str | Path,
+    *,
+    vqvae: str,
+    level: int,
+    preset: str = "small",
+    source: str | None = None,
+    batch_size: int = 4,
+    seed: int = 0,
+    metadata: str | Path | None = None,
+    held_out: float = 0.1,
+    cache_dir: str | Path | None = None,
+    progress: ProgressCallback = noop,
+) -> PriorTask:
+    """A prior for ``level`` of the VQ-VAE ``vqvae``: a fresh ``preset`` or the level's prior from ``source``.
+
+    ``source`` is anything ``--model`` accepts (a released model name, a model folder or run folder, a hub
+    repository); its prior at ``level`` is fine-tuned, with label tables extended by the corpus' new names.
+
+    Raises:
+        ConfigError, CheckpointError, IncompatibleCheckpoint (the prior does not fit the VQ-VAE), TrainingError.
+    """
+    from jukebox_cli.engine.checkpoints import load_vqvae
+
+    codec = load_vqvae(vqvae, cache_dir=cache_dir, download=True, progress=progress).model.eval()
+    if not 0 <= level < codec.levels:
+        raise ConfigError(f"The VQ-VAE has levels 0..{codec.levels - 1}; got --level {level}.")
+    prior = None
+    if source is not None:
+        from jukebox_cli.engine.bundle import load_bundle
+
+        bundle = load_bundle(source, cache_dir=cache_dir, download=True, progress=progress)
+        if level not in bundle.prior_configs:
+            raise IncompatibleCheckpoint(f"{source} has no level-{level} prior.")
+        prior = bundle.load_prior(level)
+        c = prior.config
+        if c.hop_length != codec.hop_lengths[level] or c.codebook_size != codec.config.codebook_size:
+            raise IncompatibleCheckpoint(
+                f"The level-{level} prior of {source} (hop {c.hop_length}, {c.codebook_size} codes) does not fit "
+                f"the VQ-VAE {vqvae} (hop {codec.hop_lengths[level]}, {codec.config.codebook_size} codes)."
+            )
+        prior = prior.float()  # released 5B priors keep half Conv1D weights; training keeps a float32 master
+    elif preset not in PRIOR_PRESETS:
+        raise ConfigError(f"Unknown prior preset {preset!r}; choose {', '.join(PRIOR_PRESETS)} (or --from).")
+    window = (prior.config.n_ctx if prior else PRIOR_PRESETS[preset]["n_ctx"]) * codec.hop_lengths[level]
+    corpus = AudioCorpus.scan(data, sample_rate=codec.sample_rate, sample_length=window, metadata=metadata,
+                              cache_dir=cache_dir, held_out=held_out, progress=progress)  # fmt: skip
+    prior = with_labels(prior, corpus) if prior is not None else new_prior(preset, codec, level, corpus, seed)
+    return PriorTask(prior.train(), codec, corpus, batch_size, seed=seed, source=source)
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
