@@ -92,6 +92,11 @@ def test_train_prior_and_upsampler_then_generate(corpus: Path, tmp_path: Path, r
         "prior_level_2.safetensors",
         "vqvae.safetensors",
     ]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    event_file = next((top / "logs").rglob("events.out.tfevents.*"))
+    tags = EventAccumulator(str(event_file), size_guidance={"audio": 0, "images": 0}).Reload().Tags()
+    assert {"sample_T1", "truth"} <= set(tags["audio"]) and "sample_T1_chroma" in tags["images"]
 
     up = tmp_path / "up"
     result = run_cli("train", "upsampler", corpus, "--vqvae", "tiny", "--level", "1", "--preset", "tiny",

@@ -153,8 +153,8 @@ class PriorTask:
         device = next(model.parameters()).device
         codes, upper = self._codes(audio, device)
         out = model(codes, labels.to(device), upper)
-        return out.loss, {"bpd": float(out.gen_loss), "gen_loss": float(out.gen_loss),
-                          "prime_loss": float(out.prime_loss)}  # fmt: skip
+        gen, prime = float(out.gen_loss.detach()), float(out.prime_loss.detach())
+        return out.loss, {"bpd": gen, "gen_loss": gen, "prime_loss": prime}
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, step: int) -> dict[str, float]:
@@ -167,8 +167,29 @@ class PriorTask:
                 totals[key] = totals.get(key, 0.0) + value * len(part)
         return {k: v / len(chunks) for k, v in totals.items()} if chunks else {}
 
+    @torch.no_grad()
     def media(self, model: nn.Module, step: int) -> dict:
-        return {}  # sampling during training is left to `jukebox generate --model RUN_DIR`
+        """One window sampled at temperature 1 (conditioned like the first held-out chunk), as audio and a
+        chromagram, beside that chunk decoded from its true codes (spec 9.4's ``sample_x_T1``)."""
+        from jukebox_cli.engine.sampling import SamplingSettings, sample_window
+        from jukebox_cli.engine.train.logging import Audio, chromagram_image
+
+        chunks = self.corpus.eval_chunks(1)
+        if not chunks:
+            return {}
+        device = next(model.parameters()).device
+        codes, upper = self._codes(chunks[0].audio[None], device)
+        labels = self._labels(chunks).to(device)
+        generator = torch.Generator(device).manual_seed(self.seed + step)
+        sampled = sample_window(model, codes[:, :0], codes.shape[1], labels, upper_codes=upper,
+                                settings=SamplingSettings(temperature=1.0), generator=generator)  # fmt: skip
+        level, rate = model.config.level, self.vqvae.sample_rate
+        items = {}
+        for name, tokens in (("sample_T1", sampled), ("truth", codes)):
+            audio = self.vqvae.decode(tokens, level)[0].clamp(-1, 1).cpu()
+            items[name] = Audio(audio, rate)
+            items[f"{name}_chroma"] = chromagram_image(audio, rate, title=f"{name}, step {step}")
+        return items
 
     def export(self, model: nn.Module, folder: Path) -> None:
         from jukebox_cli.engine.checkpoints import save_native

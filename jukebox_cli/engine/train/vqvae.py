@@ -106,6 +106,10 @@ class VQVAETask:
         save_native(model, Path(folder) / "vqvae.safetensors")
 
 
+def _scalar(value: torch.Tensor | float) -> float:
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+
+
 def vqvae_loss(
     model: VQVAE, x: torch.Tensor, bandwidth: dict[str, float]
 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -126,14 +130,14 @@ def vqvae_loss(
         spectral.append(M.spectral_loss(x, x_l, bandwidth_spec=bandwidth["spec"]))
         multispectral.append(M.multispectral_loss(x, x_l, bandwidth_spec=bandwidth["spec"]))
         with torch.no_grad():
-            logs["recons_loss" + tag] = float(recons[-1])
-            logs["spectral_loss" + tag] = float(spectral[-1])
-            logs["multispectral_loss" + tag] = float(multispectral[-1])
-            logs["spectral_convergence" + tag] = float(M.spectral_convergence(x, x_l).mean())
+            logs["recons_loss" + tag] = _scalar(recons[-1])
+            logs["spectral_loss" + tag] = _scalar(spectral[-1])
+            logs["multispectral_loss" + tag] = _scalar(multispectral[-1])
+            logs["spectral_convergence" + tag] = _scalar(M.spectral_convergence(x, x_l).mean())
             q = out.quantized[level]
             for key in ("usage", "entropy"):
                 if key in q.metrics:
-                    logs[key + tag] = float(q.metrics[key])
+                    logs[key + tag] = _scalar(q.metrics[key])
     commit = out.commit_loss
     loss = (
         torch.stack(recons).sum()
@@ -144,20 +148,20 @@ def vqvae_loss(
     with torch.no_grad():
         x0 = out.recons[0]
         logs.update(
-            recons_loss=float(torch.stack(recons).sum()),
-            spectral_loss=float(torch.stack(spectral).sum()),
-            multispectral_loss=float(torch.stack(multispectral).sum()),
-            commit_loss=float(commit),
+            recons_loss=_scalar(torch.stack(recons).sum()),
+            spectral_loss=_scalar(torch.stack(spectral).sum()),
+            multispectral_loss=_scalar(torch.stack(multispectral).sum()),
+            commit_loss=_scalar(commit),
             spectral_convergence=logs["spectral_convergence_l1"],
-            l1_loss=float(M.l1_loss(x, x0)),
-            l2_loss=float(M.l2_loss(x, x0)),
-            linf_loss=float(M.linf_loss(x, x0, k=c.linf_k)),
+            l1_loss=_scalar(M.l1_loss(x, x0)),
+            l2_loss=_scalar(M.l2_loss(x, x0)),
+            linf_loss=_scalar(M.linf_loss(x, x0, k=c.linf_k)),
         )
         for key in _CODEBOOK_METRICS:
-            values = [float(q.metrics[key]) for q in out.quantized if key in q.metrics]
+            values = [_scalar(q.metrics[key]) for q in out.quantized if key in q.metrics]
             if values:
                 logs[key] = sum(values) / len(values)
-        restarts = [float(q.metrics["restarts"]) for q in out.quantized if "restarts" in q.metrics]
+        restarts = [_scalar(q.metrics["restarts"]) for q in out.quantized if "restarts" in q.metrics]
         if restarts:
             logs["restarts"] = sum(restarts)
     return loss, logs
