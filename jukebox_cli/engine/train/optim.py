@@ -1,0 +1,87 @@
+"""Optimisation pieces of the training loop: the learning-rate schedule and the weight EMA (spec 9.3)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from jukebox_cli.engine.errors import TrainingError
+
+if TYPE_CHECKING:
+    from jukebox_cli.engine.train.loop import TrainConfig
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """The multiplier on ``config.lr`` for the optimizer step with index ``step`` (0-based).
+
+    Linear warmup reaches the full LR at step ``warmup - 1`` ([O] multiplies by ``step / warmup``, which
+    makes its first step a no-op), then ``decay`` brings it to ``min_lr_ratio`` at ``steps``.
+
+    Args:
+        step: the index of the step about to be taken.
+        config: the warmup, decay, min_lr_ratio and steps settings.
+
+    Returns:
+        The factor, in [0, 1].
+    """
+    if step < config.warmup:
+        return (step + 1) / config.warmup
+    if config.decay == "none":
+        return 1.0
+    progress = min(1.0, (step - config.warmup) / max(1, config.steps - config.warmup))
+    remaining = 0.5 * (1.0 + math.cos(math.pi * progress)) if config.decay == "cosine" else 1.0 - progress
+    return config.min_lr_ratio + (1.0 - config.min_lr_ratio) * remaining
+
+
+class WeightEMA:
+    """A float32 shadow of the trainable parameters (spec 9.3 "Weight EMA"): ``ema = mu ema + (1 - mu) p``.
+
+    Buffers are not averaged: they are used as they are (the VQ-VAE codebook is a buffer learnt by its own
+    EMA, spec 3.7). The shadow is what is evaluated, exported and saved next to the training weights.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {
+            name: p.detach().float().clone() for name, p in model.named_parameters() if p.requires_grad
+        }
+
+    def _pairs(self, model: nn.Module) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for name, param in model.named_parameters():
+            if name in self.shadow:
+                yield self.shadow[name], param
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """One EMA step towards ``model``'s current parameters."""
+        for shadow, param in self._pairs(model):
+            shadow.mul_(self.decay).add_(param.detach().float(), alpha=1.0 - self.decay)
+
+    @contextmanager
+    def swapped(self, model: nn.Module) -> Iterator[nn.Module]:
+        """Put the EMA weights into ``model`` for the duration of the block, then restore the training ones."""
+        pairs = list(self._pairs(model))
+        with torch.no_grad():
+            backup = [param.detach().clone() for _, param in pairs]
+            for shadow, param in pairs:
+                param.copy_(shadow)
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                for (_, param), saved in zip(pairs, backup, strict=True):
+                    param.copy_(saved)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.shadow)
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        if set(state) != set(self.shadow):
+            raise TrainingError("The checkpoint's EMA does not cover the same parameters as the model.")
+        for name, value in state.items():
+            self.shadow[name].copy_(value)
