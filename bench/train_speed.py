@@ -78,6 +78,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="on",
         help="the reference conditioner's gradient checkpointing (released cond_c_res=1: on)",
     )
+    p.add_argument(
+        "--ema-restore",
+        choices=("even", "original"),
+        default="even",
+        help="VQ-VAE codebook EMA re-seeding: 2 uses per code, or the original's sample_length // hop",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.samples % oracle.HOP_LENGTHS[-1] or args.samples <= 2048:
@@ -212,10 +218,12 @@ def bench_vqvae(args: argparse.Namespace) -> tuple[tuple, list[str], bool]:
     if theirs != recipe or hps.loss_fn != "lmix":
         raise SystemExit(f"loss recipes differ: ours {recipe}, reference {theirs} (loss_fn {hps.loss_fn})")
 
-    # EMA statistics re-seeded as the original does when training resumes from a checkpoint: every code is
-    # credited (sample_length // hop) / l_bins uses; the revival threshold stays at 1.
+    # EMA statistics re-seeded with restore_k, as the original does when training resumes from a checkpoint.
+    # "even": every code credited 2 uses, so none is below the revival threshold (1) at the first update.
+    # "original": the original's num_tokens = sample_length // hop, which for short chunks leaves levels 1-2
+    # below the threshold, so their first update restarts every code with random latents.
     for level, hop in enumerate(oracle.HOP_LENGTHS):
-        num_tokens = args.samples // hop
+        num_tokens = args.samples // hop if args.ema_restore == "original" else 2 * ours.config.codebook_size
         ours.bottleneck[level].restore_k(num_tokens, threshold=1.0)
         ref.bottleneck.level_blocks[level].restore_k(num_tokens=num_tokens, threshold=1.0)
     ours, ref = _trainable(ours), _trainable(ref)

@@ -22,7 +22,9 @@ from jukebox_cli.engine.train.vqvae import VQVAETask
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("data")
     parser.add_argument("--model", help="anything --model accepts for a VQ-VAE")
     parser.add_argument("--preset", default="small", help="an untrained preset (when no --model)")

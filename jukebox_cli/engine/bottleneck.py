@@ -155,10 +155,12 @@ class BottleneckBlock(nn.Module):
             self.init_codebook(rows.detach())
         codes, fit = self.quantise(rows.detach())
         metrics["fit"] = fit
+        # Dequantise with the codebook as it was when the codes were chosen, then update it (the original's
+        # order, spec 3.7); using the freshly updated (or restarted) vectors would skew the commit loss.
+        x_q = self.dequantise(codes.view(batch, length))
         if self.training and update_codebook:
             metrics.update(self._update_codebook(rows.detach(), codes))
         codes = codes.view(batch, length)
-        x_q = self.dequantise(codes)
         commit_loss = torch.linalg.vector_norm(x_q.detach() - z) ** 2 / z.numel()
         # Straight-through estimator: the decoder's gradient flows to the encoder as if quantisation were
         # the identity (van den Oord et al. 2017).

@@ -354,7 +354,7 @@ class _Trainer:
                 self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if not skipped and self.ema is not None:
-            self.ema.update(self.model)
+            self.ema.update(self.model, self.step)
         # A skipped step still counts, so the data of a step stays a function of its index.
         self.step += 1
         if skipped:
