@@ -33,9 +33,18 @@ def build_prior(preset: str, device: str | torch.device = "cpu", seed: int | Non
         ConfigError: unknown preset.
     """
     from jukebox_cli.engine.presets import prior_config
-    from jukebox_cli.engine.prior import Prior
 
-    config = prior_config(preset)
+    return build_prior_from_config(prior_config(preset), device, seed)
+
+
+def build_prior_from_config(config, device: str | torch.device = "cpu", seed: int | None = 0):
+    """A prior with ``config``'s architecture; ``device="meta"`` builds shapes only (no initialisation).
+
+    Conv1D weights are half precision where the config says so (``fp16_params``, the released 5B priors).
+    """
+    from jukebox_cli.engine.prior import Prior
+    from jukebox_cli.engine.transformer import linear_weight_keys
+
     device = torch.device(device)
     if device.type == "meta":
         with device:
@@ -46,10 +55,8 @@ def build_prior(preset: str, device: str | torch.device = "cpu", seed: int | Non
                 torch.manual_seed(seed)
             model = Prior(config)
         model = model.to(device)
-    if config.fp16_params:  # the released 5B priors store their Conv1D weights in half precision
-        from jukebox_cli.engine.transformer import Conv1D
-
-        for module in model.modules():
-            if isinstance(module, Conv1D):
-                module.w.data = module.w.data.half()
+    if config.fp16_params:
+        weights = model.state_dict(keep_vars=True)
+        for key in linear_weight_keys(model):
+            weights[key].data = weights[key].data.half()
     return model.eval()

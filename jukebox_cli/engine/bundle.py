@@ -97,15 +97,9 @@ class Bundle:
 
     def skeleton(self, level: int) -> Prior:
         """The level's prior on the meta device: structure and sizes without memory."""
-        with torch.device("meta"):
-            prior = Prior(self.prior_configs[level])
-        if self.prior_configs[level].fp16_params:
-            from jukebox_cli.engine.transformer import Conv1D
+        from jukebox_cli.engine.api import build_prior_from_config
 
-            for module in prior.modules():
-                if isinstance(module, Conv1D):
-                    module.w.data = module.w.data.half()
-        return prior
+        return build_prior_from_config(self.prior_configs[level], "meta")
 
     def describe(self) -> dict:
         """JSON-friendly summary (for run records and ``--json``)."""
@@ -218,10 +212,7 @@ def load_bundle(
     if text in models.MODELS and not path.exists():
         if download:
             models.download_model(text, cache_dir=cache_dir, progress=progress)
-        files = models.part_files(text, cache_dir=cache_dir)
-        entry = models.get_model(text)
-        priors = {models.PARTS[p].level: files[p] for p in entry.parts if models.PARTS[p].kind == "prior"}
-        return bundle_from_files(text, files["vqvae"], priors)
+        return bundle_from_files(text, *models.model_files(text, cache_dir=cache_dir))
     if path.is_dir():
         priors = {
             level: path / prior_file(level) for level in range(8) if (path / prior_file(level)).is_file()

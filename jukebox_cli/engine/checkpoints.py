@@ -257,7 +257,7 @@ def load_native(
     from safetensors import safe_open
 
     from jukebox_cli.engine.prior import Prior, PriorConfig
-    from jukebox_cli.engine.transformer import Conv1D
+    from jukebox_cli.engine.transformer import linear_weight_keys
     from jukebox_cli.engine.vqvae import VQVAE, VQVAEConfig
 
     path = Path(path)
@@ -280,9 +280,7 @@ def load_native(
     if linear_dtype is None and getattr(model.config, "fp16_params", False):
         linear_dtype = torch.float16  # as the released 5B priors are built (see api.build_prior)
     if linear_dtype is not None:
-        for name, module in model.named_modules():
-            if isinstance(module, Conv1D):
-                targets[f"{name}.w"] = linear_dtype
+        targets.update(dict.fromkeys(linear_weight_keys(model), linear_dtype))
     device = torch.device(device)
     tied = _is_tied(model)
     with safe_open(str(path), framework="pt", device=str(device)) as handle:

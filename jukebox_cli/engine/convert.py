@@ -27,6 +27,7 @@ from jukebox_cli.engine.checkpoints import (
 from jukebox_cli.engine.errors import ConfigError
 from jukebox_cli.engine.progress import Advanced, ProgressCallback, StageFinished, StageStarted, noop
 from jukebox_cli.engine.registry import Part
+from jukebox_cli.engine.transformer import linear_weight_keys
 
 STORE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -53,12 +54,6 @@ def stored_dtype(name: str | None) -> torch.dtype | None:
     return STORE_DTYPES[name]
 
 
-def _linear_weights(model: nn.Module) -> set[str]:
-    from jukebox_cli.engine.transformer import Conv1D
-
-    return {f"{name}.w" for name, module in model.named_modules() if isinstance(module, Conv1D)}
-
-
 def native_size(part: Part, dtype: torch.dtype | None = None) -> int:
     """Bytes of the part's converted file (tensor data; the header is negligible).
 
@@ -68,7 +63,7 @@ def native_size(part: Part, dtype: torch.dtype | None = None) -> int:
     state = model.state_dict()
     if _is_tied(model):
         state.pop(TIED_OUTPUT_KEY)
-    linear = _linear_weights(model) if dtype is None else set()
+    linear = linear_weight_keys(model) if dtype is None else set()
     return sum(
         t.numel() * (2 if k in linear else _target(t, dtype, part).itemsize) for k, t in state.items()
     )  # fmt: skip
@@ -124,7 +119,7 @@ def convert_part(
     expected = model.state_dict()
     state, plan = source_key_plan(model, state, layout)
     tied = _is_tied(model)
-    linear = _linear_weights(model)
+    linear = linear_weight_keys(model)
     stage = f"convert {part.id}"
     progress(StageStarted(stage, len(expected), "tensor"))
     tensors: dict[str, torch.Tensor] = {}

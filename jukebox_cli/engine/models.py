@@ -105,6 +105,17 @@ def part_files(name: str, *, cache_dir: str | Path | None = None) -> dict[str, P
     return {p.part.id: p.path for p in status.parts}
 
 
+def model_files(name: str, *, cache_dir: str | Path | None = None) -> tuple[Path, dict[int, Path]]:
+    """Converted files of released model ``name``: (VQ-VAE, level -> prior).
+
+    Raises:
+        CheckpointNotFound: unknown name, or parts not downloaded.
+    """
+    files = part_files(name, cache_dir=cache_dir)
+    priors = {PARTS[p].level: path for p, path in files.items() if PARTS[p].kind == "prior"}
+    return files["vqvae"], priors
+
+
 def download_model(
     name: str,
     *,
@@ -359,6 +370,7 @@ __all__ = [
     "download_model",
     "ensure_vqvae",
     "list_models",
+    "model_files",
     "model_status",
     "part_files",
     "remove_model",

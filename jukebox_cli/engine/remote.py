@@ -68,8 +68,7 @@ def fetch_repo(
     entry = model_for_repo(repo)
     if entry is not None and revision is None:
         models.download_model(entry.name, cache_dir=cache_dir, progress=progress)
-        files = models.part_files(entry.name, cache_dir=cache_dir)
-        return files["vqvae"], {PARTS[p].level: files[p] for p in entry.parts if PARTS[p].kind == "prior"}
+        return models.model_files(entry.name, cache_dir=cache_dir)
     cache = ModelCache(cache_dir)
     try:
         vqvae = fetch.hub_weight_file(cache, repo, NATIVE_VQVAE, revision=revision, progress=progress)

@@ -69,6 +69,11 @@ class Conv1D(nn.Module):
         return flat.view(*x.shape[:-1], self.w.shape[1])
 
 
+def linear_weight_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of every Conv1D weight (what the released 5B priors store in float16, spec 8.3)."""
+    return {f"{name}.w" for name, module in model.named_modules() if isinstance(module, Conv1D)}
+
+
 class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in float32 whatever the input dtype (spec 4.2)."""
 
