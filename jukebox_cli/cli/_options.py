@@ -12,9 +12,9 @@ Model = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="A preset name (tiny), a released model (1b_lyrics, 5b, 5b_lyrics or jukebox: the released "
-        "VQ-VAE, downloaded on first use), a native .safetensors file or folder, or a released checkpoint file "
-        "(vqvae.pth.tar, or a hub-layout .bin).",
+        help="demo (the bundled model's VQ-VAE), a preset name (tiny: random weights), a released model "
+        "(1b_lyrics, 5b, 5b_lyrics or jukebox: the released VQ-VAE, downloaded on first use), a native "
+        ".safetensors file or folder, or a released checkpoint file (vqvae.pth.tar, or a hub-layout .bin).",
     ),
 ]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]

@@ -68,6 +68,7 @@ def analyze(
         table.add_row("RMS", f"{summary.rms_dbfs:.1f} dBFS")
         table.add_row("spectral flatness", f"{summary.spectral_flatness:.3f} (0 tonal .. 1 noise)")
         table.add_row("chroma entropy", f"{summary.chroma_entropy_bits:.2f} bits (max 3.58)")
+        table.add_row("chroma entropy per frame", f"{summary.frame_chroma_entropy_bits:.2f} bits (max 3.58)")
         table.add_row("strongest pitch class", summary.dominant_pitch_class)
         console = Console(soft_wrap=True)
         console.print(table)

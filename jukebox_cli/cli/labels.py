@@ -34,8 +34,8 @@ def labels(
         typer.Option(
             "--model",
             "-m",
-            help="Whose labels: 1b_lyrics (v3 ids), 5b or 5b_lyrics (v2 ids), tiny-random (test labels), or a "
-            "model folder (e.g. a training run). The ids are those of the model's top prior; the released "
+            help="Whose labels: 1b_lyrics (v3 ids), 5b or 5b_lyrics (v2 ids), demo (its corpus' names), "
+            "tiny-random (test labels), or a model folder (e.g. a training run). The ids are those of the model's top prior; the released "
             "upsamplers always use v2.",
         ),
     ] = "1b_lyrics",
@@ -63,10 +63,13 @@ def labels(
     kind = "artists" if artists else "genres"
     from pathlib import Path
 
-    if Path(model).is_dir():  # a model folder (e.g. a training run): its top prior's own tables
+    from jukebox_cli.engine import bundled
+
+    folder = Path(bundled.resolve(model))
+    if folder.is_dir():  # a model folder (demo, a training run): its top prior's own tables
         from jukebox_cli.engine.bundle import folder_label_set
 
-        version, label_set = folder_label_set(model)
+        version, label_set = folder_label_set(folder)
     else:
         version = label_set_for_model(model)
         label_set = load_label_set(version)

@@ -75,6 +75,23 @@ def list_(*, cache_dir: CacheDir = None, json_output: Json = False) -> None:
     Console(stderr=True).print(
         "[dim]Parts are shared: the VQ-VAE and both upsamplers download once for all models.[/]"
     )
+    _print_bundled()
+
+
+def _print_bundled() -> None:
+    from jukebox_cli.engine import bundled
+    from jukebox_cli.engine.errors import CheckpointNotFound
+
+    for name in bundled.BUNDLED_MODELS:
+        try:
+            folder = bundled.bundled_folder(name)
+        except CheckpointNotFound:
+            continue
+        size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+        card = escape(str(folder / "MODEL_CARD.md"))
+        Console(stderr=True).print(
+            f"[dim]Bundled, no download: {name} ({size / 1e6:.0f} MB); card: {card}[/]"
+        )
 
 
 @app.command()

@@ -32,7 +32,7 @@ SUBTYPES = {BitDepth.pcm16: "PCM_16", BitDepth.pcm24: "PCM_24", BitDepth.float32
 def reconstruct(
     song: AudioIn,
     *,
-    model: Model = "tiny",
+    model: Model = "demo",
     levels: Annotated[
         str | None, typer.Option(help="Levels to use, e.g. 2,1,0 (default: all, top first).")
     ] = None,
@@ -60,7 +60,7 @@ def reconstruct(
 
     Examples:
 
-        jukebox reconstruct song.flac --model tiny -o out/
+        jukebox reconstruct song.flac --model demo -o out/
 
         jukebox reconstruct song.mp3 --model vqvae.pth.tar --levels 2,0 -o out/ --force
     """

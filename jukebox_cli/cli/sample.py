@@ -18,7 +18,10 @@ from jukebox_cli.cli._progress import RichProgress
 ModelName = Annotated[
     str,
     typer.Option(
-        "--model", "-m", help="tiny-random, a model folder (native layout), or 1b_lyrics/5b/5b_lyrics."
+        "--model",
+        "-m",
+        help="demo (bundled, trained), tiny-random (untrained), 1b_lyrics/5b/5b_lyrics (downloaded on first "
+        "use), a model folder (native layout, e.g. a training run), or a hub repo owner/name[@rev].",
     ),
 ]
 Artist = Annotated[str, typer.Option(help="Artist to condition on (see `jukebox labels --artists`).")]
@@ -239,7 +242,7 @@ def _build_request(bundle, *, model: str, artist: str, genre: str, lyrics: str, 
 
 def generate(
     *,
-    model: ModelName = "tiny-random",
+    model: ModelName = "demo",
     artist: Artist = "unknown",
     genre: Genre = "unknown",
     lyrics: Lyrics = None,
@@ -277,7 +280,7 @@ def generate(
 
     Examples:
 
-        jukebox generate --model tiny-random --genre rock --duration 4 -o runs/demo
+        jukebox generate --model demo --genre rock --duration 10 -o runs/rock
 
         jukebox generate -m 1b_lyrics --artist "zac brown band" --genre country --lyrics-file l.txt --duration 20
 
@@ -314,6 +317,10 @@ def generate(
         top_p=top_p, seed=seed, dtype=dtype, max_batch_size=max_batch_size, chunk_size=chunk_size,
         allow_unknown=allow_unknown, prompt=prompt,
     )  # fmt: skip
+    if text and not bundle.prior_configs[bundle.top_level].n_tokens and not quiet:
+        Console(stderr=True, soft_wrap=True).print(
+            f"[yellow]note:[/] {bundle.name} has no lyrics conditioning; the lyrics are ignored."
+        )
     initial = encode_prompt(bundle, prime, prompt_seconds, samples, level_list) if prime is not None else None
     run_dir = output or Path("runs") / f"{_slug(Path(model).name)}-{_slug(genre)}-seed{seed}"
     _execute(bundle, request, run_dir, device=device, force=force, dry_run=dry_run, quiet=quiet,
@@ -325,7 +332,7 @@ def continue_(
     *,
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="The model (default: the run's, or tiny-random for audio)."),
+        typer.Option("--model", "-m", help="The model (default: the run's, or demo for audio)."),
     ] = None,
     prompt_seconds: Annotated[
         float | None,
@@ -362,11 +369,11 @@ def continue_(
 
     Examples:
 
-        jukebox continue song.wav --model tiny-random --prompt-seconds 2 --duration 6 -o runs/cont
+        jukebox continue song.wav --model demo --prompt-seconds 5 --duration 15 -o runs/cont
 
         jukebox continue runs/demo --levels 2 --duration 12 -o runs/demo-longer
     """
-    from jukebox_cli.engine.bundle import TINY_RANDOM
+    from jukebox_cli.engine.bundled import DEMO
     from jukebox_cli.engine.errors import ConfigError
     from jukebox_cli.engine.generate import SampleMeta, encode_prompt
     from jukebox_cli.engine.runs import Run
@@ -404,7 +411,7 @@ def continue_(
         from jukebox_cli.engine import audio as audio_io
 
         audio_io.audio_info(source)
-        model = model or TINY_RANDOM
+        model = model or DEMO
         bundle = _load(model, cache_dir, quiet)
         level_list = _parse_levels(levels, bundle.top_level)
         seconds = 5.0 if prompt_seconds is None else prompt_seconds

@@ -19,6 +19,7 @@ class AudioSummary:
     rms_dbfs: float
     spectral_flatness: float  # mean over frames, 0 (tonal) .. 1 (white noise)
     chroma_entropy_bits: float  # entropy of the mean pitch-class profile, 0 .. log2(12) = 3.58
+    frame_chroma_entropy_bits: float  # mean entropy of each frame's pitch-class profile, same range
     dominant_pitch_class: str
 
     def to_dict(self) -> dict:
@@ -27,6 +28,11 @@ class AudioSummary:
 
 def _dbfs(value: float) -> float:
     return float(20 * np.log10(max(value, 1e-10)))
+
+
+def _entropy_bits(profile: np.ndarray) -> float:
+    probs = profile / max(float(profile.sum()), 1e-12)
+    return float(-(probs * np.log2(probs + 1e-12)).sum())
 
 
 def summarize(audio: np.ndarray, sample_rate: int) -> AudioSummary:
@@ -41,14 +47,17 @@ def summarize(audio: np.ndarray, sample_rate: int) -> AudioSummary:
     flatness = librosa.feature.spectral_flatness(y=audio, n_fft=2048, hop_length=512)
     chroma = librosa.feature.chroma_stft(y=audio, sr=sample_rate, n_fft=2048, hop_length=512)
     profile = chroma.mean(axis=1)
-    probs = profile / max(float(profile.sum()), 1e-12)
-    entropy = float(-(probs * np.log2(probs + 1e-12)).sum())
+    # A whole-excerpt profile can be even for music that moves through keys; per frame, music still has
+    # a few strong pitch classes while noise spreads evenly over all twelve.
+    frames = chroma / np.maximum(chroma.sum(axis=0, keepdims=True), 1e-12)
+    frame_entropy = float(-(frames * np.log2(frames + 1e-12)).sum(axis=0).mean()) if chroma.size else 0.0
     return AudioSummary(
         duration=audio.shape[0] / sample_rate,
         sample_rate=sample_rate,
         peak_dbfs=_dbfs(float(np.abs(audio).max(initial=0.0))),
         rms_dbfs=_dbfs(float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))) if audio.size else -200.0,
         spectral_flatness=float(flatness.mean()),
-        chroma_entropy_bits=entropy,
+        chroma_entropy_bits=_entropy_bits(profile),
+        frame_chroma_entropy_bits=frame_entropy,
         dominant_pitch_class=PITCH_CLASSES[int(np.argmax(profile))],
     )

@@ -1,8 +1,9 @@
 """A whole Jukebox model: the VQ-VAE, one prior per level, and the labeller of each prior.
 
-``--model`` names one of these: ``tiny-random`` (tiny presets, seeded random weights, a made-up label set),
-a folder in our native layout (``vqvae.safetensors`` + ``prior_level_{L}.safetensors``), or a released model
-name (its parts are converted files in the model cache, see ``models.py``).
+``--model`` names one of these: ``demo`` (trained, shipped in the package, see ``bundled.py``),
+``tiny-random`` (tiny presets, seeded random weights, a made-up label set), a folder in our native layout
+(``vqvae.safetensors`` + ``prior_level_{L}.safetensors``), or a released model name (its parts are converted
+files in the model cache, see ``models.py``).
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ def load_bundle(
     """Resolve a ``--model`` value to a whole model (VQ-VAE on the CPU, priors loaded on demand).
 
     Args:
-        spec: ``tiny-random``, a released model name (``1b_lyrics``, ``5b``, ``5b_lyrics``), a folder in the
+        spec: ``demo`` (bundled), ``tiny-random``, a released model name (``1b_lyrics``, ``5b``, ``5b_lyrics``), a folder in the
             native layout, a hub repository ``owner/name[@revision]``, or a URL (see ``remote.py``).
         cache_dir: the model cache (default: ``$JUKEBOX_CACHE`` or the user cache folder).
         download: fetch a released model's missing parts instead of failing (repositories and URLs are
@@ -203,8 +204,9 @@ def load_bundle(
         CheckpointNotFound: unknown name or missing files, or a released model not downloaded.
         IncompatibleCheckpoint: parts that do not belong together.
     """
-    from jukebox_cli.engine import models, remote
+    from jukebox_cli.engine import bundled, models, remote
 
+    spec = bundled.resolve(spec)
     text = str(spec)
     path = Path(spec)
     if text == TINY_RANDOM and not path.exists():
@@ -232,7 +234,7 @@ def load_bundle(
         if not priors:
             raise CheckpointNotFound(f"{text} holds a VQ-VAE but no priors; it cannot generate.")
         return bundle_from_files(text, vqvae, priors)
-    known = ", ".join((TINY_RANDOM, *models.MODELS))
+    known = ", ".join((*bundled.BUNDLED_MODELS, TINY_RANDOM, *models.MODELS))
     raise CheckpointNotFound(
         f"No model folder at {path} and no model of that name (known: {known}; also a hub repo owner/name[@rev] "
         "or a URL)."

@@ -396,7 +396,7 @@ def load_vqvae(
     """Resolve a ``--model`` value to a VQ-VAE.
 
     Args:
-        spec: a preset name (``tiny``: random weights from ``seed``), ``tiny-random`` (the VQ-VAE of that model),
+        spec: ``demo`` (the bundled model's VQ-VAE), a preset name (``tiny``: random weights from ``seed``), ``tiny-random`` (the VQ-VAE of that model),
             a released model name or ``jukebox`` (the released VQ-VAE, from the model cache), a native
             ``.safetensors`` file, a folder holding ``vqvae.safetensors``, an original-layout
             ``.pth``/``.pth.tar`` file, or a hub-layout ``.bin``/``.safetensors`` file with ``vqvae.*`` keys.
@@ -411,10 +411,12 @@ def load_vqvae(
         IncompatibleCheckpoint: a checkpoint of another kind or architecture.
         CheckpointError: an unreadable file.
     """
-    from jukebox_cli.engine import models, presets, remote
+    from jukebox_cli.engine import bundled, models, presets, remote
     from jukebox_cli.engine.bundle import TINY_RANDOM
     from jukebox_cli.engine.vqvae import VQVAEConfig
 
+    named = str(spec)
+    spec = bundled.resolve(spec)
     path = Path(spec)
     if not path.exists() and str(spec) == TINY_RANDOM:
         return LoadedVQVAE(
@@ -453,7 +455,8 @@ def load_vqvae(
     if path.suffix == ".safetensors":
         metadata = read_native_metadata(path)
         if metadata.get("format") == FORMAT_NAME:
-            return LoadedVQVAE(load_native(path, kind="vqvae", device=device), str(path), True)
+            name = named if named in bundled.BUNDLED_MODELS and str(spec) != named else str(path)
+            return LoadedVQVAE(load_native(path, kind="vqvae", device=device), name, True)
         from safetensors.torch import load_file
 
         state, layout, config = load_file(str(path)), None, presets.vqvae_config("jukebox")

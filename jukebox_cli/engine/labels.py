@@ -49,6 +49,7 @@ _FILES = {
 _TABLE_ROWS = {"v2": (4111, 120), "v3": (7898, 604)}
 _DATA_PACKAGE = "jukebox_cli"
 _DATA_PATH = ("data", "labels")
+_N_LISTED = 12  # label tables this small are listed whole in errors
 _N_SUGGESTIONS = 5
 
 
@@ -435,9 +436,12 @@ class Labeller:
             close = sorted(n for n in table if needle and needle in _fold(n))[:_N_SUGGESTIONS]
         kind = "artists" if what == "artist" else "genres"
         suggestion = f"close matches: {', '.join(repr(c) for c in close)}" if close else "no close match"
+        if len(table) <= _N_LISTED:  # a model trained on a small corpus: every name fits on the line
+            suggestion = f"it knows {', '.join(sorted(table))}"
+        where = "--search TEXT" if self.version != "custom" else "--model MODEL"
         return (
             f"unknown {what} {shown} in the {self.version} label set; {suggestion}. "
-            f"List names with `jukebox labels --{kind} --search TEXT`."
+            f"List names with `jukebox labels --{kind} {where}`."
         )
 
     # ---- lyrics

@@ -180,3 +180,4 @@ def test_analyze(run_cli, song: Path, tmp_path: Path, monkeypatch) -> None:
     data = json.loads(result.stdout)
     assert data["channels"] == 2 and data["file_sample_rate"] == 44100
     assert 0 <= data["spectral_flatness"] <= 1 and 0 <= data["chroma_entropy_bits"] <= np.log2(12) + 1e-6
+    assert 0 <= data["frame_chroma_entropy_bits"] <= np.log2(12) + 1e-6

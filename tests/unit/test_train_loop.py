@@ -196,7 +196,11 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path: Path) -> Non
     assert_same_run(latest(tmp_path / "a"), latest(tmp_path / "b"))
 
 
-def test_ctrl_c_stops_after_the_step_and_resumes_exactly(tmp_path: Path) -> None:
+def test_ctrl_c_stops_after_the_step_and_resumes_exactly(tmp_path: Path, monkeypatch) -> None:
+    import signal
+
+    # Python's own Ctrl-C handler, even when pytest was started in the background (SIGINT ignored there).
+    monkeypatch.setattr(signal, "getsignal", lambda signum: signal.default_int_handler)
     reference = train(ToyTask(), config(steps=5), tmp_path / "a")
     task = ToyTask(sigint_at=2)  # SIGINT arrives in the middle of step index 2
     stopped = train(task, config(steps=5), tmp_path / "b")

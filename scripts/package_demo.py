@@ -1,0 +1,256 @@
+"""Measure the demo model trained by scripts/train_demo.sh, copy it into the package and write its model card.
+
+    python scripts/package_demo.py --corpus data/dev-corpus --runs runs/demo
+
+Steps (the last stage of train_demo.sh):
+1. copy each run's exported EMA weights into jukebox_cli/data/models/demo/;
+2. held-out metrics: the VQ-VAE's spectral convergence per level and each prior's bits per token, on the
+   corpus' held-out songs (the split `jukebox train` used);
+3. one 10 s sample per genre through `jukebox generate --model demo` (a subprocess, as a user runs it,
+   timed), and the spectral flatness and chroma entropy of its top level and final audio beside the same
+   measures on the corpus (and on the corpus through the level-2 codec alone) and on white noise;
+4. MODEL_CARD.md and card.json (every number above, the training settings, wall times, file hashes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+DEST = ROOT / "jukebox_cli" / "data" / "models" / "demo"
+PARTS = {  # shipped file: (run folder, file in it)
+    "vqvae.safetensors": ("vqvae", "vqvae.safetensors"),
+    "prior_level_2.safetensors": ("top", "prior_level_2.safetensors"),
+    "prior_level_1.safetensors": ("up1", "prior_level_1.safetensors"),
+    "prior_level_0.safetensors": ("up0", "prior_level_0.safetensors"),
+}  # fmt: skip
+RUN_OF_LEVEL = {2: "top", 1: "up1", 0: "up0"}
+MAX_BYTES = 25 * 1000 * 1000
+EVAL_CHUNKS = 32
+SAMPLE_SECONDS = 10.0
+NOISE_SEEDS = range(5)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def copy_parts(runs: Path, corpus_dir: Path) -> dict:
+    DEST.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, (run, file) in PARTS.items():
+        source = runs / run / file
+        if not source.is_file():
+            sys.exit(f"{source} is missing: run the vqvae and priors stages of scripts/train_demo.sh first.")
+        tmp = DEST / f".{name}.tmp"
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, DEST / name)
+        files[name] = {"bytes": (DEST / name).stat().st_size, "sha256": sha256(DEST / name)}
+    licenses = DEST / "licenses"
+    shutil.rmtree(licenses, ignore_errors=True)
+    shutil.copytree(corpus_dir / "licenses", licenses)  # CC-BY-SA asks that the texts travel along
+    total = sum(f["bytes"] for f in files.values())
+    if total > MAX_BYTES:
+        sys.exit(f"The demo model takes {total / 1e6:.1f} MB; the package allows {MAX_BYTES / 1e6:.0f} MB.")
+    return files
+
+
+def training_record(runs: Path, name: str, timings: dict) -> dict:
+    from jukebox_cli.engine.train.checkpoint import checkpoint_path
+
+    info = json.loads((runs / name / "train.json").read_text())
+    state = torch.load(checkpoint_path(runs / name), map_location="cpu", weights_only=True)
+    stamp = timings.get(name, {})
+    wall = stamp["end"] - stamp["start"] if "start" in stamp and "end" in stamp else None
+    return {"steps": int(state["step"]), "skipped_steps": int(state["skipped_steps"]), "wall_seconds": wall,
+            "settings": info["config"], "log": f"{name}.log"}  # fmt: skip
+
+
+def heldout_metrics(corpus_dir: Path) -> dict:
+    from jukebox_cli.engine.checkpoints import load_native
+    from jukebox_cli.engine.train.data import AudioCorpus
+    from jukebox_cli.engine.train.prior import PriorTask
+    from jukebox_cli.engine.train.setup import VQVAE_CHUNK_TOP_CODES, parameter_count
+    from jukebox_cli.engine.train.vqvae import VQVAETask
+
+    metadata = corpus_dir / "metadata.csv"
+    vqvae = load_native(DEST / "vqvae.safetensors", kind="vqvae").eval()
+    corpus = AudioCorpus.scan(corpus_dir, sample_rate=vqvae.sample_rate, metadata=metadata,
+                              sample_length=VQVAE_CHUNK_TOP_CODES * vqvae.hop_lengths[-1])  # fmt: skip
+    values = VQVAETask(vqvae, corpus, batch_size=8, eval_size=EVAL_CHUNKS).evaluate(vqvae, 0)
+    out = {
+        "held_out_songs": [corpus.songs[i].path.name for i in corpus.split("eval")],
+        "vqvae": {
+            "parameters": parameter_count(vqvae),
+            "chunk_samples": corpus.sample_length,
+            "spectral_convergence": {
+                str(level): values[f"spectral_convergence_l{level + 1}"] for level in range(vqvae.levels)
+            },
+        },
+        "priors": {},
+    }
+    for level in (2, 1, 0):
+        prior = load_native(DEST / f"prior_level_{level}.safetensors", kind="prior").eval()
+        windows = AudioCorpus.scan(corpus_dir, sample_rate=vqvae.sample_rate, metadata=metadata,
+                                   sample_length=prior.config.window_samples)  # fmt: skip
+        task = PriorTask(prior, vqvae, windows, batch_size=8, eval_size=EVAL_CHUNKS)
+        c = prior.config
+        out["priors"][str(level)] = {
+            "parameters": parameter_count(prior),
+            "width": c.width, "depth": c.depth, "heads": c.heads, "n_ctx": c.n_ctx,
+            "window_seconds": c.window_samples / c.sample_rate,
+            "bits_per_token": task.evaluate(prior, 0)["bpd"],
+            "uniform_bits_per_token": float(np.log2(c.codebook_size)),
+        }  # fmt: skip
+    return out
+
+
+def genres_of_model() -> list[str]:
+    from jukebox_cli.engine.bundle import folder_label_set
+
+    _, labels = folder_label_set(DEST)
+    return sorted(g for g in labels.genres if g != "unknown")  # "unknown" is id 0, never trained on
+
+
+def generate_samples(runs: Path, genres: list[str], seconds: float) -> dict:
+    """One sample per genre with the CLI, as a user runs it, with 2 threads."""
+    results = {}
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    for genre in genres:
+        out = runs / "samples" / genre
+        command = ["jukebox", "generate", "--model", "demo", "--genre", genre, "--duration", f"{seconds:g}",
+                   "--seed", "0", "--force", "--quiet", "-o", str(out)]  # fmt: skip
+        start = time.perf_counter()
+        subprocess.run(command, check=True, env=env)
+        shown = " ".join(a for a in command if a not in ("--force", "--quiet")).replace(
+            str(out), f"OUT/{genre}"
+        )
+        results[genre] = {
+            "command": shown,
+            "wall_seconds": time.perf_counter() - start,
+            "folder": os.path.relpath(out, ROOT),
+        }
+    return results
+
+
+def _summary(audio: np.ndarray, rate: int) -> dict:
+    from jukebox_cli.engine.analysis import summarize
+
+    s = summarize(audio, rate)
+    return {"flatness": s.spectral_flatness, "chroma_entropy": s.chroma_entropy_bits,
+            "frame_chroma_entropy": s.frame_chroma_entropy_bits, "rms_dbfs": s.rms_dbfs}  # fmt: skip
+
+
+def _aggregate(rows: list[dict]) -> dict:
+    out = {"n": len(rows)}
+    for key in rows[0]:
+        values = [r[key] for r in rows]
+        out[key] = {"mean": statistics.fmean(values), "sd": statistics.pstdev(values)}
+    return out
+
+
+def character(corpus_dir: Path, samples: dict) -> dict:
+    """Spectral flatness and chroma entropy: generated audio vs. corpus excerpts vs. white noise."""
+    from jukebox_cli.engine.audio import audio_info, load_audio
+    from jukebox_cli.engine.checkpoints import load_native
+
+    vqvae = load_native(DEST / "vqvae.safetensors", kind="vqvae").eval()
+    rate = vqvae.sample_rate
+    rows: dict[str, list[dict]] = {"generated top level (level 2)": [], "generated final audio (level 0)": []}
+    for sample in samples.values():
+        folder = ROOT / sample["folder"]
+        for level, key in ((2, "generated top level (level 2)"), (0, "generated final audio (level 0)")):
+            audio = load_audio(folder / f"level_{level}" / "item_0.wav", rate)
+            rows[key].append(_summary(audio, rate))
+    corpus, through_top = [], []
+    with open(corpus_dir / "metadata.csv", newline="") as handle:
+        paths = [corpus_dir / row["path"] for row in csv.DictReader(handle)]
+    for path in paths:  # the middle SAMPLE_SECONDS of every song
+        offset = max(0.0, (audio_info(path).duration - SAMPLE_SECONDS) / 2)
+        audio = load_audio(path, rate, offset=offset, duration=SAMPLE_SECONDS)
+        corpus.append(_summary(audio, rate))
+        with torch.no_grad():
+            codes = vqvae.encode_level(torch.from_numpy(audio)[None], 2)
+            decoded = vqvae.decode(codes, 2)[0].clamp(-1, 1).numpy()
+        through_top.append(_summary(decoded, rate))
+    rows["corpus excerpts"] = corpus
+    rows["corpus through the level-2 codec"] = through_top
+    noise = [np.random.default_rng(seed).normal(0, 0.1, int(SAMPLE_SECONDS * rate)) for seed in NOISE_SEEDS]
+    rows["white noise"] = [_summary(n.astype(np.float32), rate) for n in noise]
+    return {name: _aggregate(values) for name, values in rows.items()}
+
+
+def corpus_table(corpus_dir: Path, held_out: list[str]) -> list[dict]:
+    with open(corpus_dir / "metadata.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    keep = ("title", "artist", "album", "package", "genre", "duration_s", "license")
+    return [{**{k: row[k] for k in keep}, "split": "held-out" if row["path"] in held_out else "train"}
+            for row in rows]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "dev-corpus")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "demo")
+    parser.add_argument(
+        "--seconds", type=float, default=SAMPLE_SECONDS, help="length of each sample (a quick check)"
+    )
+    parser.add_argument(
+        "--card-only", action="store_true", help="only re-render MODEL_CARD.md from card.json"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+
+    from model_card import write_card  # scripts/model_card.py: the card's text
+
+    from jukebox_cli import __version__
+
+    if args.card_only:
+        write_card(json.loads((DEST / "card.json").read_text()), DEST / "MODEL_CARD.md")
+        return
+    files = copy_parts(args.runs, args.corpus)
+    timings = json.loads((args.runs / "timings.json").read_text())
+    training = {name: training_record(args.runs, name, timings) for name in ("vqvae", *RUN_OF_LEVEL.values())}
+    metrics = heldout_metrics(args.corpus)
+    genres = genres_of_model()
+    samples = generate_samples(args.runs, genres, args.seconds)
+    card = {
+        "name": "demo",
+        "jukebox_cli_version": __version__,
+        "files": files,
+        "total_bytes": sum(f["bytes"] for f in files.values()),
+        "training": training,
+        "metrics": metrics,
+        "genres": genres,
+        "samples": samples,
+        "character": character(args.corpus, samples),
+        "corpus": corpus_table(args.corpus, metrics["held_out_songs"]),
+        "torch": torch.__version__,
+    }
+    (DEST / "card.json").write_text(json.dumps(card, indent=1) + "\n")
+    write_card(card, DEST / "MODEL_CARD.md")
+    print(f"Packaged {DEST} ({card['total_bytes'] / 1e6:.1f} MB); card in {DEST / 'MODEL_CARD.md'}")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    main()
