@@ -68,6 +68,14 @@ def _character(card: dict) -> str:
                    "per-frame chroma entropy (bits)"], rows)  # fmt: skip
 
 
+def _held_out_genres(card: dict) -> str:
+    genres = sorted({r["genre"] for r in card["corpus"] if r["split"] == "held-out"})
+    if len(genres) != 1:
+        return ""
+    return (f"The split (a hash of each path) happened to hold out {genres[0]} songs only, so these numbers speak "
+            f"for that genre.\n")  # fmt: skip
+
+
 def _reading(card: dict) -> str:
     c = card["character"]
     top, codec, noise = (c[k] for k in ("generated top level (level 2)", "corpus through the level-2 codec",
@@ -108,7 +116,7 @@ A small Jukebox trained from scratch by jukebox-cli's own `jukebox train` comman
 inside the package so that `jukebox generate --model demo` works offline straight after `pip install`.
 It shows the whole cascade (top prior, two upsamplers, three decoders) on real, trained weights. It is
 tiny next to the released models (about 3.6 M parameters against 1 to 5 billion) and learnt from under an
-hour of game music: expect rough textures and short-range patterns in the style of each genre, not songs.
+hour of game music: expect tonal, music-like textures with little sense of key, not songs.
 
 - Genres (conditioning): {genres}. Artists: the corpus' {len({r["artist"] for r in card["corpus"]})} artists
   (`jukebox labels --artists --model demo`). No lyrics conditioning.
@@ -143,8 +151,9 @@ composers (GPL-2.0-or-later), and El Senator of Muldjord (CC BY-SA 3.0). Redistr
 
 `bash scripts/train_demo.sh` reproduces this model from an empty checkout (stages `corpus vqvae priors
 package`). The VQ-VAE trains first with 2 threads; then the three priors train at the same time, one thread
-each, on the frozen VQ-VAE's codes. Each process's thread count is fixed, so the same kind of CPU gives the
-same weights; the shipped weights are each run's EMA (`ema` below). Every run resumes when interrupted.
+each, on the frozen VQ-VAE's codes. Each process's thread count is fixed, so a rerun with the same torch on
+the same kind of CPU should give the same weights (we have not spent the 80 minutes to check). The shipped
+weights are each run's EMA (`EMA` below). Every run resumes exactly when interrupted.
 
 ```bash
 jukebox train vqvae data/dev-corpus --preset small --batch-size 4 --lr 1e-3 --warmup 50 --steps 1200 \\
@@ -163,8 +172,8 @@ Wall times are on the 2-core development machine, the three priors sharing it.
 
 ## Metrics
 
-Held out, on {32} fixed chunks of the held-out songs ({", ".join(card["metrics"]["held_out_songs"])}).
-Spectral convergence is ‖|STFT(x)| − |STFT(x̂)|‖ / ‖|STFT(x)|‖ (0 is perfect) of each level's reconstruction:
+Held out, on 32 fixed chunks of the held-out songs ({", ".join(card["metrics"]["held_out_songs"])}).
+{_held_out_genres(card)}Spectral convergence is ‖|STFT(x)| − |STFT(x̂)|‖ / ‖|STFT(x)|‖ (0 is perfect) of each level's reconstruction:
 
 {_metrics(card)}
 
