@@ -33,6 +33,8 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
+from bench._table import format_table as text_table  # noqa: E402
+
 PRESETS = ("upsampler_level_0", "upsampler_level_1", "1b_lyrics", "5b", "5b_lyrics")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
@@ -186,10 +188,7 @@ def format_table(rows: list[dict]) -> str:
     header = ("measurement", "what", "ours tok/s", "reference tok/s", "ours/ref", "greedy codes")
     body = [(r["name"], r["what"], f"{r['ours']:.1f}", f"{r['reference']:.1f}", f"{r['ours'] / r['reference']:.2f}x",
              "identical" if r["agree"] else "DIFFER") for r in rows]  # fmt: skip
-    widths = [max(len(str(x[i])) for x in (header, *body)) for i in range(len(header))]
-    line = lambda cells: "  ".join(str(v).ljust(w) if i < 2 else str(v).rjust(w)  # noqa: E731
-                                   for i, (v, w) in enumerate(zip(cells, widths, strict=True)))  # fmt: skip
-    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(b) for b in body)])
+    return text_table([header, *body], left=2)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench._table import format_table  # noqa: E402
 from jukebox_cli.engine import metrics as M  # noqa: E402
 from jukebox_cli.engine.api import build_vqvae  # noqa: E402
 from jukebox_cli.engine.checkpoints import import_state_dict  # noqa: E402
@@ -339,16 +340,7 @@ def print_table(rows: list[tuple[str, list[float], list[float]]]) -> None:
         table.append((name, f"{mine:.3f}", f"{theirs:.3f}", f"{1 / mine:.3f}", f"{1 / theirs:.3f}",
                       f"{theirs / mine:.2f}", f"{min(t_ours):.2f}-{max(t_ours):.2f}",
                       f"{min(t_ref):.2f}-{max(t_ref):.2f}"))  # fmt: skip
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for i, row in enumerate(table):
-        print(
-            "  ".join(
-                cell.ljust(w) if j == 0 else cell.rjust(w)
-                for j, (cell, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print(format_table(table))
     print("\nMedian of the timed steps; ref/ours > 1 means ours is faster.")
 
 

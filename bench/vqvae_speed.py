@@ -24,6 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._table import format_table  # noqa: E402
 from jukebox_cli.engine import build_vqvae  # noqa: E402
 from jukebox_cli.engine.checkpoints import import_state_dict  # noqa: E402
 from tests import oracle  # noqa: E402
@@ -149,17 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         for name, mine, theirs in rows
     ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     print()
-    for i, row in enumerate(table):
-        print(
-            "  ".join(
-                cell.ljust(w) if j == 0 else cell.rjust(w)
-                for j, (cell, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print(format_table(table))
     print("\nref/ours > 1 means ours is faster.")
     print("codes (ours vs reference): " + "; ".join(agreement))
     print("decoded audio: " + "; ".join(decode_diffs))
