@@ -83,7 +83,7 @@ def training_record(runs: Path, name: str, timings: dict) -> dict:
             "settings": info["config"], "log": f"{name}.log"}  # fmt: skip
 
 
-def heldout_metrics(corpus_dir: Path) -> dict:
+def heldout_metrics(corpus_dir: Path, vqvae) -> dict:
     from jukebox_cli.engine.checkpoints import load_native
     from jukebox_cli.engine.train.data import AudioCorpus
     from jukebox_cli.engine.train.prior import PriorTask
@@ -91,7 +91,6 @@ def heldout_metrics(corpus_dir: Path) -> dict:
     from jukebox_cli.engine.train.vqvae import VQVAETask
 
     metadata = corpus_dir / "metadata.csv"
-    vqvae = load_native(DEST / "vqvae.safetensors", kind="vqvae").eval()
     corpus = AudioCorpus.scan(corpus_dir, sample_rate=vqvae.sample_rate, metadata=metadata,
                               sample_length=VQVAE_CHUNK_TOP_CODES * vqvae.hop_lengths[-1])  # fmt: skip
     values = VQVAETask(vqvae, corpus, batch_size=8, eval_size=EVAL_CHUNKS).evaluate(vqvae, 0)
@@ -166,12 +165,10 @@ def _aggregate(rows: list[dict]) -> dict:
     return out
 
 
-def character(corpus_dir: Path, samples: dict) -> dict:
+def character(corpus_dir: Path, samples: dict, vqvae) -> dict:
     """Spectral flatness and chroma entropy: generated audio vs. corpus excerpts vs. white noise."""
     from jukebox_cli.engine.audio import audio_info, load_audio
-    from jukebox_cli.engine.checkpoints import load_native
 
-    vqvae = load_native(DEST / "vqvae.safetensors", kind="vqvae").eval()
     rate = vqvae.sample_rate
     rows: dict[str, list[dict]] = {"generated top level (level 2)": [], "generated final audio (level 0)": []}
     for sample in samples.values():
@@ -230,7 +227,10 @@ def main() -> None:
     files = copy_parts(args.runs, args.corpus)
     timings = json.loads((args.runs / "timings.json").read_text())
     training = {name: training_record(args.runs, name, timings) for name in ("vqvae", *RUN_OF_LEVEL.values())}
-    metrics = heldout_metrics(args.corpus)
+    from jukebox_cli.engine.checkpoints import load_native
+
+    vqvae = load_native(DEST / "vqvae.safetensors", kind="vqvae").eval()
+    metrics = heldout_metrics(args.corpus, vqvae)
     genres = genres_of_model()
     samples = generate_samples(args.runs, genres, args.seconds)
     card = {
@@ -242,7 +242,7 @@ def main() -> None:
         "metrics": metrics,
         "genres": genres,
         "samples": samples,
-        "character": character(args.corpus, samples),
+        "character": character(args.corpus, samples, vqvae),
         "corpus": corpus_table(args.corpus, metrics["held_out_songs"]),
         "torch": torch.__version__,
     }
