@@ -396,10 +396,11 @@ def load_vqvae(
     """Resolve a ``--model`` value to a VQ-VAE.
 
     Args:
-        spec: ``demo`` (the bundled model's VQ-VAE), a preset name (``tiny``: random weights from ``seed``), ``tiny-random`` (the VQ-VAE of that model),
-            a released model name or ``jukebox`` (the released VQ-VAE, from the model cache), a native
-            ``.safetensors`` file, a folder holding ``vqvae.safetensors``, an original-layout
-            ``.pth``/``.pth.tar`` file, or a hub-layout ``.bin``/``.safetensors`` file with ``vqvae.*`` keys.
+        spec: ``demo`` (the bundled model's VQ-VAE), a preset name (``tiny``: random weights from ``seed``),
+            ``tiny-random`` (the VQ-VAE of that model), a released model name or ``jukebox`` (the released
+            VQ-VAE, from the model cache), a native ``.safetensors`` file, a folder holding
+            ``vqvae.safetensors``, an original-layout ``.pth``/``.pth.tar`` file, or a hub-layout
+            ``.bin``/``.safetensors`` file with ``vqvae.*`` keys.
         device: where the model should live.
         seed: initialisation seed for presets without weights.
         cache_dir: the model cache (for released names).
@@ -415,9 +416,10 @@ def load_vqvae(
     from jukebox_cli.engine.bundle import TINY_RANDOM
     from jukebox_cli.engine.vqvae import VQVAEConfig
 
-    named = str(spec)
-    spec = bundled.resolve(spec)
     path = Path(spec)
+    if not path.exists() and str(spec) in bundled.BUNDLED_MODELS:
+        file = bundled.bundled_folder(str(spec)) / "vqvae.safetensors"
+        return LoadedVQVAE(load_native(file, kind="vqvae", device=device), str(spec), True)
     if not path.exists() and str(spec) == TINY_RANDOM:
         return LoadedVQVAE(
             build_vqvae_from_config(presets.vqvae_config("tiny"), device, 0), TINY_RANDOM, False
@@ -455,8 +457,7 @@ def load_vqvae(
     if path.suffix == ".safetensors":
         metadata = read_native_metadata(path)
         if metadata.get("format") == FORMAT_NAME:
-            name = named if named in bundled.BUNDLED_MODELS and str(spec) != named else str(path)
-            return LoadedVQVAE(load_native(path, kind="vqvae", device=device), name, True)
+            return LoadedVQVAE(load_native(path, kind="vqvae", device=device), str(path), True)
         from safetensors.torch import load_file
 
         state, layout, config = load_file(str(path)), None, presets.vqvae_config("jukebox")
