@@ -210,6 +210,27 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(corpus: Path, tmp_path: 
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_sigterm_saves_a_checkpoint_and_exits_130(corpus: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = tmp_path / "terminated"
+    command = [arg for arg in _train_script(corpus, tmp_path, run, 100_000) if arg != "--quiet"]
+    proc = subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (run / "checkpoints" / "latest.pt").exists():
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    step = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)["step"]
+    assert 5 <= step < 100_000
+    assert f"stopped (resume with --resume) at step {step}" in out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -37,7 +37,7 @@ logger = ListLogger()
 result = train(task, config, out / "run", logger=logger)
 torch.save({n: p.detach() for n, p in task.model.named_parameters()}, out / f"rank{rank}.pt")
 # The same run again, with Ctrl-C on rank 1 only in the middle of step index 12, then resumed.
-stopped = train(ToyTask(seed=rank, batch_size=8, parts=2, sigint_at=12 if rank else None), config, out / "b")
+stopped = train(ToyTask(seed=rank, batch_size=8, parts=2, signal_at=12 if rank else None), config, out / "b")
 resumed = train(ToyTask(seed=7, batch_size=8, parts=2), config, out / "b", resume=True)
 (out / f"rank{rank}.json").write_text(json.dumps({
     "world": distributed.get_world_size(), "step": result.step, "stopped": result.stopped,

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,8 @@ class ToyTask:
         noise: bool = True,
         linear: bool = False,
         interrupt_at: int | None = None,
-        sigint_at: int | None = None,
+        signal_at: int | None = None,
+        signum: int = signal.SIGINT,
         nan_steps: frozenset[int] | range = frozenset(),
         sleep: float = 0.0,
     ) -> None:
@@ -63,12 +65,13 @@ class ToyTask:
         self.w_true = torch.randn(self.in_dim, 1, generator=generator)
         self.eval_x = torch.randn(32, self.in_dim, generator=generator)
         self.noise, self.linear = noise, linear
-        self.interrupt_at, self.sigint_at, self.nan_steps, self.sleep = (
+        self.interrupt_at, self.signal_at, self.nan_steps, self.sleep = (
             interrupt_at,
-            sigint_at,
+            signal_at,
             nan_steps,
             sleep,
         )
+        self.signum = signum
         self.calls: list[tuple[int, int, int, int]] = []
 
     def train_batch(self, step: int, micro: int, rank: int, world: int) -> dict[str, Any]:
@@ -93,9 +96,9 @@ class ToyTask:
             raise KeyboardInterrupt
         if batch["step"] in self.nan_steps:
             loss = loss * float("nan")
-        if batch["step"] == self.sigint_at:
-            self.sigint_at = None
-            os.kill(os.getpid(), signal.SIGINT)
+        if batch["step"] == self.signal_at:
+            self.signal_at = None
+            os.kill(os.getpid(), self.signum)
         return loss, {"mse": float(F.mse_loss(pred.detach(), y))}
 
     def evaluate(self, model: nn.Module, step: int) -> dict[str, float]:
@@ -196,16 +199,29 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path: Path) -> Non
     assert_same_run(latest(tmp_path / "a"), latest(tmp_path / "b"))
 
 
-def test_ctrl_c_stops_after_the_step_and_resumes_exactly(tmp_path: Path, monkeypatch) -> None:
-    import signal
+@pytest.fixture
+def default_signal_handlers() -> Iterator[None]:
+    """Python's own SIGINT and SIGTERM handlers, even when pytest was started under nohup (SIGINT ignored)."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
-    # Python's own Ctrl-C handler, even when pytest was started in the background (SIGINT ignored there).
-    monkeypatch.setattr(signal, "getsignal", lambda signum: signal.default_int_handler)
+
+@pytest.mark.usefixtures("default_signal_handlers")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_stops_after_the_step_and_resumes_exactly(tmp_path: Path, signum: int) -> None:
     reference = train(ToyTask(), config(steps=5), tmp_path / "a")
-    task = ToyTask(sigint_at=2)  # SIGINT arrives in the middle of step index 2
+    task = ToyTask(signal_at=2, signum=signum)  # the signal arrives in the middle of step index 2
     stopped = train(task, config(steps=5), tmp_path / "b")
     assert (stopped.stopped, stopped.step) == ("interrupted", 3)
+    assert ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path / "b"))["step"] == 3
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     disturb_rngs()
     resumed = train(ToyTask(), config(steps=5), tmp_path / "b", resume=True)
     assert resumed.step == reference.step == 5
@@ -218,7 +234,7 @@ import torch
 torch.set_num_threads(int(sys.argv[2]))
 from tests.unit.test_train_loop import ToyTask, kill_config
 from jukebox_cli.engine.train.loop import train
-train(ToyTask(sleep=0.1), kill_config(), sys.argv[1], handle_sigint=False)
+train(ToyTask(sleep=0.1), kill_config(), sys.argv[1], handle_signals=False)
 """
 
 

@@ -167,7 +167,8 @@ class TrainResult:
         last_metrics: the last scalars logged (``loss``, ``lr``, ``grad_norm``, task metrics, ...).
         eval_metrics: the last ``task.evaluate`` result, without the ``eval_`` prefix.
         run_dir: the run folder.
-        stopped: ``"done"`` or ``"interrupted"`` (Ctrl-C: a checkpoint was saved when the state allowed it).
+        stopped: ``"done"`` or ``"interrupted"`` (Ctrl-C or SIGTERM: a checkpoint was saved when the state
+            allowed it).
     """
 
     step: int
@@ -492,7 +493,7 @@ def train(
     logger: Logger | None = None,
     device: str | torch.device = "cpu",
     progress: ProgressCallback = noop,
-    handle_sigint: bool = True,
+    handle_signals: bool = True,
 ) -> TrainResult:
     """Train ``task.model`` for ``config.steps`` steps, checkpointing into ``run_dir``.
 
@@ -509,9 +510,9 @@ def train(
         device: ``"cpu"``, ``"cuda"``, ``"auto"``, ... (each rank takes ``cuda:LOCAL_RANK`` under torchrun).
         progress: receives ``StageStarted("train", steps, "step")``, ``Advanced``, ``TrainMetrics`` and
             ``StageFinished`` (rank 0).
-        handle_sigint: while training, the first Ctrl-C stops cleanly after the current step (checkpoint
-            saved); a second one interrupts at once. Only installed in the main thread, over Python's
-            default handler.
+        handle_signals: while training, the first Ctrl-C or SIGTERM stops cleanly after the current step
+            (checkpoint saved); a second one acts at once. Only installed in the main thread, and only over
+            Python's default handlers.
 
     Returns:
         The final step, skip count, last metrics and how training stopped.
@@ -552,7 +553,7 @@ def train(
     if trainer.step:
         trainer.progress(Advanced("train", trainer.step))
     try:
-        with _sigint_stops(trainer, enabled=handle_sigint):
+        with _signals_stop(trainer, enabled=handle_signals):
             stopped = trainer.run()
     finally:
         trainer.release_ddp()
@@ -563,19 +564,27 @@ def train(
 
 
 @contextmanager
-def _sigint_stops(trainer: _Trainer, *, enabled: bool) -> Iterator[None]:
-    """First Ctrl-C: ask the loop to stop after the current step; the second raises KeyboardInterrupt."""
-    usable = threading.current_thread() is threading.main_thread()
-    if not enabled or not usable or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+def _signals_stop(trainer: _Trainer, *, enabled: bool) -> Iterator[None]:
+    """The first Ctrl-C or SIGTERM asks the loop to stop after the current step; a second one acts at once.
+
+    SIGTERM is what ``kill``, systemd and batch schedulers send before they kill a job, so it gets the same
+    clean stop as Ctrl-C. A signal whose handler someone else installed (or that is ignored) is left alone.
+    """
+    if not enabled or threading.current_thread() is not threading.main_thread():
         yield
         return
+    # The handler each signal gets back after its first delivery, so that a second one stops at once.
+    immediate = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    ours = [signum for signum, default in immediate.items() if signal.getsignal(signum) is default]
 
     def request_stop(signum: int, frame: Any) -> None:
         trainer.stop_requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signum, immediate[signum])
 
-    signal.signal(signal.SIGINT, request_stop)
+    for signum in ours:
+        signal.signal(signum, request_stop)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum in ours:
+            signal.signal(signum, immediate[signum])
