@@ -27,6 +27,13 @@ ModelName = Annotated[
 Artist = Annotated[str, typer.Option(help="Artist to condition on (see `jukebox labels --artists`).")]
 Genre = Annotated[str, typer.Option(help="Genre to condition on (see `jukebox labels --genres`).")]
 Lyrics = Annotated[str | None, typer.Option(help="Lyrics text (lyrics models only).")]
+Alignment = Annotated[
+    bool,
+    typer.Option(
+        "--alignment/--no-alignment",
+        help="Lyrics models: write which lyrics each moment attends to (level_2/item_N.alignment.json, .png).",
+    ),
+]
 LyricsFile = Annotated[Path | None, typer.Option(help="Read the lyrics from this UTF-8 file.")]
 Duration = Annotated[float, typer.Option(min=0.0, help="Seconds of audio to generate.")]
 TotalDuration = Annotated[
@@ -143,7 +150,7 @@ def _size(n: int) -> str:
 
 
 def _execute(bundle, request, output: Path, *, device: str, force: bool, dry_run: bool, quiet: bool,
-             json_output: bool, initial_codes=None, seed_levels=None) -> None:  # fmt: skip
+             json_output: bool, initial_codes=None, seed_levels=None, alignment: bool = False) -> None:  # fmt: skip
     """Shared tail of the three commands: plan, create or resume the run, sample, report."""
     from jukebox_cli.engine.devices import resolve_device
     from jukebox_cli.engine.generate import (
@@ -185,10 +192,10 @@ def _execute(bundle, request, output: Path, *, device: str, force: bool, dry_run
         if run.load_codes(level)[0] is None:
             run.save_codes(level, codes, windows_done=0)
     with RichProgress(enabled=not quiet) as progress:
-        codes = run_cascade(
-            bundle, run, request, device=torch_device, initial_codes=initial_codes, progress=progress
-        )
+        codes = run_cascade(bundle, run, request, device=torch_device, initial_codes=initial_codes,
+                            progress=progress, alignment=alignment)  # fmt: skip
     files = sorted(str(p) for level in request.levels for p in run.level_dir(level).glob("item_*.wav"))
+    alignments = sorted(str(p) for p in run.level_dir(bundle.top_level).glob("item_*.alignment.json"))
     summary = {
         "run": str(output),
         "model": bundle.name,
@@ -197,6 +204,7 @@ def _execute(bundle, request, output: Path, *, device: str, force: bool, dry_run
         "seconds": request.sample_length / bundle.sample_rate,
         "codes": {str(level): list(c.shape) for level, c in codes.items()},
         "files": files,
+        "alignments": alignments,
     }
     if json_output:
         typer.echo(json.dumps(summary, indent=2))
@@ -206,6 +214,9 @@ def _execute(bundle, request, output: Path, *, device: str, force: bool, dry_run
             out.print(
                 f"level {level}: {len(codes[level])} sample(s) in {run.level_dir(level)}/", highlight=False
             )
+        if alignments:
+            out.print(f"lyric alignment: {len(alignments)} sample(s), item_N.alignment.png/.json in "
+                      f"{run.level_dir(bundle.top_level)}/", highlight=False)  # fmt: skip
         if not bundle.pretrained:
             console.print(
                 f"[yellow]note:[/] {bundle.name} has untrained random weights: expect noise, not music."
@@ -263,6 +274,7 @@ def generate(
     max_batch_size: MaxBatch = "16",
     chunk_size: ChunkSize = 32,
     allow_unknown: AllowUnknown = False,
+    alignment: Alignment = True,
     output: Output = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue an interrupted run folder with its own settings.")
@@ -295,7 +307,7 @@ def generate(
         bundle = _load(request.model, cache_dir, quiet)
         # Prompt codes were saved into the run when it started, so the run folder alone is enough.
         _execute(bundle, request, resume, device=device, force=False, dry_run=dry_run, quiet=quiet,
-                 json_output=json_output)  # fmt: skip
+                 json_output=json_output, alignment=alignment)  # fmt: skip
         return
     text = _read_lyrics(lyrics, lyrics_file)
     if prime is not None:
@@ -324,7 +336,7 @@ def generate(
     initial = encode_prompt(bundle, prime, prompt_seconds, samples, level_list) if prime is not None else None
     run_dir = output or Path("runs") / f"{_slug(Path(model).name)}-{_slug(genre)}-seed{seed}"
     _execute(bundle, request, run_dir, device=device, force=force, dry_run=dry_run, quiet=quiet,
-             json_output=json_output, initial_codes=initial)  # fmt: skip
+             json_output=json_output, initial_codes=initial, alignment=alignment)  # fmt: skip
 
 
 def continue_(
@@ -356,6 +368,7 @@ def continue_(
     max_batch_size: MaxBatch = "16",
     chunk_size: ChunkSize = 32,
     allow_unknown: AllowUnknown = False,
+    alignment: Alignment = True,
     output: Output = None,
     dry_run: DryRun = False,
     force: Force = False,
@@ -435,7 +448,7 @@ def continue_(
         request = dataclasses.replace(request, samples=metas)
     run_dir = output or Path("runs") / f"{_slug(source.stem)}-continued-seed{seed}"
     _execute(bundle, request, run_dir, device=device, force=force, dry_run=dry_run, quiet=quiet,
-             json_output=json_output, initial_codes=initial)  # fmt: skip
+             json_output=json_output, initial_codes=initial, alignment=alignment)  # fmt: skip
 
 
 def upsample(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -228,6 +229,7 @@ def run_cascade(
     device: torch.device,
     initial_codes: dict[int, torch.Tensor] | None = None,
     progress: ProgressCallback = noop,
+    alignment: bool = True,
 ) -> dict[int, torch.Tensor]:
     """Sample every requested level into ``run`` (resuming whatever it already holds).
 
@@ -238,6 +240,8 @@ def run_cascade(
         device: where to sample.
         initial_codes: level -> [N, K] codes to continue from (a prompt, or the top level for upsampling).
         progress: ``"levels"`` stage, per-level window and token stages, ``LevelDone(level, codes)``.
+        alignment: for a lyrics top prior, write each sample's lyric alignment beside its top-level audio
+            (``item_N.alignment.json`` and ``.png``, see :func:`write_alignments`).
 
     Returns:
         level -> [N, T_level] codes of every level this run holds.
@@ -288,6 +292,8 @@ def run_cascade(
                     first_window=windows_done, on_window=saver,
                     progress=progress,
                 )  # fmt: skip
+                if alignment and _missing_alignments(run, bundle, level, request):  # while the prior is here
+                    write_alignments(run, bundle, level, current, request, prior=prior, progress=progress)
             except torch.OutOfMemoryError as err:
                 raise DeviceError(
                     f"Out of memory while sampling level {level}; lower --samples or --max-batch-size."
@@ -301,11 +307,103 @@ def run_cascade(
         written = all(run.audio_path(level, i).exists() for i in range(n_samples))
         if not (finished and written):  # a resumed run keeps the audio of levels it had finished
             write_level_audio(run, bundle, level, current, progress=progress)
+        if alignment and _missing_alignments(
+            run, bundle, level, request
+        ):  # stopped before, or asked for later
+            write_alignments(run, bundle, level, current, request, device=device, progress=progress)
         run.update(levels_done=sorted({*run.state.get("levels_done", []), level}, reverse=True))
         progress(LevelDone(level, current))
         progress(Advanced("levels"))
     progress(StageFinished("levels"))
     return codes
+
+
+# -- lyric alignment -----------------------------------------------------------------------------------------
+
+
+def _aligned_samples(bundle: Bundle, level: int, request: CascadeRequest) -> list[int]:
+    """The samples that get a lyric alignment at this level: those with lyrics, under a lyrics top prior."""
+    c = bundle.prior_configs[level]
+    if c.is_upsampler or not c.has_lyrics:
+        return []
+    labeller = bundle.labellers[level]
+    return [i for i, meta in enumerate(request.samples) if labeller.tokenize(meta.lyrics).ids]
+
+
+def _missing_alignments(run: Run, bundle: Bundle, level: int, request: CascadeRequest) -> bool:
+    return any(
+        not run.alignment_path(level, i, "json").exists() for i in _aligned_samples(bundle, level, request)
+    )
+
+
+def write_alignments(
+    run: Run,
+    bundle: Bundle,
+    level: int,
+    codes: torch.Tensor,
+    request: CascadeRequest,
+    *,
+    prior=None,
+    device: torch.device | str = "cpu",
+    progress: ProgressCallback = noop,
+) -> list[Path]:
+    """Write ``item_N.alignment.json`` and ``item_N.alignment.png`` for each sample with lyrics (spec 6.8).
+
+    Args:
+        run: the run folder.
+        bundle: the model; its ``level`` prior must be a lyrics top prior.
+        level: the top level.
+        codes: [N, T] the level's sampled codes.
+        request: the run's settings (labels, song length and window hop are those of sampling).
+        prior: the level's prior if already loaded; otherwise it is loaded on ``device`` and released.
+        device: where to load the prior.
+        progress: a ``"lyric alignment"`` stage, one step per window.
+
+    Returns:
+        The files written.
+    """
+    from jukebox_cli.engine.alignment import alignment_starts, song_alignment, write_alignment
+    from jukebox_cli.engine.plots import plot_alignment, save_figure
+
+    samples = _aligned_samples(bundle, level, request)
+    if not samples:
+        return []
+    loaded = prior is None
+    if loaded:
+        prior = bundle.load_prior(level, device)
+    try:
+        c = prior.config
+        target = next(prior.parameters()).device
+        labeller = bundle.labellers[level]
+        chosen = [request.samples[i] for i in samples]
+        encoded, _ = encode_metadata(labeller, chosen, allow_unknown=request.allow_unknown)
+        labels_for = _labels_for(labeller, encoded, prior, request.total_length, target)
+
+        def window_labels(start: int) -> tuple[torch.Tensor, list[list[int]]]:
+            offset = start * c.hop_length
+            indices = [labeller.lyric_window(e.tokens, request.total_length, offset, c.window_samples)[1]
+                       for e in encoded]  # fmt: skip
+            return labels_for(Window(start, start + c.n_ctx, 0, c.n_ctx)), indices
+
+        hop = window_advance(request.hop_fraction[level], c.n_ctx)
+        stage = "lyric alignment"
+        progress(StageStarted(stage, len(alignment_starts(codes.shape[1], c.n_ctx, hop)), "window"))
+        matrices = song_alignment(prior, codes[samples], window_labels, [len(e.tokens) for e in encoded], hop,
+                                  on_window=lambda: progress(Advanced(stage)))  # fmt: skip
+        progress(StageFinished(stage))
+    finally:
+        if loaded:
+            bundle.release_prior(prior)
+    seconds_per_code = c.hop_length / bundle.sample_rate
+    written = []
+    for index, meta, matrix in zip(samples, chosen, matrices, strict=True):
+        lyrics = labeller.tokenize(meta.lyrics).cleaned
+        fig = plot_alignment(matrix, lyrics, seconds_per_code, title=f"lyric alignment, sample {index}")
+        written.append(save_figure(fig, run.alignment_path(level, index, "png"), overwrite=True))
+        # The JSON last: its presence marks the sample done for a resumed run.
+        write_alignment(run.alignment_path(level, index, "json"), matrix, lyrics, seconds_per_code)
+        written.append(run.alignment_path(level, index, "json"))
+    return written
 
 
 def encode_prompt(

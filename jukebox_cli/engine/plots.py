@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -276,6 +277,36 @@ def plot_reconstruction(
     fig.colorbar(spec_image, ax=list(axes[:, 1]), format="%+.0f dB", label="dB re input peak")
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def plot_alignment(
+    matrix: np.ndarray, lyrics: str, seconds_per_code: float, *, title: str | None = None
+) -> Figure:
+    """The lyric alignment: music time across, lyric characters down (the first at the top).
+
+    Characters after the last one that any moment attends to are trimmed, as the original's HTML does, so a
+    short excerpt of long lyrics is not a thin stripe. ``matrix`` is [codes, characters] (alignment.py).
+    """
+    if matrix.ndim != 2 or matrix.shape[1] != len(lyrics):
+        raise ConfigError(
+            f"An alignment of shape {matrix.shape} does not fit {len(lyrics)} lyric characters."
+        )
+    used = np.flatnonzero(matrix.max(axis=0, initial=0.0) > 0) if matrix.size else np.array([], dtype=int)
+    shown = int(used[-1]) + 1 if used.size else len(lyrics)
+    fig = _new_figure(10.0, 4.0)
+    ax = fig.add_subplot()
+    seconds = matrix.shape[0] * seconds_per_code
+    image = ax.imshow(matrix[:, :shown].T, aspect="auto", origin="upper", interpolation="nearest",
+                      extent=(0.0, seconds, shown - 0.5, -0.5), cmap="magma")  # fmt: skip
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("lyric character")
+    words = [(m.start(), m.group()) for m in re.finditer(r"\S+", lyrics[:shown])]
+    if 0 < len(words) <= 40:  # beyond that the labels overlap into a smear
+        ax.set_yticks([start for start, _ in words], [word for _, word in words], fontsize=7)
+    if title:
+        ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="attention")
     return fig
 
 

@@ -5,6 +5,7 @@ Layout of a run directory::
     run.json                    # {format, version, tool_version, created, settings, state}, human-readable
     level_2/codes.safetensors   # [N, T] int64 codes of the level so far, metadata windows_done / finished
     level_2/item_0.wav ...      # audio of each sample, written once the level is finished
+    level_2/item_0.alignment.json / .png   # lyric models: which lyrics each moment attends to
     level_1/...  level_0/...
 
 Every file is written atomically (``files.atomic_write``), so a crash or Ctrl-C leaves the previous version
@@ -255,6 +256,10 @@ class Run:
         if sample < 0:
             raise ConfigError(f"A sample index is non-negative, got {sample}.")
         return self.level_dir(level) / f"item_{sample}.{ext.lstrip('.')}"
+
+    def alignment_path(self, level: int, sample: int, ext: str) -> Path:
+        """Where a sample's lyric alignment goes: ``level_{level}/item_{sample}.alignment.{ext}``."""
+        return self.level_dir(level) / f"item_{sample}.alignment.{ext.lstrip('.')}"
 
     def save_codes(
         self, level: int, codes: torch.Tensor, *, windows_done: int, finished: bool = False

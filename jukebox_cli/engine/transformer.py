@@ -149,11 +149,17 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
 
 
 def _attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask: torch.Tensor | None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    heads: int,
+    mask: torch.Tensor | None,
+    keep: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """softmax(q k^T / sqrt(head_dim)) v per head; scores masked and normalised in float32 (spec 4.5).
 
     q [N, Lq, n_state], k/v [N, Lk, n_state], mask [Lq, Lk] or [N, Lq, Lk] (1 = may attend) or None.
+    ``keep`` receives the probabilities [N, heads, Lq, Lk] (lyric alignment reads them).
     """
     q, k, v = _split_heads(q, heads), _split_heads(k, heads), _split_heads(v, heads)
     scores = torch.matmul(q, k.transpose(-1, -2)).float() / math.sqrt(q.shape[-1])  # (N, heads, Lq, Lk)
@@ -162,6 +168,8 @@ def _attend(
         mask = mask.unsqueeze(-3) if mask.dim() == 3 else mask  # (N, 1, Lq, Lk) or (Lq, Lk)
         scores = scores * mask + _MASKED * (1 - mask)
     probs = torch.softmax(scores, dim=-1).to(v.dtype)
+    if keep is not None:
+        keep.append(probs)
     return _merge_heads(torch.matmul(probs, v))
 
 
@@ -201,6 +209,8 @@ class Attention(nn.Module):
         else:
             self.c_attn = Conv1D(width, 3 * n_state, init_scale=init_scale)
         self.c_proj = Conv1D(n_state, width, init_scale=init_scale, zero_out=zero_out)
+        # A list while someone records this layer's lyric attention (full passes of PRIME and CROSS only).
+        self.recorded: list[torch.Tensor] | None = None
 
     # - full sequence ---------------------------------------------------------------------------------
 
@@ -212,9 +222,7 @@ class Attention(nn.Module):
         if f == PRIME:
             keys = min(self.prime_keys, length)
             prime_mask = torch.ones(length, keys, device=q.device).tril(0)  # query i sees keys j <= i, j < P
-            return _attend(q, k[:, :keys], v[:, :keys], self.heads, prime_mask)
-        if f == CROSS:
-            return _attend(q, k, v, self.heads, None)
+            return _attend(q, k[:, :keys], v[:, :keys], self.heads, prime_mask, self.recorded)
         if length % bc:
             raise ConfigError(f"Full-sequence attention needs a multiple of {bc} positions, got {length}.")
         n_blocks = length // bc
@@ -321,7 +329,7 @@ class Attention(nn.Module):
                 k, v = self.c_enc_kv(encoder_kv.to(x.dtype)).chunk(2, dim=-1)
                 if cache is not None:
                     cache.encoder_kv[layer_index] = (k, v)
-            return self.c_proj(_attend(q, k, v, self.heads, None))
+            return self.c_proj(_attend(q, k, v, self.heads, None, self.recorded if cache is None else None))
         q, k, v = self.c_attn(x).chunk(3, dim=-1)
         if cache is None:
             out = self._full(q, k, v)
@@ -382,6 +390,10 @@ class Transformer(nn.Module):
     @property
     def attn_funcs(self) -> list[int]:
         return [block.attn.attn_func for block in self._attn_mods]
+
+    def attention(self, layer: int) -> Attention:
+        """The attention module of one layer."""
+        return self._attn_mods[layer].attn
 
     def new_cache(self, batch: int, *, dtype: torch.dtype, device: torch.device | str) -> KVCache:
         """A cache sized for one window of ``batch`` sequences."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -232,3 +233,35 @@ def test_resume_keeps_the_prompt_of_continue_and_upsample(run_cli, tmp_path: Pat
     assert torch.equal(_codes(tmp_path / "up", 2), _codes(takes, 2))
     assert _codes(tmp_path / "up", 0).shape == (2, _expected_samples(1.0) // 8)
     assert (tmp_path / "up" / "level_2" / "item_1.wav").exists()
+
+
+def test_lyrics_models_write_a_lyric_alignment(run_cli, tmp_path: Path) -> None:
+    lyrics = "la la land, sing along"
+    args = (*COMMON, "--genre", "rock", "--duration", "1", "--levels", "2", "--lyrics", lyrics, "--json")
+    run = tmp_path / "run"
+    result = run_cli("generate", *args, "--samples", "2", "-o", run)
+    assert result.exit_code == 0, result.stderr
+    files = [run / "level_2" / f"item_{i}.alignment.json" for i in range(2)]
+    assert json.loads(result.stdout)["alignments"] == [str(f) for f in files]
+    record = json.loads(files[0].read_text())
+    assert record["lyrics"] == lyrics
+    assert [w["text"] for w in record["words"]] == lyrics.split()
+    matrix = np.array(record["matrix"])
+    rows = _expected_samples(1.0) / SR / record["seconds_per_row"]
+    assert matrix.shape == (int(rows), len(lyrics)) and 0 < matrix.max() <= 1
+    for i in range(2):
+        assert (run / "level_2" / f"item_{i}.alignment.png").read_bytes()[:4] == b"\x89PNG"
+    # Lost (or asked for later): the same command writes it again from the saved codes, identically.
+    before, codes = files[1].read_text(), (run / "level_2" / "codes.safetensors").stat().st_mtime_ns
+    files[1].unlink()
+    assert run_cli("generate", *args, "--samples", "2", "-o", run).exit_code == 0
+    assert files[1].read_text() == before
+    assert (run / "level_2" / "codes.safetensors").stat().st_mtime_ns == codes
+
+    plain = tmp_path / "plain"
+    result = run_cli("generate", *args, "--no-alignment", "-o", plain)
+    assert result.exit_code == 0 and json.loads(result.stdout)["alignments"] == []
+    assert not list(plain.rglob("*.alignment.*"))
+    no_lyrics = tmp_path / "no-lyrics"
+    assert run_cli("generate", *COMMON, "--duration", "1", "--levels", "2", "-o", no_lyrics).exit_code == 0
+    assert not list(no_lyrics.rglob("*.alignment.*"))

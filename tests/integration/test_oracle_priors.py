@@ -239,3 +239,38 @@ def test_cache_path_matches_full_forward(pair) -> None:
     diff = _max_diff(cached, full)
     print(f"{preset}: cache vs full forward max |diff| = {diff:.3g}")
     assert diff <= LOGIT_TOLERANCE
+
+
+# -- (d) lyric alignment (spec 6.8) ----------------------------------------------------------------------
+
+# A lyric-attention layer of each reduced lyrics layout (the released alignment layers are deeper) and a
+# head other than 0, so that a wrong layer, head or sub-block shows.
+ALIGNMENT = {"5b_lyrics": (28, 1), "1b_lyrics": (31, 1)}
+
+
+@pytest.mark.parametrize("preset", list(ALIGNMENT))
+def test_window_alignment_matches_reference_attention(preset, monkeypatch) -> None:
+    import dataclasses
+
+    from jukebox_cli.engine.alignment import window_alignment
+
+    ours, reference = build_pair(preset, LAYOUTS[preset], seed=3)
+    codes, labels, _ = make_inputs(ours.config, batch=2, seed=4)
+    layer, head = ALIGNMENT[preset]
+    monkeypatch.setattr(
+        ours, "config", dataclasses.replace(ours.config, alignment_layer=layer, alignment_head=head)
+    )
+    got = window_alignment(ours, codes, labels)
+    c = ours.config
+    assert got.shape == (2, c.n_ctx, c.n_tokens)
+    expected = []
+    for i in range(2):  # the reference's lyric path takes one row at a time (see reference_logits)
+        with torch.no_grad():
+            weights = reference.z_forward(z=codes[i : i + 1], y=labels[i : i + 1], get_attn_weights={layer})
+        expected.append(weights[0][:, head].float())
+    expected = torch.cat(expected)
+    diff = _max_diff(got, expected)
+    print(f"{preset}: alignment layer {layer} head {head}: max |diff| = {diff:.3g}")
+    assert diff <= 1e-5
+    # Not a trivially uniform matrix: the rows differ from each other and from 1 / n_tokens.
+    assert (got - 1.0 / c.n_tokens).abs().max() > 0.05
