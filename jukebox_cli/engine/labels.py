@@ -437,7 +437,7 @@ class Labeller:
         kind = "artists" if what == "artist" else "genres"
         suggestion = f"close matches: {', '.join(repr(c) for c in close)}" if close else "no close match"
         if len(table) <= _N_LISTED:  # a model trained on a small corpus: every name fits on the line
-            suggestion = f"it knows {', '.join(sorted(table))}"
+            return f"unknown {what} {shown} in the {self.version} label set; it knows {', '.join(sorted(table))}."
         where = "--search TEXT" if self.version != "custom" else "--model MODEL"
         return (
             f"unknown {what} {shown} in the {self.version} label set; {suggestion}. "

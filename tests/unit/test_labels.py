@@ -257,6 +257,15 @@ def test_unknown_genre(v2: Labeller, v3: Labeller) -> None:
         v3.genre_ids("Contry")
 
 
+def test_a_small_table_is_listed_whole() -> None:
+    tiny = Labeller("tiny", 1, 0)
+    with pytest.raises(LabelError) as info:
+        tiny.genre_ids("polka")
+    message = str(info.value)
+    assert message.endswith("it knows classical, country, electronic, jazz, rock, unknown.")
+    assert "jukebox labels" not in message  # nothing more to list
+
+
 def test_allow_unknown_gives_id_zero(v2: Labeller, v3: Labeller) -> None:
     assert v3.artist_id("Nobody Has This Name", allow_unknown=True) == 0
     assert v2.artist_id("Nobody Has This Name", allow_unknown=True) == 0
