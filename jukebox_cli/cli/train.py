@@ -89,6 +89,8 @@ def _run(kind: str, build, *, output: Path | None, data: Path, steps: int, batch
                               f"data: {json.dumps(corpus)}", highlight=False)  # fmt: skip
                 for path, reason in task.corpus.skipped[:10]:
                     console.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False)
+                for note in task.notes(world=info.world):
+                    console.print(f"[yellow]note:[/] {note}", highlight=False)
             log = make_logger(logger.value, run_dir, config={"train": config.to_dict(), "task": task.config()},
                               name=run_dir.name, rank=info.rank)  # fmt: skip
             if show and getattr(log, "notice", None):
@@ -146,6 +148,14 @@ def vqvae(
     chunk_seconds: Annotated[
         float | None, typer.Option(min=0.1, help="Training chunk length (default: 64 top-level codes).")
     ] = None,
+    revival_threshold: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Codebook entries used fewer times per step (EMA) restart; lower it for small batches "
+            "(default: the preset's, 1.0).",
+        ),
+    ] = None,
     device: Device = "auto",
     cache_dir: CacheDir = None,
     quiet: Quiet = False,
@@ -166,7 +176,7 @@ def vqvae(
     def build(progress):
         return vqvae_task(data, preset=preset, source=from_, batch_size=batch_size, seed=seed, metadata=metadata,
                           held_out=held_out, cache_dir=cache_dir, chunk_seconds=chunk_seconds,
-                          progress=progress)  # fmt: skip
+                          revival_threshold=revival_threshold, progress=progress)  # fmt: skip
 
     _run("vqvae", build, output=output, data=data, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
          grad_accum=grad_accum, precision=precision, seed=seed, save_every=save_every, eval_every=eval_every,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -142,6 +142,14 @@ class VQVAE(nn.Module):
         self.bottleneck = Bottleneck(
             config.levels, config.codebook_size, config.emb_width, config.ema_decay, config.revival_threshold
         )
+
+    def set_revival_threshold(self, threshold: float) -> None:
+        """Change the dead-code threshold of every codebook (fine-tuning or small-batch training)."""
+        if not threshold >= 0:
+            raise ConfigError(f"The revival threshold must be at least 0, got {threshold}.")
+        self.config = replace(self.config, revival_threshold=threshold)
+        for level in range(self.levels):
+            self.bottleneck[level].threshold = threshold
 
     # -- geometry ------------------------------------------------------------------------------------
 

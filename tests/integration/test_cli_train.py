@@ -210,6 +210,23 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(corpus: Path, tmp_path: 
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_small_batches_get_a_codebook_note_and_a_threshold_option(
+    run_cli, corpus: Path, tmp_path: Path
+) -> None:
+    args = ("train", "vqvae", corpus, "--preset", "tiny", "--steps", "2", "--batch-size", "1", "--chunk-seconds",
+            "0.2", "--eval-every", "1000", "--logger", "none", "--device", "cpu")  # fmt: skip
+    result = run_cli(*args, "-o", tmp_path / "a")
+    assert result.exit_code == 0, result.stderr
+    assert "note: level 2:" in result.stderr and "--revival-threshold" in result.stderr
+    result = run_cli(*args, "--revival-threshold", "0.01", "-o", tmp_path / "b")
+    assert result.exit_code == 0 and "note:" not in result.stderr
+    record = json.loads((tmp_path / "b" / "train.json").read_text())
+    assert record["task"]["model"]["revival_threshold"] == 0.01
+    # A resume with another threshold is a changed setting.
+    result = run_cli(*args, "--resume", "-o", tmp_path / "b")
+    assert result.exit_code == 8 and "revival_threshold" in result.stderr
+
+
 def test_sigterm_saves_a_checkpoint_and_exits_130(corpus: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     run = tmp_path / "terminated"

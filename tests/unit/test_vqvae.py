@@ -124,3 +124,20 @@ def test_build_is_seeded() -> None:
         torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
     )
     assert not torch.equal(a.state_dict()["decoders.0.out.weight"], c.state_dict()["decoders.0.out.weight"])
+
+
+def test_codebook_notes_flag_levels_whose_entries_cannot_stay_alive() -> None:
+    from jukebox_cli.engine.train.vqvae import codebook_notes
+
+    model = build_vqvae("small", seed=0)  # 512 entries, hops 8 / 32 / 128
+    notes = codebook_notes(model, batch_size=4, sample_length=64 * 128)
+    # Level 2 gets 4 x 64 = 256 codes per step for 512 entries; levels 1 and 0 get 1024 and 4096.
+    assert len(notes) == 1 and notes[0].startswith("level 2: 256 codes per step for 512 codebook entries")
+    assert "--revival-threshold 0.1" in notes[0]
+    assert codebook_notes(model, batch_size=8, sample_length=64 * 128) == []
+    model.set_revival_threshold(0.1)
+    assert codebook_notes(model, batch_size=4, sample_length=64 * 128) == []
+    assert model.config.revival_threshold == 0.1
+    assert all(model.bottleneck[level].threshold == 0.1 for level in range(3))
+    with pytest.raises(ConfigError):
+        model.set_revival_threshold(-1.0)

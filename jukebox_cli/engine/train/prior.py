@@ -105,6 +105,10 @@ class PriorTask:
     eval_size: int = 8
     source: str | None = None
 
+    def notes(self, world: int = 1) -> list[str]:
+        """Advice about these settings, shown before training starts (none for priors yet)."""
+        return []
+
     def __post_init__(self) -> None:
         c = self.model.config
         if self.corpus.sample_length != c.window_samples:

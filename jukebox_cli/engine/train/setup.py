@@ -32,9 +32,12 @@ def vqvae_task(
     held_out: float = 0.1,
     cache_dir: str | Path | None = None,
     chunk_seconds: float | None = None,
+    revival_threshold: float | None = None,
     progress: ProgressCallback = noop,
 ) -> VQVAETask:
     """A VQ-VAE to train on the audio under ``data``: a fresh ``preset`` or the weights of ``source``.
+
+    ``revival_threshold`` replaces the model's dead-code threshold (see ``train.vqvae.codebook_notes``).
 
     Raises:
         ConfigError: unknown preset; CheckpointError: ``source`` cannot be loaded; TrainingError: no usable audio.
@@ -49,6 +52,8 @@ def vqvae_task(
             raise ConfigError(f"Unknown VQ-VAE preset {preset!r}; choose {', '.join(VQVAE_TRAIN_PRESETS)}.")
         # Its codebooks are marked uninitialised: the first batch seeds them from data (spec 3.7).
         model = build_vqvae_from_config(presets.vqvae_config(preset), "cpu", seed)
+    if revival_threshold is not None:
+        model.set_revival_threshold(revival_threshold)
     top = model.hop_lengths[-1]
     length = VQVAE_CHUNK_TOP_CODES * top
     if chunk_seconds is not None:  # whole top-level codes, at least one

@@ -58,6 +58,10 @@ class VQVAETask:
             "from": self.source,
         }
 
+    def notes(self, world: int = 1) -> list[str]:
+        """Advice about these settings, shown before training starts (see :func:`codebook_notes`)."""
+        return codebook_notes(self.model, self.batch_size * world, self.corpus.sample_length)
+
     def train_batch(self, step: int, micro: int, rank: int, world: int) -> torch.Tensor:
         chunks = self.corpus.sample_batch(
             "train", self.batch_size, seed=self.seed * 1000 + micro, step=step, rank=rank
@@ -104,6 +108,31 @@ class VQVAETask:
         from jukebox_cli.engine.checkpoints import save_native
 
         save_native(model, Path(folder) / "vqvae.safetensors")
+
+
+def codebook_notes(model: VQVAE, batch_size: int, sample_length: int) -> list[str]:
+    """Levels whose codebook entries cannot stay alive: too few codes per update for the revival threshold.
+
+    An entry counts as dead, and restarts at a random encoder output, when its EMA count of uses per update
+    falls below ``revival_threshold``. With ``batch_size`` chunks of ``sample_length`` samples (over all
+    processes: counts are summed across ranks), a level with hop h yields ``batch_size * sample_length / h``
+    codes per update; spread over its entries, fewer than the threshold each means most entries restart every
+    step, whatever they learned (the released recipe's batches were far larger).
+    """
+    c = model.config
+    notes = []
+    for level, hop in enumerate(model.hop_lengths):
+        codes = batch_size * (sample_length // hop)
+        per_entry = codes / c.codebook_size
+        if per_entry < c.revival_threshold:
+            suggestion = float(f"{per_entry / 4:.1g}")
+            notes.append(
+                f"level {level}: {codes} codes per step for {c.codebook_size} codebook entries ({per_entry:.2g} "
+                f"uses each on average) is below the revival threshold {c.revival_threshold:g}, so most entries "
+                f"restart at random encoder outputs every step. A larger --batch-size or --chunk-seconds, or "
+                f"--revival-threshold {suggestion:g}, lets them settle."
+            )
+    return notes
 
 
 def _scalar(value: torch.Tensor | float) -> float:
