@@ -28,7 +28,7 @@ from jukebox_cli.engine.windows import window_starts
 WindowLabels = Callable[[int], tuple[torch.Tensor, list[list[int]]]]
 
 
-def alignment_head(config: PriorConfig) -> tuple[int, int]:
+def alignment_layer_head(config: PriorConfig) -> tuple[int, int]:
     """(layer, head) whose lyric attention is read: the config's, else head 0 of the last lyric layer.
 
     Raises:
@@ -58,7 +58,7 @@ def window_alignment(prior: Prior, codes: torch.Tensor, labels: torch.Tensor) ->
         labels: [N, label_length] the window's label vectors (its lyric tokens included).
     """
     c = prior.config
-    layer, head = alignment_head(c)
+    layer, head = alignment_layer_head(c)
     attention = prior.prior.transformer.attention(layer)
     attention.recorded = []
     try:
@@ -139,7 +139,7 @@ def word_timings(matrix: np.ndarray, lyrics: str, seconds_per_code: float) -> li
         words.append((text, begin, position))
     if not words or matrix.shape[0] == 0:
         return [WordTiming(text, None, None) for text, _, _ in words]
-    attended = owner[matrix.argmax(axis=1)] if matrix.shape[1] else np.full(matrix.shape[0], -1)
+    attended = owner[matrix.argmax(axis=1)]  # the word of each moment's most-attended character, or -1
     timings = []
     for w, (text, _, _) in enumerate(words):
         rows = np.flatnonzero(attended == w)

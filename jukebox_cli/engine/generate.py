@@ -17,6 +17,7 @@ from jukebox_cli.engine import audio as audio_io
 from jukebox_cli.engine.bundle import Bundle
 from jukebox_cli.engine.errors import ConfigError, DeviceError, InvalidAudio
 from jukebox_cli.engine.labels import Labeller
+from jukebox_cli.engine.prior import Prior
 from jukebox_cli.engine.progress import (
     Advanced,
     LevelDone,
@@ -307,9 +308,8 @@ def run_cascade(
         written = all(run.audio_path(level, i).exists() for i in range(n_samples))
         if not (finished and written):  # a resumed run keeps the audio of levels it had finished
             write_level_audio(run, bundle, level, current, progress=progress)
-        if alignment and _missing_alignments(
-            run, bundle, level, request
-        ):  # stopped before, or asked for later
+        # A run stopped before its alignment, or one that asks for it later, gets it from the saved codes.
+        if alignment and _missing_alignments(run, bundle, level, request):
             write_alignments(run, bundle, level, current, request, device=device, progress=progress)
         run.update(levels_done=sorted({*run.state.get("levels_done", []), level}, reverse=True))
         progress(LevelDone(level, current))
@@ -343,7 +343,7 @@ def write_alignments(
     codes: torch.Tensor,
     request: CascadeRequest,
     *,
-    prior=None,
+    prior: Prior | None = None,
     device: torch.device | str = "cpu",
     progress: ProgressCallback = noop,
 ) -> list[Path]:

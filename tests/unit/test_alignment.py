@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from jukebox_cli.engine.alignment import (
-    alignment_head,
+    alignment_layer_head,
     alignment_starts,
     song_alignment,
     window_alignment,
@@ -48,13 +48,14 @@ def _window_labels(prior, tokens: list[int], total_length: int):
 
 def test_the_alignment_layer_is_a_lyric_layer() -> None:
     c = prior_config("tiny_1b_lyrics")
-    assert alignment_head(c) == (c.alignment_layer, c.alignment_head)
+    assert alignment_layer_head(c) == (c.alignment_layer, c.alignment_head)
     # Unset (a model trained here): the last lyric-attention layer, head 0.
-    assert alignment_head(dataclasses.replace(c, alignment_layer=None, alignment_head=None)) == (4, 0)
+    unset = dataclasses.replace(c, alignment_layer=None, alignment_head=None)
+    assert alignment_layer_head(unset) == (4, 0)
     with pytest.raises(ConfigError, match="not a lyric-attention layer"):
-        alignment_head(dataclasses.replace(c, alignment_layer=0))
+        alignment_layer_head(dataclasses.replace(c, alignment_layer=0))
     with pytest.raises(ConfigError, match="no lyrics"):
-        alignment_head(prior_config("tiny_5b"))
+        alignment_layer_head(prior_config("tiny_5b"))
 
 
 def test_window_alignment_rows_are_attention_over_the_lyrics(prior) -> None:
