@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 LEVEL_NAMES = {2: "top prior (level 2)", 1: "upsampler (level 1)", 0: "upsampler (level 0)"}
@@ -29,6 +30,26 @@ def _parts(card: dict) -> str:
         size = card["files"][f"prior_level_{level}.safetensors"]["bytes"] / 1e6
         rows.append([LEVEL_NAMES[level], shape, f"{p['parameters']:,}", f"{size:.1f} MB"])
     return _table(["part", "shape", "parameters", "file"], rows)
+
+
+def _reproduced(card: dict) -> str:
+    """What a retraining from scratch (`train_demo.sh ... verify`) showed, if one was checked."""
+    r = card.get("reproduced")
+    if r is None:
+        return "Whether it does has not been checked yet."
+    same = [name for name, state in r["files"].items() if state == "identical"]
+    other = {name: state for name, state in r["files"].items() if state != "identical"}
+    minutes = r.get("wall_minutes", {})
+    text = (f"Checked on {r['date']} (torch {r['torch']}): `RUNS=runs/repro bash scripts/train_demo.sh vqvae priors "
+            f"verify` retrained the model from scratch in a fresh run folder on the development machine and gave "
+            f"{len(same)} of the {len(r['files'])} files with every tensor equal bit for bit and the same metadata "
+            "(their sha256 can still differ: safetensors writes its metadata keys in a random order)")  # fmt: skip
+    if other:
+        text += "; " + ", ".join(f"`{name}` {state}" for name, state in other.items())
+    if {"vqvae", "top", "up1", "up0"} <= minutes.keys():
+        text += (f". Wall time: VQ-VAE {minutes['vqvae']:.0f} min, then the top prior and the upsamplers "
+                 f"together {minutes['top']:.0f}, {minutes['up1']:.0f} and {minutes['up0']:.0f} min")  # fmt: skip
+    return textwrap.fill(text + ".", width=108, break_on_hyphens=False, break_long_words=False)
 
 
 def _training(card: dict) -> str:
@@ -152,8 +173,10 @@ composers (GPL-2.0-or-later), and El Senator of Muldjord (CC BY-SA 3.0). Redistr
 `bash scripts/train_demo.sh` reproduces this model from an empty checkout (stages `corpus vqvae priors
 package`). The VQ-VAE trains first with 2 threads; then the three priors train at the same time, one thread
 each, on the frozen VQ-VAE's codes. Each process's thread count is fixed, so a rerun with the same torch on
-the same kind of CPU should give the same weights (we have not spent the 80 minutes to check). The shipped
-weights are each run's EMA (`EMA` below). Every run resumes exactly when interrupted.
+the same kind of CPU is meant to give the same weights. The shipped weights are each run's EMA (`EMA`
+below). Every run resumes exactly when interrupted.
+
+{_reproduced(card)}
 
 ```bash
 jukebox train vqvae data/dev-corpus --preset small --batch-size 4 --lr 1e-3 --warmup 50 --steps 1200 \\
@@ -198,6 +221,11 @@ through the level-2 encoder and decoder alone, the best the top level can sound)
   spectral convergence above). It demonstrates the pipeline and is a base for your own training runs.
 - 22.05 kHz mono. Trained only on the four genres above; other labels are refused.
 - Lyrics are not modelled: `--lyrics` is ignored, with a note.
+- The VQ-VAE's top level saw 4 x 64 = 256 codes per step for its 512 codebook entries, half a use each,
+  below the revival threshold of 1.0: most top-level entries restarted at a random encoder output at every
+  step (its logged `usage_l3` stays near 10). The exported codebook still encodes held-out audio with 434
+  distinct top-level codes, but a retraining with `--revival-threshold 0.1` (which `train vqvae` now
+  suggests for these settings) may well learn a better one; that has not been tried.
 """
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)

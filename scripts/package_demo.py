@@ -1,6 +1,7 @@
 """Measure the demo model trained by scripts/train_demo.sh, copy it into the package and write its model card.
 
     python scripts/package_demo.py --corpus data/dev-corpus --runs runs/demo
+    python scripts/package_demo.py --verify --runs runs/repro   # a retraining: same bytes as shipped?
 
 Steps (the last stage of train_demo.sh):
 1. copy each run's exported EMA weights into jukebox_cli/data/models/demo/;
@@ -70,6 +71,42 @@ def copy_parts(runs: Path, corpus_dir: Path) -> dict:
     if total > MAX_BYTES:
         sys.exit(f"The demo model takes {total / 1e6:.1f} MB; the package allows {MAX_BYTES / 1e6:.0f} MB.")
     return files
+
+
+def same_content(a: Path, b: Path) -> bool:
+    """Equal tensors (names, dtypes, shapes, bits) and equal metadata.
+
+    Not the file bytes: safetensors writes the metadata keys in a random order per process (safetensors
+    issue #584), so two saves of the same weights can differ in their header alone.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(a, "pt") as fa, safe_open(b, "pt") as fb:
+        if fa.metadata() != fb.metadata():
+            return False
+    ta, tb = load_file(a), load_file(b)
+    return ta.keys() == tb.keys() and all(
+        ta[k].dtype == tb[k].dtype and ta[k].shape == tb[k].shape and torch.equal(ta[k], tb[k]) for k in ta
+    )
+
+
+def verify_parts(runs: Path, card: dict) -> dict:
+    """Each shipped file against the export of a retraining in ``runs``: identical, different or not rerun."""
+    files = {}
+    for name, (run, file) in PARTS.items():
+        source = runs / run / file
+        if not source.is_file():
+            files[name] = "not rerun"
+        elif sha256(source) == card["files"][name]["sha256"]:
+            files[name] = "identical"
+        else:
+            files[name] = "identical" if same_content(source, DEST / name) else "different"
+        print(f"{name:28} {files[name]}")
+    timings = json.loads((runs / "timings.json").read_text()) if (runs / "timings.json").is_file() else {}
+    minutes = {name: round((t["end"] - t["start"]) / 60, 1) for name, t in timings.items() if "end" in t}
+    return {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "files": files,
+            "wall_minutes": minutes}  # fmt: skip
 
 
 def training_record(runs: Path, name: str, timings: dict) -> dict:
@@ -214,6 +251,12 @@ def main() -> None:
     parser.add_argument(
         "--card-only", action="store_true", help="only re-render MODEL_CARD.md from card.json"
     )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="compare a retraining in --runs with the shipped files (every tensor, bit for bit) and record the "
+        "result in the card",
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
 
@@ -224,6 +267,12 @@ def main() -> None:
     if args.card_only:
         write_card(json.loads((DEST / "card.json").read_text()), DEST / "MODEL_CARD.md")
         return
+    if args.verify:
+        card = json.loads((DEST / "card.json").read_text())
+        card["reproduced"] = verify_parts(args.runs, card)
+        (DEST / "card.json").write_text(json.dumps(card, indent=1) + "\n")
+        write_card(card, DEST / "MODEL_CARD.md")
+        sys.exit(0 if all(v == "identical" for v in card["reproduced"]["files"].values()) else 1)
     files = copy_parts(args.runs, args.corpus)
     timings = json.loads((args.runs / "timings.json").read_text())
     training = {name: training_record(args.runs, name, timings) for name in ("vqvae", *RUN_OF_LEVEL.values())}

@@ -4,12 +4,15 @@
 #
 #   bash scripts/train_demo.sh                 # every stage (about 1.5 h on 2 CPU cores)
 #   bash scripts/train_demo.sh priors package  # only some stages: corpus vqvae priors package
+#   RUNS=runs/repro bash scripts/train_demo.sh vqvae priors verify   # retrain elsewhere, compare with shipped
 #
 # Stages:
 #   corpus   build data/dev-corpus with scripts/make_dev_corpus.sh (Debian music packages; needs apt)
 #   vqvae    the 3-level VQ-VAE (preset small: 22.05 kHz, hops 8/32/128, 512 codes), 2 threads
 #   priors   the top prior and both upsamplers on that VQ-VAE's codes, as three 1-thread processes at once
 #   package  held-out metrics, sample quality, model card, and the files copied into the package
+#   verify   (not in the default list) compare the runs in $RUNS with the shipped files, byte for byte, and
+#            record the result in the model card; exits 1 when a file differs
 #
 # Every stage resumes where it stopped (re-run the same command after an interruption). Each process has a
 # fixed number of threads, so a run on the same kind of CPU reproduces the same weights.
@@ -64,8 +67,11 @@ for stage in $STAGES; do
     package)
         python scripts/package_demo.py --corpus "$CORPUS" --runs "$RUNS"
         ;;
+    verify)
+        python scripts/package_demo.py --verify --runs "$RUNS"
+        ;;
     *)
-        echo "unknown stage: $stage (corpus, vqvae, priors, package)" >&2
+        echo "unknown stage: $stage (corpus, vqvae, priors, package, verify)" >&2
         exit 2
         ;;
     esac
