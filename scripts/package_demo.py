@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from jukebox_cli.engine.cache import sha256_file
 
 ROOT = Path(__file__).resolve().parent.parent
 DEST = ROOT / "jukebox_cli" / "data" / "models" / "demo"
@@ -45,12 +46,17 @@ SAMPLE_SECONDS = 10.0
 NOISE_SEEDS = range(5)
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def wall_seconds(stamp: dict) -> float | None:
+    """Seconds between a stage's ``start`` and ``end`` in timings.json (None if it never finished)."""
+    return stamp["end"] - stamp["start"] if "start" in stamp and "end" in stamp else None
+
+
+def save_card(card: dict) -> None:
+    """card.json and the MODEL_CARD.md rendered from it."""
+    from model_card import write_card  # scripts/model_card.py: the card's text
+
+    (DEST / "card.json").write_text(json.dumps(card, indent=1) + "\n")
+    write_card(card, DEST / "MODEL_CARD.md")
 
 
 def copy_parts(runs: Path, corpus_dir: Path) -> dict:
@@ -63,7 +69,7 @@ def copy_parts(runs: Path, corpus_dir: Path) -> dict:
         tmp = DEST / f".{name}.tmp"
         shutil.copyfile(source, tmp)
         os.replace(tmp, DEST / name)
-        files[name] = {"bytes": (DEST / name).stat().st_size, "sha256": sha256(DEST / name)}
+        files[name] = {"bytes": (DEST / name).stat().st_size, "sha256": sha256_file(DEST / name)}
     licenses = DEST / "licenses"
     shutil.rmtree(licenses, ignore_errors=True)
     shutil.copytree(corpus_dir / "licenses", licenses)  # CC-BY-SA asks that the texts travel along
@@ -98,13 +104,15 @@ def verify_parts(runs: Path, card: dict) -> dict:
         source = runs / run / file
         if not source.is_file():
             files[name] = "not rerun"
-        elif sha256(source) == card["files"][name]["sha256"]:
+        elif sha256_file(source) == card["files"][name]["sha256"]:
             files[name] = "identical"
         else:
             files[name] = "identical" if same_content(source, DEST / name) else "different"
         print(f"{name:28} {files[name]}")
     timings = json.loads((runs / "timings.json").read_text()) if (runs / "timings.json").is_file() else {}
-    minutes = {name: round((t["end"] - t["start"]) / 60, 1) for name, t in timings.items() if "end" in t}
+    minutes = {
+        name: round(wall / 60, 1) for name, t in timings.items() if (wall := wall_seconds(t)) is not None
+    }
     return {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "files": files,
             "wall_minutes": minutes}  # fmt: skip
 
@@ -114,8 +122,7 @@ def training_record(runs: Path, name: str, timings: dict) -> dict:
 
     info = json.loads((runs / name / "train.json").read_text())
     state = torch.load(checkpoint_path(runs / name), map_location="cpu", weights_only=True)
-    stamp = timings.get(name, {})
-    wall = stamp["end"] - stamp["start"] if "start" in stamp and "end" in stamp else None
+    wall = wall_seconds(timings.get(name, {}))
     return {"steps": int(state["step"]), "skipped_steps": int(state["skipped_steps"]), "wall_seconds": wall,
             "settings": info["config"], "log": f"{name}.log"}  # fmt: skip
 
@@ -260,18 +267,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
 
-    from model_card import write_card  # scripts/model_card.py: the card's text
-
     from jukebox_cli import __version__
 
     if args.card_only:
-        write_card(json.loads((DEST / "card.json").read_text()), DEST / "MODEL_CARD.md")
+        save_card(json.loads((DEST / "card.json").read_text()))
         return
     if args.verify:
         card = json.loads((DEST / "card.json").read_text())
         card["reproduced"] = verify_parts(args.runs, card)
-        (DEST / "card.json").write_text(json.dumps(card, indent=1) + "\n")
-        write_card(card, DEST / "MODEL_CARD.md")
+        save_card(card)
         sys.exit(0 if all(v == "identical" for v in card["reproduced"]["files"].values()) else 1)
     files = copy_parts(args.runs, args.corpus)
     timings = json.loads((args.runs / "timings.json").read_text())
@@ -295,8 +299,7 @@ def main() -> None:
         "corpus": corpus_table(args.corpus, metrics["held_out_songs"]),
         "torch": torch.__version__,
     }
-    (DEST / "card.json").write_text(json.dumps(card, indent=1) + "\n")
-    write_card(card, DEST / "MODEL_CARD.md")
+    save_card(card)
     print(f"Packaged {DEST} ({card['total_bytes'] / 1e6:.1f} MB); card in {DEST / 'MODEL_CARD.md'}")
 
 
