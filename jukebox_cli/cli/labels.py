@@ -35,8 +35,8 @@ def labels(
             "--model",
             "-m",
             help="Whose labels: 1b_lyrics (v3 ids), 5b or 5b_lyrics (v2 ids), demo (its corpus' names), "
-            "tiny-random (test labels), or a model folder (e.g. a training run). The ids are those of the model's top prior; the released "
-            "upsamplers always use v2.",
+            "tiny-random (test labels), or a model folder (e.g. a training run). The ids are those of the "
+            "model's top prior; the released upsamplers always use v2.",
         ),
     ] = "1b_lyrics",
     limit: Annotated[int, typer.Option(min=0, help="Show at most this many names (0: all).")] = 50,

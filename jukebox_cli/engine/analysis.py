@@ -30,9 +30,10 @@ def _dbfs(value: float) -> float:
     return float(20 * np.log10(max(value, 1e-10)))
 
 
-def _entropy_bits(profile: np.ndarray) -> float:
-    probs = profile / max(float(profile.sum()), 1e-12)
-    return float(-(probs * np.log2(probs + 1e-12)).sum())
+def _entropy_bits(profile: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Entropy in bits of non-negative weights normalised along ``axis`` (one value per other index)."""
+    probs = profile / np.maximum(profile.sum(axis=axis, keepdims=True), 1e-12)
+    return -(probs * np.log2(probs + 1e-12)).sum(axis=axis)
 
 
 def summarize(audio: np.ndarray, sample_rate: int) -> AudioSummary:
@@ -49,15 +50,14 @@ def summarize(audio: np.ndarray, sample_rate: int) -> AudioSummary:
     profile = chroma.mean(axis=1)
     # A whole-excerpt profile can be even for music that moves through keys; per frame, music still has
     # a few strong pitch classes while noise spreads evenly over all twelve.
-    frames = chroma / np.maximum(chroma.sum(axis=0, keepdims=True), 1e-12)
-    frame_entropy = float(-(frames * np.log2(frames + 1e-12)).sum(axis=0).mean()) if chroma.size else 0.0
+    frame_entropy = float(_entropy_bits(chroma, axis=0).mean()) if chroma.size else 0.0
     return AudioSummary(
         duration=audio.shape[0] / sample_rate,
         sample_rate=sample_rate,
         peak_dbfs=_dbfs(float(np.abs(audio).max(initial=0.0))),
         rms_dbfs=_dbfs(float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))) if audio.size else -200.0,
         spectral_flatness=float(flatness.mean()),
-        chroma_entropy_bits=_entropy_bits(profile),
+        chroma_entropy_bits=float(_entropy_bits(profile)),
         frame_chroma_entropy_bits=frame_entropy,
         dominant_pitch_class=PITCH_CLASSES[int(np.argmax(profile))],
     )

@@ -430,19 +430,17 @@ class Labeller:
 
     def _unknown_message(self, what: str, text: str, key: str, table: Mapping[str, int]) -> str:
         shown = f"{text!r}" if key == text.lower() else f"{text!r} (looked up as {key!r})"
+        head = f"unknown {what} {shown} in the {self.version} label set"
+        if len(table) <= _N_LISTED:  # a model trained on a small corpus: every name fits on the line
+            return f"{head}; it knows {', '.join(sorted(table))}."
         close = difflib.get_close_matches(key, list(table), n=_N_SUGGESTIONS)
         if not close:  # fall back to names that contain what was typed, e.g. "beatles" -> "the beatles"
             needle = _fold(key)
             close = sorted(n for n in table if needle and needle in _fold(n))[:_N_SUGGESTIONS]
         kind = "artists" if what == "artist" else "genres"
         suggestion = f"close matches: {', '.join(repr(c) for c in close)}" if close else "no close match"
-        if len(table) <= _N_LISTED:  # a model trained on a small corpus: every name fits on the line
-            return f"unknown {what} {shown} in the {self.version} label set; it knows {', '.join(sorted(table))}."
         where = "--search TEXT" if self.version != "custom" else "--model MODEL"
-        return (
-            f"unknown {what} {shown} in the {self.version} label set; {suggestion}. "
-            f"List names with `jukebox labels --{kind} {where}`."
-        )
+        return f"{head}; {suggestion}. List names with `jukebox labels --{kind} {where}`."
 
     # ---- lyrics
 

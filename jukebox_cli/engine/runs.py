@@ -253,13 +253,16 @@ class Run:
 
     def audio_path(self, level: int, sample: int, ext: str = "wav") -> Path:
         """Where a sample's audio of a level goes: ``level_{level}/item_{sample}.{ext}`` (not created)."""
-        if sample < 0:
-            raise ConfigError(f"A sample index is non-negative, got {sample}.")
-        return self.level_dir(level) / f"item_{sample}.{ext.lstrip('.')}"
+        return self._item_path(level, sample, ext)
 
     def alignment_path(self, level: int, sample: int, ext: str) -> Path:
         """Where a sample's lyric alignment goes: ``level_{level}/item_{sample}.alignment.{ext}``."""
-        return self.level_dir(level) / f"item_{sample}.alignment.{ext.lstrip('.')}"
+        return self._item_path(level, sample, f"alignment.{ext.lstrip('.')}")
+
+    def _item_path(self, level: int, sample: int, suffix: str) -> Path:
+        if sample < 0:
+            raise ConfigError(f"A sample index is non-negative, got {sample}.")
+        return self.level_dir(level) / f"item_{sample}.{suffix.lstrip('.')}"
 
     def save_codes(
         self, level: int, codes: torch.Tensor, *, windows_done: int, finished: bool = False
