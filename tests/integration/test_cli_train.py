@@ -192,16 +192,21 @@ def _final_weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "latest.pt", weights_only=True)["model"]
 
 
+def _wait_for_first_checkpoint(proc: subprocess.Popen, run: Path, timeout: float = 120) -> None:
+    """Until the training process has saved a checkpoint (or ended, or the timeout passed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (run / "checkpoints" / "latest.pt").exists():
+            return
+        time.sleep(0.02)
+
+
 def test_kill_9_then_resume_equals_an_uninterrupted_run(corpus: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     subprocess.run(_train_script(corpus, tmp_path, whole, 30), env=env, cwd=ROOT, check=True, timeout=300)
     proc = subprocess.Popen(_train_script(corpus, tmp_path, broken, 30), env=env, cwd=ROOT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if (broken / "checkpoints" / "latest.pt").exists():
-            break
-        time.sleep(0.02)
+    _wait_for_first_checkpoint(proc, broken)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     subprocess.run(_train_script(corpus, tmp_path, broken, 30, "--resume"), env=env, cwd=ROOT, check=True,
@@ -234,11 +239,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_130(corpus: Path, tmp_path: Path) 
     proc = subprocess.Popen(
         command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if (run / "checkpoints" / "latest.pt").exists():
-            break
-        time.sleep(0.02)
+    _wait_for_first_checkpoint(proc, run)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
