@@ -189,8 +189,8 @@ def _fill(shape, dtype, pools: dict, offset: int):
 def phase_make(args, part, workdir: Path, timings: dict) -> dict:
     import torch
 
-    from jukebox_cli.engine.api import build_prior
-    from jukebox_cli.engine.checkpoints import TIED_INPUT_KEY, TIED_OUTPUT_KEY, export_state_dict
+    from jukebox_cli.engine.checkpoints.layouts import TIED_INPUT_KEY, TIED_OUTPUT_KEY, export_state_dict
+    from jukebox_cli.engine.models.builders import build_prior
 
     t0 = time.perf_counter()
     skeleton = build_prior(part.preset, device="meta")
@@ -244,9 +244,9 @@ def phase_make(args, part, workdir: Path, timings: dict) -> dict:
 
 
 def phase_convert(args, part, workdir: Path, timings: dict, source: str) -> dict:
-    from jukebox_cli.engine.cache import ModelCache
-    from jukebox_cli.engine.convert import convert_part, load_source, stored_dtype
     from jukebox_cli.engine.progress import StageFinished, StageStarted
+    from jukebox_cli.engine.weights.cache import ModelCache
+    from jukebox_cli.engine.weights.convert import convert_part, load_source, stored_dtype
 
     path = legacy_path(workdir, part.id) if source == "legacy" else zip_path(workdir, part.id)
     if not path.exists():
@@ -290,7 +290,7 @@ def phase_convert(args, part, workdir: Path, timings: dict, source: str) -> dict
 def phase_load_native(args, part, workdir: Path, timings: dict, sampler: MemorySampler) -> dict:
     import torch
 
-    from jukebox_cli.engine.checkpoints import load_native
+    from jukebox_cli.engine.checkpoints.native import load_native
 
     path = next(
         (p for p in (native_path(workdir, part.id, s) for s in ("legacy", "zip")) if p.exists()), None
@@ -339,7 +339,7 @@ def phase_load_native(args, part, workdir: Path, timings: dict, sampler: MemoryS
 def phase_naive(args, part, workdir: Path, timings: dict) -> dict:
     import torch
 
-    from jukebox_cli.engine.api import build_prior
+    from jukebox_cli.engine.models.builders import build_prior
 
     path = legacy_path(workdir, part.id)
     if not path.exists():
@@ -367,7 +367,7 @@ def run_child(args) -> int:
     torch.set_num_threads(args.threads)
     baseline = maxrss_gib()
     sys.path.insert(0, str(ROOT))
-    from jukebox_cli.engine.registry import PARTS
+    from jukebox_cli.engine.weights.registry import PARTS
 
     part = PARTS[args.child_part]
     workdir = args.workdir
@@ -533,7 +533,7 @@ def summary(part_id: str, results: list[dict], model_gib: float) -> str:
 
 def model_gib_of(part_id: str) -> float:
     sys.path.insert(0, str(ROOT))
-    from jukebox_cli.engine.api import build_prior
+    from jukebox_cli.engine.models.builders import build_prior
 
     model = build_prior(part_id_preset(part_id), device="meta")
     seen, total = set(), 0
@@ -546,7 +546,7 @@ def model_gib_of(part_id: str) -> float:
 
 
 def part_id_preset(part_id: str) -> str:
-    from jukebox_cli.engine.registry import PARTS
+    from jukebox_cli.engine.weights.registry import PARTS
 
     return PARTS[part_id].preset
 
@@ -556,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         return run_child(args)
     sys.path.insert(0, str(ROOT))
-    from jukebox_cli.engine.registry import PARTS
+    from jukebox_cli.engine.weights.registry import PARTS
 
     for part_id in args.parts:
         if part_id not in PARTS or PARTS[part_id].kind != "prior":

@@ -80,7 +80,7 @@ def _closest_divisor(n: int, target: float) -> int:
 
 
 def make_reduction(args: argparse.Namespace):
-    from jukebox_cli.engine.presets import prior_config
+    from jukebox_cli.engine.models.presets import prior_config
     from tests.oracle_priors import Reduction
 
     released = prior_config(args.preset)
@@ -114,7 +114,7 @@ def _timed(fn, device: str) -> tuple[torch.Tensor, float]:
 
 
 def run(args: argparse.Namespace) -> tuple[list[dict], object, object]:
-    from jukebox_cli.engine.sampling import SamplingSettings, sample_window
+    from jukebox_cli.engine.sampling.level import SamplingSettings, sample_window
     from tests.oracle_priors import build_pair, make_inputs, reference_sample
 
     if args.threads:

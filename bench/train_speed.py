@@ -45,10 +45,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench._table import format_table  # noqa: E402
-from jukebox_cli.engine import metrics as M  # noqa: E402
-from jukebox_cli.engine.api import build_vqvae  # noqa: E402
-from jukebox_cli.engine.checkpoints import import_state_dict  # noqa: E402
-from jukebox_cli.engine.presets import prior_config  # noqa: E402
+from jukebox_cli.engine.audio import metrics as M  # noqa: E402
+from jukebox_cli.engine.checkpoints.layouts import import_state_dict  # noqa: E402
+from jukebox_cli.engine.models.builders import build_vqvae  # noqa: E402
+from jukebox_cli.engine.models.presets import prior_config  # noqa: E402
 from jukebox_cli.engine.train.vqvae import vqvae_loss  # noqa: E402
 from tests import oracle, oracle_priors  # noqa: E402
 

@@ -14,11 +14,12 @@ import json
 
 import torch
 
-from jukebox_cli.engine import presets
-from jukebox_cli.engine.checkpoints import build_vqvae_from_config, load_vqvae
+from jukebox_cli.engine.models import presets
+from jukebox_cli.engine.models.builders import build_vqvae
 from jukebox_cli.engine.train.data import AudioCorpus
 from jukebox_cli.engine.train.setup import VQVAE_CHUNK_TOP_CODES
 from jukebox_cli.engine.train.vqvae import VQVAETask
+from jukebox_cli.engine.weights.loading import load_vqvae
 
 
 def main() -> None:
@@ -36,7 +37,7 @@ def main() -> None:
     if args.model:
         model = load_vqvae(args.model).model
     else:
-        model = build_vqvae_from_config(presets.vqvae_config(args.preset), "cpu", args.seed)
+        model = build_vqvae(presets.vqvae_config(args.preset), "cpu", args.seed)
     corpus = AudioCorpus.scan(args.data, sample_rate=model.sample_rate, metadata=args.metadata,
                               sample_length=VQVAE_CHUNK_TOP_CODES * model.hop_lengths[-1])  # fmt: skip
     task = VQVAETask(model, corpus, batch_size=8, seed=args.seed, eval_size=args.chunks)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._table import format_table  # noqa: E402
 from jukebox_cli.engine import build_vqvae  # noqa: E402
-from jukebox_cli.engine.checkpoints import import_state_dict  # noqa: E402
+from jukebox_cli.engine.checkpoints.layouts import import_state_dict  # noqa: E402
 from tests import oracle  # noqa: E402
 
 

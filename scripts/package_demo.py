@@ -29,17 +29,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jukebox_cli.engine.cache import sha256_file
+from jukebox_cli.engine.checkpoints.folder import VQVAE_FILE, prior_file
+from jukebox_cli.engine.weights.cache import sha256_file
 
 ROOT = Path(__file__).resolve().parent.parent
 DEST = ROOT / "jukebox_cli" / "data" / "models" / "demo"
-PARTS = {  # shipped file: (run folder, file in it)
-    "vqvae.safetensors": ("vqvae", "vqvae.safetensors"),
-    "prior_level_2.safetensors": ("top", "prior_level_2.safetensors"),
-    "prior_level_1.safetensors": ("up1", "prior_level_1.safetensors"),
-    "prior_level_0.safetensors": ("up0", "prior_level_0.safetensors"),
-}  # fmt: skip
 RUN_OF_LEVEL = {2: "top", 1: "up1", 0: "up0"}
+PARTS = {  # shipped file: (run folder, file in it)
+    VQVAE_FILE: ("vqvae", VQVAE_FILE),
+    **{prior_file(level): (run, prior_file(level)) for level, run in RUN_OF_LEVEL.items()},
+}
 MAX_BYTES = 25 * 1000 * 1000
 EVAL_CHUNKS = 32
 SAMPLE_SECONDS = 10.0
@@ -128,7 +127,7 @@ def training_record(runs: Path, name: str, timings: dict) -> dict:
 
 
 def heldout_metrics(corpus_dir: Path, vqvae) -> dict:
-    from jukebox_cli.engine.checkpoints import load_native
+    from jukebox_cli.engine.checkpoints.native import load_native
     from jukebox_cli.engine.train.data import AudioCorpus
     from jukebox_cli.engine.train.prior import PriorTask
     from jukebox_cli.engine.train.setup import VQVAE_CHUNK_TOP_CODES, parameter_count
@@ -150,7 +149,7 @@ def heldout_metrics(corpus_dir: Path, vqvae) -> dict:
         "priors": {},
     }
     for level in (2, 1, 0):
-        prior = load_native(DEST / f"prior_level_{level}.safetensors", kind="prior").eval()
+        prior = load_native(DEST / prior_file(level), kind="prior").eval()
         windows = AudioCorpus.scan(corpus_dir, sample_rate=vqvae.sample_rate, metadata=metadata,
                                    sample_length=prior.config.window_samples)  # fmt: skip
         task = PriorTask(prior, vqvae, windows, batch_size=8, eval_size=EVAL_CHUNKS)
@@ -166,9 +165,9 @@ def heldout_metrics(corpus_dir: Path, vqvae) -> dict:
 
 
 def genres_of_model() -> list[str]:
-    from jukebox_cli.engine.bundle import folder_label_set
+    from jukebox_cli.engine.weights.resolve import label_tables
 
-    _, labels = folder_label_set(DEST)
+    _, labels = label_tables(DEST)
     return sorted(g for g in labels.genres if g != "unknown")  # "unknown" is id 0, never trained on
 
 
@@ -194,7 +193,7 @@ def generate_samples(runs: Path, genres: list[str], seconds: float) -> dict:
 
 
 def _summary(audio: np.ndarray, rate: int) -> dict:
-    from jukebox_cli.engine.analysis import summarize
+    from jukebox_cli.engine.audio.analysis import summarize
 
     s = summarize(audio, rate)
     return {"flatness": s.spectral_flatness, "chroma_entropy": s.chroma_entropy_bits,
@@ -211,7 +210,7 @@ def _aggregate(rows: list[dict]) -> dict:
 
 def character(corpus_dir: Path, samples: dict, vqvae) -> dict:
     """Spectral flatness and chroma entropy: generated audio vs. corpus excerpts vs. white noise."""
-    from jukebox_cli.engine.audio import audio_info, load_audio
+    from jukebox_cli.engine.audio.io import audio_info, load_audio
 
     rate = vqvae.sample_rate
     rows: dict[str, list[dict]] = {"generated top level (level 2)": [], "generated final audio (level 0)": []}
@@ -280,9 +279,9 @@ def main() -> None:
     files = copy_parts(args.runs, args.corpus)
     timings = json.loads((args.runs / "timings.json").read_text())
     training = {name: training_record(args.runs, name, timings) for name in ("vqvae", *RUN_OF_LEVEL.values())}
-    from jukebox_cli.engine.checkpoints import load_native
+    from jukebox_cli.engine.checkpoints.native import load_native
 
-    vqvae = load_native(DEST / "vqvae.safetensors", kind="vqvae").eval()
+    vqvae = load_native(DEST / VQVAE_FILE, kind="vqvae").eval()
     metrics = heldout_metrics(args.corpus, vqvae)
     genres = genres_of_model()
     samples = generate_samples(args.runs, genres, args.seconds)

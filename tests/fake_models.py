@@ -25,7 +25,7 @@ TINY_PRESETS = {
 
 
 def use_tiny_presets(monkeypatch: pytest.MonkeyPatch) -> None:
-    from jukebox_cli.engine import registry
+    from jukebox_cli.engine.weights import registry
 
     for part_id, preset in TINY_PRESETS.items():
         monkeypatch.setitem(
@@ -35,7 +35,7 @@ def use_tiny_presets(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def tiny_parts(top: str = "1b_lyrics_top", seed: int = 0) -> dict[str, torch.nn.Module]:
     """Part id -> a tiny model with seeded random weights (what the fake servers hold)."""
-    from jukebox_cli.engine.api import build_prior, build_vqvae
+    from jukebox_cli.engine.models.builders import build_prior, build_vqvae
 
     parts = {"vqvae": build_vqvae("tiny", seed=seed)}
     for i, part_id in enumerate(("upsampler_level_0", "upsampler_level_1", top)):
@@ -51,11 +51,11 @@ def _save(obj: object, *, legacy: bool = False) -> bytes:
 
 def hub_repo_files(parts: dict[str, torch.nn.Module], n_shards: int = 2) -> dict[str, bytes]:
     """A hub repository like ``openai/jukebox-1b-lyrics``: sharded float32 ``.bin`` files, index, config."""
-    from jukebox_cli.engine.checkpoints import export_state_dict
+    from jukebox_cli.engine.checkpoints.layouts import export_state_dict
 
     state: dict[str, torch.Tensor] = {}
     for model in parts.values():
-        # The hub files are float32 throughout and list tied heads under both names (spec 8.4).
+        # The hub files are float32 throughout and list tied heads under both names.
         state.update({k: v.float().clone() for k, v in export_state_dict(model, "hub").items()})
     keys = list(state)
     names = [f"pytorch_model-{i + 1:05d}-of-{n_shards:05d}.bin" for i in range(n_shards)]
@@ -80,14 +80,14 @@ def hub_repo_files(parts: dict[str, torch.nn.Module], n_shards: int = 2) -> dict
 
 def original_file(model: torch.nn.Module, *, legacy: bool = True) -> bytes:
     """A ``.pth.tar`` as OpenAI's training wrote it (PyTorch 1.4's legacy pickle format by default)."""
-    from jukebox_cli.engine.checkpoints import export_state_dict
+    from jukebox_cli.engine.checkpoints.layouts import export_state_dict
 
     return _save({"model": export_state_dict(model, "original"), "step": 0}, legacy=legacy)
 
 
 def original_files(parts: dict[str, torch.nn.Module]) -> dict[str, bytes]:
     """URL path -> file, as served under a mirror prefix."""
-    from jukebox_cli.engine.registry import PARTS
+    from jukebox_cli.engine.weights.registry import PARTS
 
     return {f"/jukebox/models/{PARTS[p].original_file}": original_file(m) for p, m in parts.items()}
 

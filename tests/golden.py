@@ -140,7 +140,10 @@ def main(argv: list[str] | None = None) -> None:
     for name in CASES:
         with tempfile.TemporaryDirectory() as tmp:
             results[name] = run_case(name, Path(tmp), _main_cli)
-        print(f"{name}: {len(results[name]['codes'])} codes, {len(results[name]['audio'])} audio", file=sys.stderr)
+        print(
+            f"{name}: {len(results[name]['codes'])} codes, {len(results[name]['audio'])} audio",
+            file=sys.stderr,
+        )
     record = {"fingerprint": fingerprint(), "cases": results}
     if args.record:
         GOLDEN.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")

@@ -23,7 +23,7 @@ How the reference VQ-VAE is built (see :func:`build_reference_vqvae`):
   :func:`normalise_reference_latents` then :func:`seed_reference_codebooks` to give them useful values
   before comparing anything.
 
-The reference's ``state_dict()`` uses the original OpenAI key names (spec 3.10), so it loads into our model
+The reference's ``state_dict()`` uses the original OpenAI key names, so it loads into our model
 with ``import_state_dict(ours, ref.state_dict(), "original")``.
 
 Comparing codes: a code is an argmin over distances, so two correct float32 implementations can only
@@ -138,7 +138,7 @@ def reference_decode(ref: torch.nn.Module, codes: torch.Tensor, level: int) -> t
 
     The reference's ``decode(zs, start_level, end_level)`` takes ``zs`` ordered from ``start_level`` upward
     (``len(zs) == end_level - start_level``), dequantises them all but decodes **only** ``zs[0]`` with decoder
-    ``start_level`` (spec 3.8), and returns [N, T, 1]. We pass ``[codes]`` with
+    ``start_level``, and returns [N, T, 1]. We pass ``[codes]`` with
     ``start_level=level, end_level=level + 1`` and drop the channel axis.
     """
     out = ref.decode([codes], start_level=level, end_level=level + 1)
@@ -164,7 +164,7 @@ def normalise_reference_latents(ref: torch.nn.Module, x: torch.Tensor) -> None:
 
 
 def _squared_distances(rows: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """[..., N, C] x [K, C] -> [..., N, K], the same expansion the bottleneck uses (spec 3.7)."""
+    """[..., N, C] x [K, C] -> [..., N, K], the bottleneck's expansion ``||x||^2 - 2 x.k + ||k||^2``."""
     return (rows**2).sum(-1, keepdim=True) - 2 * rows @ k.T + (k**2).sum(-1)
 
 
@@ -260,7 +260,7 @@ def make_test_audio(
     Six sines with random (seeded) base frequencies between 60 Hz and 3.8 kHz, slow vibrato and slow
     amplitude envelopes, plus white noise with periodic louder bursts. Non-stationary so that the latents
     move around and many codes get used. ``T`` is ``seconds * sample_rate`` rounded down to a multiple of
-    ``align`` (the top level's hop), the lengths for which every level's code count is exact (spec 3.6).
+    ``align`` (the top level's hop), the lengths for which every level's code count is exact.
     """
     n = int(seconds * sample_rate) // align * align
     gen = torch.Generator().manual_seed(seed)

@@ -31,7 +31,7 @@ How a reference prior is built (:func:`build_pair`):
   tables N(0, emb_std^2). This matters because the released init zeroes the cross-attention layers'
   ``c_proj`` (zero_out) and all biases, and its tiny scales make attention nearly uniform; a comparison
   on such weights would not show that cross attention or the biases are wired correctly.
-* **Copying.** The reference's ``state_dict()`` uses the original key names (spec 5.8), so
+* **Copying.** The reference's ``state_dict()`` uses the original key names, so
   ``import_state_dict(ours, ref.state_dict(), "original")`` loads it (tied ``x_out`` included; half
   Conv1D weights are cast to float32, the same values the reference computes with in float32).
 
@@ -143,7 +143,7 @@ class Reduction:
 
 def our_config(preset: str, r: Reduction):
     """Our released preset ``preset`` with the sizes of ``r``."""
-    from jukebox_cli.engine.presets import prior_config
+    from jukebox_cli.engine.models.presets import prior_config
 
     base = prior_config(preset)
     changes = dict(width=r.width, depth=r.depth, n_ctx=r.n_ctx, blocks=r.blocks, codebook_size=r.codebook_size,
@@ -277,8 +277,8 @@ def randomise_weights(model: torch.nn.Module, *, seed: int = 0, gain: float = 0.
 
 def build_pair(preset: str, r: Reduction, *, seed: int = 0, device: str = "cpu"):
     """(ours, reference): the same reduced prior on both sides with the same random weights, eval mode."""
-    from jukebox_cli.engine.checkpoints import import_state_dict
-    from jukebox_cli.engine.prior import Prior
+    from jukebox_cli.engine.checkpoints.layouts import import_state_dict
+    from jukebox_cli.engine.models.prior import Prior
 
     reference = build_reference_prior(preset, r, seed=seed, device=device)
     with torch.random.fork_rng(devices=[]):
@@ -293,10 +293,11 @@ def build_pair(preset: str, r: Reduction, *, seed: int = 0, device: str = "cpu")
 def make_inputs(config, batch: int = 2, *, seed: int = 0, device: str = "cpu"):
     """(codes [N, n_ctx], labels [N, label_length], upper codes [N, n_ctx / 4] or None) for ``config``.
 
-    Labels follow spec 7.1 and lie inside the reference's ranges: total_length between min_duration and
-    max_duration, offsets chosen so the window crosses timing-bin edges, artists and genres from the
-    reduced tables with -1 padding (the first row uses every genre slot, with an unknown id 0), lyric ids
-    from the lyric vocabulary with some leading 0 padding.
+    Labels use the original layout ``[total_length, offset, length, artist, genres..., lyrics...]`` and lie
+    inside the reference's ranges: total_length between min_duration and max_duration, offsets chosen so the
+    window crosses timing-bin edges, artists and genres from the reduced tables with -1 padding (the first
+    row uses every genre slot, with an unknown id 0), lyric ids from the lyric vocabulary with some leading
+    0 padding.
     """
     gen = torch.Generator().manual_seed(seed)
     sr, length = config.sample_rate, config.window_samples
@@ -360,7 +361,7 @@ def reference_sample(reference, context, n_new, labels, upper=None, *, chunk_siz
 
     ``SimplePrior.sample`` with ``z=context`` (ancestral when K == 0, else primed in chunks of
     ``chunk_size``) and ``sample_tokens = K + n_new`` (it adds the lyric tokens itself for 1b_lyrics);
-    ``fp16`` is its half-precision sampling flag (spec 6.6).
+    ``fp16`` is its half-precision sampling flag.
     """
     batch = labels.shape[0]
     z_conds = None if upper is None else [upper]

@@ -7,16 +7,15 @@ from typing import Annotated
 
 import typer
 
-Model = Annotated[
-    str,
-    typer.Option(
-        "--model",
-        "-m",
-        help="demo (the bundled model's VQ-VAE), a preset name (tiny: random weights), a released model "
-        "(1b_lyrics, 5b, 5b_lyrics or jukebox: the released VQ-VAE, downloaded on first use), a native "
-        ".safetensors file or folder, or a released checkpoint file (vqvae.pth.tar, or a hub-layout .bin).",
-    ),
-]
+#: What any --model accepts (the engine's resolver, ``engine/weights/resolve.py``, reads it in this order).
+MODEL_HELP = (
+    "A model folder (native layout, e.g. a training run) or checkpoint file; demo (shipped with jukebox-cli, "
+    "trained); tiny-random (untrained, for tests); a released model (1b_lyrics, 5b, 5b_lyrics: downloaded "
+    "on first use); a VQ-VAE preset where only a VQ-VAE is needed (jukebox: the released one; tiny, small: "
+    "random); a URL; or a hub repo owner/name[@rev]."
+)
+Model = Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)]
+OptionalModel = Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output files.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]

@@ -1,4 +1,7 @@
-"""``jukebox analyze``: chromagram and log spectrogram of any audio file, with summary measures."""
+"""``jukebox analyze``: chromagram and log spectrogram of any audio file, with summary measures.
+
+Engine imports sit inside the command functions (lazy): ``jukebox --help`` must not import torch.
+"""
 
 from __future__ import annotations
 
@@ -35,9 +38,9 @@ def analyze(
 
         jukebox analyze out/level_2.wav -o level2.png --force
     """
-    from jukebox_cli.engine import audio as audio_io
-    from jukebox_cli.engine import plots
-    from jukebox_cli.engine.analysis import summarize
+    from jukebox_cli.engine.audio import io as audio_io
+    from jukebox_cli.engine.audio import plots
+    from jukebox_cli.engine.audio.analysis import summarize
     from jukebox_cli.engine.errors import OutputExistsError
 
     info = audio_io.audio_info(song)

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from jukebox_cli import __version__
-from jukebox_cli.cli import analyze, labels, models, reconstruct, sample, train
+from jukebox_cli.cli import analyze, generate, labels, models, reconstruct, train
 from jukebox_cli.cli._errors import EXIT_INTERRUPTED, lookup
 from jukebox_cli.engine.errors import JukeboxError
 
@@ -44,9 +44,9 @@ def root(
     """Jukebox on the command line: generate, continue and upsample music; reconstruct and analyse audio."""
 
 
-app.command("generate")(sample.generate)
-app.command("continue")(sample.continue_)
-app.command("upsample")(sample.upsample)
+app.command("generate")(generate.generate)
+app.command("continue")(generate.continue_)
+app.command("upsample")(generate.upsample)
 app.command("reconstruct")(reconstruct.reconstruct)
 app.command("analyze")(analyze.analyze)
 app.command("labels")(labels.labels)

@@ -1,4 +1,7 @@
-"""``jukebox labels``: list or search the artist and genre names a model's top prior knows."""
+"""``jukebox labels``: list or search the artist and genre names a model's top prior knows.
+
+Engine imports sit inside the command functions (lazy): ``jukebox --help`` must not import torch.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from jukebox_cli.cli._options import Json
+from jukebox_cli.cli._options import Json, Model
 
 
 def _visible(name: str) -> str:
@@ -29,20 +32,12 @@ def labels(
         str | None,
         typer.Option("--search", "-s", help="Only names containing this text (case and accents ignored)."),
     ] = None,
-    model: Annotated[
-        str,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Whose labels: 1b_lyrics (v3 ids), 5b or 5b_lyrics (v2 ids), demo (its corpus' names), "
-            "tiny-random (test labels), or a model folder (e.g. a training run). The ids are those of the "
-            "model's top prior; the released upsamplers always use v2.",
-        ),
-    ] = "1b_lyrics",
+    model: Model = "1b_lyrics",
     limit: Annotated[int, typer.Option(min=0, help="Show at most this many names (0: all).")] = 50,
     json_output: Json = False,
 ) -> None:
-    """List the artists or genres a model was trained with, and their ids.
+    """List the artists or genres a model was trained with, and their ids (those of its top prior; the
+    released upsamplers always use v2).
 
     Use it to find the spelling a model knows: v3 names must match exactly (any case); v2 names are
     normalised first ("Blues Rock" -> the words blues, rock).
@@ -56,23 +51,13 @@ def labels(
         jukebox labels --genres -s "hip hop" --json
     """
     from jukebox_cli.engine.errors import ConfigError
-    from jukebox_cli.engine.labels import label_set_for_model, load_label_set, search_labels
+    from jukebox_cli.engine.models.labels import search_labels
+    from jukebox_cli.engine.weights.resolve import label_tables
 
     if artists == genres:
         raise ConfigError("pass exactly one of --artists and --genres.")
     kind = "artists" if artists else "genres"
-    from pathlib import Path
-
-    from jukebox_cli.engine import bundled
-
-    folder = Path(bundled.resolve(model))
-    if folder.is_dir():  # a model folder (demo, a training run): its top prior's own tables
-        from jukebox_cli.engine.bundle import folder_label_set
-
-        version, label_set = folder_label_set(folder)
-    else:
-        version = label_set_for_model(model)
-        label_set = load_label_set(version)
+    version, label_set = label_tables(model)
     found = search_labels(label_set, kind, search)
     shown = found if limit == 0 else found[:limit]
 

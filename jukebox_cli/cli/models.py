@@ -1,4 +1,7 @@
-"""``jukebox models``: list, download, inspect, verify and remove the released models in the cache."""
+"""``jukebox models``: list, download, inspect, verify and remove the released models in the cache.
+
+Engine imports sit inside the command functions (lazy): ``jukebox --help`` must not import torch.
+"""
 
 from __future__ import annotations
 
@@ -56,8 +59,8 @@ def list_(*, cache_dir: CacheDir = None, json_output: Json = False) -> None:
 
         jukebox models list --json
     """
-    from jukebox_cli.engine.cache import cache_root
-    from jukebox_cli.engine.models import list_models
+    from jukebox_cli.engine.weights.cache import cache_root
+    from jukebox_cli.engine.weights.released import list_models
 
     statuses = list_models(cache_dir=cache_dir)
     if json_output:
@@ -79,12 +82,12 @@ def list_(*, cache_dir: CacheDir = None, json_output: Json = False) -> None:
 
 
 def _print_bundled() -> None:
-    from jukebox_cli.engine import bundled
     from jukebox_cli.engine.errors import CheckpointNotFound
+    from jukebox_cli.engine.weights import shipped
 
-    for name in bundled.BUNDLED_MODELS:
+    for name in shipped.SHIPPED_MODELS:
         try:
-            folder = bundled.bundled_folder(name)
+            folder = shipped.shipped_folder(name)
         except CheckpointNotFound:
             continue
         size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
@@ -141,30 +144,20 @@ def download(
 
         jukebox models download 5b_lyrics --from ~/.cache/jukebox/models
     """
-    from jukebox_cli.engine.models import MODELS, download_model, get_model
-    from jukebox_cli.engine.registry import model_for_repo
+    from jukebox_cli.engine.weights.loading import download as download_files
 
-    if name not in MODELS and "/" not in name:
-        get_model(name)  # an unknown name: suggests the close ones
-    entry = MODELS.get(name) or model_for_repo(name.split("@")[0])
     with RichProgress(enabled=not quiet) as progress:
-        if entry is not None and revision is None and "@" not in name:
-            status = download_model(
-                entry.name, cache_dir=cache_dir, source=source.value if source else None, dtype=dtype.value,
-                keep_source=keep_source, force=force, local=from_, progress=progress,
-            )  # fmt: skip
-            data, ready = (
-                status.to_dict(),
-                f"{entry.name} is ready ({_gb(status.disk_used)} in {len(status.parts)} parts)",
-            )
-            use = entry.name
-        else:
-            from jukebox_cli.engine import remote
-
-            use = (entry.hub_repo if entry else name) + (f"@{revision}" if revision else "")
-            vqvae, priors = remote.fetch_repo(use, cache_dir=cache_dir, progress=progress)
-            files = {"vqvae": str(vqvae), **{f"prior_level_{lv}": str(p) for lv, p in sorted(priors.items())}}
-            data, ready = {"name": use, "files": files}, f"{use} is ready ({len(files)} parts)"
+        done = download_files(
+            name, revision=revision, cache_dir=cache_dir, source=source.value if source else None,
+            dtype=dtype.value, keep_source=keep_source, force=force, local=from_, progress=progress,
+        )  # fmt: skip
+    if done.status is not None:
+        data = done.status.to_dict()
+        ready = f"{done.name} is ready ({_gb(done.status.disk_used)} in {len(done.status.parts)} parts)"
+    else:
+        data = {"name": done.name, "files": {part: str(path) for part, path in done.files.items()}}
+        ready = f"{done.name} is ready ({len(done.files)} parts)"
+    use = done.name
     if json_output:
         _echo_json(data)
     elif not quiet:
@@ -181,9 +174,9 @@ def info(name: Name, *, cache_dir: CacheDir = None, json_output: Json = False) -
 
         jukebox models info 5b_lyrics
     """
-    from jukebox_cli.engine import presets
-    from jukebox_cli.engine.models import model_status
-    from jukebox_cli.engine.registry import WEIGHTS_LICENSE
+    from jukebox_cli.engine.models import presets
+    from jukebox_cli.engine.weights.registry import WEIGHTS_LICENSE
+    from jukebox_cli.engine.weights.released import model_status
 
     status = model_status(name, cache_dir=cache_dir)
     entry = status.entry
@@ -229,7 +222,7 @@ def verify(
 
         jukebox models verify 1b_lyrics
     """
-    from jukebox_cli.engine.models import verify_model
+    from jukebox_cli.engine.weights.released import verify_model
 
     with RichProgress(enabled=not quiet) as progress:
         results = verify_model(name, cache_dir=cache_dir, progress=progress)
@@ -258,7 +251,7 @@ def remove(
 
         jukebox models rm 5b
     """
-    from jukebox_cli.engine.models import remove_model
+    from jukebox_cli.engine.weights.released import remove_model
 
     result = remove_model(name, cache_dir=cache_dir, shared=shared)
     if json_output:
@@ -281,7 +274,7 @@ def path(name: Name, *, cache_dir: CacheDir = None, json_output: Json = False) -
 
         jukebox models path 1b_lyrics
     """
-    from jukebox_cli.engine.models import part_files
+    from jukebox_cli.engine.weights.released import part_files
 
     files = part_files(name, cache_dir=cache_dir)
     if json_output:

@@ -1,4 +1,7 @@
-"""``jukebox reconstruct``: round-trip a song through each VQ-VAE level, with metrics and a figure."""
+"""``jukebox reconstruct``: round-trip a song through each VQ-VAE level, with metrics and a figure.
+
+Engine imports sit inside the command functions (lazy): ``jukebox --help`` must not import torch.
+"""
 
 from __future__ import annotations
 
@@ -64,13 +67,13 @@ def reconstruct(
 
         jukebox reconstruct song.mp3 --model vqvae.pth.tar --levels 2,0 -o out/ --force
     """
-    from jukebox_cli.engine import audio as audio_io
-    from jukebox_cli.engine.checkpoints import load_vqvae
+    from jukebox_cli.engine.audio import io as audio_io
+    from jukebox_cli.engine.audio.reconstruct import parse_levels
+    from jukebox_cli.engine.audio.reconstruct import reconstruct as run_reconstruct
     from jukebox_cli.engine.devices import resolve_device
     from jukebox_cli.engine.errors import ConfigError, OutputExistsError
     from jukebox_cli.engine.files import write_json
-    from jukebox_cli.engine.reconstruct import parse_levels
-    from jukebox_cli.engine.reconstruct import reconstruct as run_reconstruct
+    from jukebox_cli.engine.weights.loading import load_vqvae
 
     console = Console(stderr=True, soft_wrap=True)
     audio_io.audio_info(song)  # fail on a bad input before loading a model
@@ -131,7 +134,7 @@ def reconstruct(
     }
     written.append(write_json(output / "metrics.json", summary, overwrite=force))
     if figure:
-        from jukebox_cli.engine import plots
+        from jukebox_cli.engine.audio import plots
 
         fig = plots.plot_reconstruction(
             result.input,

@@ -1,4 +1,7 @@
-"""``jukebox train vqvae | prior | upsampler | report``: training and fine-tuning, with a live view."""
+"""``jukebox train vqvae | prior | upsampler | report``: training and fine-tuning, with a live view.
+
+Engine imports sit inside the command functions (lazy): ``jukebox --help`` must not import torch.
+"""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ def test_interrupted_run_resumes_bit_identically(run_cli, tmp_path: Path, monkey
     reference = tmp_path / "reference"
     assert run_cli("generate", *args, "-o", reference).exit_code == 0
 
-    import jukebox_cli.engine.sampling as sampling
+    import jukebox_cli.engine.sampling.level as sampling
 
     real = sampling.sample_window
     calls = {"n": 0}
@@ -96,8 +96,8 @@ def test_continue_from_audio_keeps_the_prompt(run_cli, tmp_path: Path) -> None:
     run = tmp_path / "cont"
     result = run_cli("continue", song, *COMMON, "--prompt-seconds", "0.5", "--duration", "1.2", "-o", run)
     assert result.exit_code == 0, result.stderr
-    from jukebox_cli.engine.audio import load_audio
-    from jukebox_cli.engine.bundle import load_bundle
+    from jukebox_cli.engine.audio.io import load_audio
+    from jukebox_cli.engine.weights.loading import load_bundle
 
     vqvae = load_bundle("tiny-random").vqvae
     prompt = torch.from_numpy(load_audio(song, SR))[None, : _expected_samples(0.5)]
@@ -194,7 +194,7 @@ def test_continue_bad_input(run_cli, tmp_path: Path) -> None:
 
 
 def test_out_of_memory_names_the_flag_to_lower(run_cli, tmp_path: Path, monkeypatch) -> None:
-    import jukebox_cli.engine.generate as generate
+    import jukebox_cli.engine.sampling.cascade as generate
 
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
@@ -215,7 +215,7 @@ def test_resume_keeps_the_prompt_of_continue_and_upsample(run_cli, tmp_path: Pat
     cont_args = ("continue", takes, *COMMON, "--levels", "2", "--duration", "1.5")
     assert run_cli(*cont_args, "-o", tmp_path / "reference").exit_code == 0
 
-    import jukebox_cli.engine.sampling as sampling
+    import jukebox_cli.engine.sampling.level as sampling
 
     real = sampling.sample_window
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from jukebox_cli.cli import labels as labels_cli
-from jukebox_cli.engine.labels import load_label_set
+from jukebox_cli.engine.models.labels import load_label_set
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -101,8 +101,9 @@ def test_exactly_one_kind(cli, flags: tuple[str, ...]) -> None:
 
 
 def test_unknown_model(cli) -> None:
+    # The same reading of --model as every other command: an unknown name is exit code 3, with a suggestion.
     result = cli("labels", "--artists", "--model", "1b-lyrics")
-    _assert_clean_error(result, 2, "unknown model '1b-lyrics'")
+    _assert_clean_error(result, 3, "no model of that name. Did you mean 1b_lyrics?")
     assert "1b_lyrics" in result.stderr and "5b_lyrics" in result.stderr
 
 

@@ -11,7 +11,8 @@ import soundfile as sf
 import torch
 
 from jukebox_cli.engine import build_vqvae
-from jukebox_cli.engine.checkpoints import export_state_dict, save_native
+from jukebox_cli.engine.checkpoints.layouts import export_state_dict
+from jukebox_cli.engine.checkpoints.native import save_native
 from tests.conftest import manifest, music_like
 
 
@@ -148,7 +149,7 @@ def test_unusable_audio(run_cli, tmp_path: Path) -> None:
 def test_bad_models_and_options(run_cli, song: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     _assert_clean_error(run_cli("reconstruct", song, "-m", "jukebox", "-o", out), 3, "offline mode is on")
-    _assert_clean_error(run_cli("reconstruct", song, "-m", "nope", "-o", out), 3, "no preset of that name")
+    _assert_clean_error(run_cli("reconstruct", song, "-m", "nope", "-o", out), 3, "no model of that name")
     prior = tmp_path / "prior_level_0.pth.tar"
     keys = list(manifest("original/prior_level_0")["keys"])[:20]
     torch.save({"model": {k: torch.zeros(1) for k in keys}}, prior)

@@ -124,7 +124,7 @@ def test_fine_tune_adds_new_artists(corpus: Path, tmp_path: Path, run_cli) -> No
                      corpus / "meta.csv", "--steps", "3", "--save-every", "3", "--eval-every", "3",
                      *_common(tmp_path, run))  # fmt: skip
     assert result.exit_code == 0, result.stderr
-    from jukebox_cli.engine.bundle import load_bundle
+    from jukebox_cli.engine.weights.loading import load_bundle
 
     old = load_bundle("tiny-random").load_prior(2)
     new = load_bundle(run).load_prior(2)

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from jukebox_cli.engine.analysis import summarize
-from jukebox_cli.engine.bundled import bundled_folder
+from jukebox_cli.engine.audio.analysis import summarize
+from jukebox_cli.engine.weights.shipped import shipped_folder
 
-DEMO = bundled_folder("demo")
+DEMO = shipped_folder("demo")
 CARD = json.loads((DEMO / "card.json").read_text())
 GENRE = CARD["genres"][0]
 COMMON = ("--model", "demo", "--device", "cpu", "--quiet")

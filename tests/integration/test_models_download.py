@@ -40,7 +40,7 @@ from huggingface_hub import constants
 constants.DOWNLOAD_CHUNK_SIZE = 4096
 from tests.fake_models import TINY_PRESETS
 import dataclasses
-from jukebox_cli.engine import registry
+from jukebox_cli.engine.weights import registry
 for part, preset in TINY_PRESETS.items():
     registry.PARTS[part] = dataclasses.replace(registry.PARTS[part], preset=preset)
 from jukebox_cli.cli.app import main
@@ -73,7 +73,7 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 def test_download_convert_generate_end_to_end(served, parts, run_cli, tmp_path: Path) -> None:
-    from jukebox_cli.engine.checkpoints import load_native
+    from jukebox_cli.engine.checkpoints.native import load_native
 
     cache = tmp_path / "cache"
     result = run_cli(*_cli(cache, "models", "download", "1b_lyrics", "--json"))
@@ -160,8 +160,8 @@ def test_original_files_and_shared_parts(served, run_cli, tmp_path: Path) -> Non
 @pytest.mark.usefixtures("no_retry_sleep")
 def test_corrupted_download_is_detected_and_fetched_again(served, tmp_path: Path) -> None:
     from jukebox_cli.engine.errors import ChecksumMismatch
-    from jukebox_cli.engine.models import download_model
     from jukebox_cli.engine.progress import StageStarted
+    from jukebox_cli.engine.weights.released import download_model
 
     path = served.file_path(REPO, SHARD)
     size = len(hub_repo_files(tiny_parts())[SHARD])
@@ -233,7 +233,7 @@ def test_concurrent_downloads_share_the_cache(served, tmp_path: Path) -> None:
     for name in (SHARD, "pytorch_model-00002-of-00002.bin"):
         gets = [m for m, p, _ in served.requests if m == "GET" and p == served.file_path(REPO, name)]
         assert len(gets) == 1, f"{name} was downloaded {len(gets)} times"
-    from jukebox_cli.engine.models import verify_model
+    from jukebox_cli.engine.weights.released import verify_model
 
     assert set(verify_model("1b_lyrics", cache_dir=cache).values()) == {"ok"}
 
@@ -284,7 +284,7 @@ def test_bad_repositories_and_files(served, parts, run_cli, tmp_path: Path) -> N
 
 
 def test_not_enough_disk_space(served, run_cli, tmp_path: Path, monkeypatch) -> None:
-    from jukebox_cli.engine.cache import ModelCache
+    from jukebox_cli.engine.weights.cache import ModelCache
 
     monkeypatch.setattr(ModelCache, "free_bytes", lambda self: 1000)
     result = run_cli(*_cli(tmp_path / "cache", "models", "download", "1b_lyrics"))
@@ -294,7 +294,8 @@ def test_not_enough_disk_space(served, run_cli, tmp_path: Path, monkeypatch) -> 
 
 
 def _native_files(tmp_path: Path) -> dict[str, bytes]:
-    from jukebox_cli.engine.bundle import load_bundle, save_bundle
+    from jukebox_cli.engine.weights.bundle import save_bundle
+    from jukebox_cli.engine.weights.loading import load_bundle
 
     folder = save_bundle(load_bundle("tiny-random"), tmp_path / "native")
     return {p.name: p.read_bytes() for p in folder.iterdir()}

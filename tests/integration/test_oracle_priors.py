@@ -21,9 +21,9 @@ import torch
 
 pytest.importorskip("jukebox_infer")
 
-from jukebox_cli.engine.presets import prior_config  # noqa: E402
-from jukebox_cli.engine.sampling import SamplingSettings, sample_window  # noqa: E402
-from jukebox_cli.engine.transformer import CROSS, DENSE, PRIME  # noqa: E402
+from jukebox_cli.engine.models.presets import prior_config  # noqa: E402
+from jukebox_cli.engine.models.transformer import CROSS, DENSE, PRIME  # noqa: E402
+from jukebox_cli.engine.sampling.level import SamplingSettings, sample_window  # noqa: E402
 from tests.oracle_priors import (  # noqa: E402
     REFERENCE_NAMES,
     Reduction,
@@ -241,7 +241,7 @@ def test_cache_path_matches_full_forward(pair) -> None:
     assert diff <= LOGIT_TOLERANCE
 
 
-# -- (d) lyric alignment (spec 6.8) ----------------------------------------------------------------------
+# -- (d) lyric alignment ---------------------------------------------------------------------------------
 
 # A lyric-attention layer of each reduced lyrics layout (the released alignment layers are deeper) and a
 # head other than 0, so that a wrong layer, head or sub-block shows.
@@ -252,7 +252,7 @@ ALIGNMENT = {"5b_lyrics": (28, 1), "1b_lyrics": (31, 1)}
 def test_window_alignment_matches_reference_attention(preset, monkeypatch) -> None:
     import dataclasses
 
-    from jukebox_cli.engine.alignment import window_alignment
+    from jukebox_cli.engine.sampling.alignment import window_alignment
 
     ours, reference = build_pair(preset, LAYOUTS[preset], seed=3)
     codes, labels, _ = make_inputs(ours.config, batch=2, seed=4)

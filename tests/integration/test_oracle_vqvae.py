@@ -16,7 +16,7 @@ import torch
 pytest.importorskip("jukebox_infer")
 
 from jukebox_cli.engine import build_vqvae  # noqa: E402
-from jukebox_cli.engine.checkpoints import import_state_dict  # noqa: E402
+from jukebox_cli.engine.checkpoints.layouts import import_state_dict  # noqa: E402
 from tests import oracle  # noqa: E402
 
 pytestmark = pytest.mark.oracle

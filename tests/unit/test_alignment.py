@@ -1,4 +1,4 @@
-"""Lyric alignment (spec 6.8): the per-window attention, its assembly over a song, word timings, files."""
+"""Lyric alignment: the per-window attention, its assembly over a song, word timings, files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from jukebox_cli.engine.alignment import (
+from jukebox_cli.engine.audio.plots import plot_alignment
+from jukebox_cli.engine.errors import ConfigError
+from jukebox_cli.engine.models.builders import build_prior
+from jukebox_cli.engine.models.labels import Labeller
+from jukebox_cli.engine.models.presets import prior_config
+from jukebox_cli.engine.sampling.alignment import (
     alignment_layer_head,
     alignment_starts,
     song_alignment,
@@ -18,11 +23,6 @@ from jukebox_cli.engine.alignment import (
     word_timings,
     write_alignment,
 )
-from jukebox_cli.engine.api import build_prior
-from jukebox_cli.engine.errors import ConfigError
-from jukebox_cli.engine.labels import Labeller
-from jukebox_cli.engine.plots import plot_alignment
-from jukebox_cli.engine.presets import prior_config
 
 LYRICS = "one two three four five six seven eight nine ten"
 

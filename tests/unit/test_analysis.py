@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jukebox_cli.engine.analysis import summarize
+from jukebox_cli.engine.audio.analysis import summarize
 from tests.conftest import music_like
 
 SR = 22050

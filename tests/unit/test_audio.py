@@ -1,4 +1,4 @@
-"""Tests of jukebox_cli.engine.audio: round trips, mixing, resampling, streaming, errors, atomic saves."""
+"""Tests of jukebox_cli.engine.audio.io: round trips, mixing, resampling, streaming, errors, atomic saves."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from jukebox_cli.engine.audio import (
+from jukebox_cli.engine.audio.io import (
     SUPPORTED_WRITE_FORMATS,
     audio_info,
     check_finite,
@@ -484,7 +484,7 @@ def test_save_accepts_torch_tensor(tmp_path):
 
 def test_module_does_not_import_torch_or_librosa():
     code = (
-        "import sys, jukebox_cli.engine.audio; "
+        "import sys, jukebox_cli.engine.audio.io; "
         "assert 'torch' not in sys.modules and 'librosa' not in sys.modules, sorted(sys.modules)"
     )
     root = Path(__file__).resolve().parents[2]

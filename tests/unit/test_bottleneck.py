@@ -1,10 +1,10 @@
-"""Codebook behaviour (spec 3.7): nearest code, EMA only in training, dead-code restarts, straight-through."""
+"""Codebook behaviour: nearest code, EMA only in training, dead-code restarts, straight-through."""
 
 from __future__ import annotations
 
 import torch
 
-from jukebox_cli.engine.bottleneck import BottleneckBlock
+from jukebox_cli.engine.models.bottleneck import BottleneckBlock
 
 
 def _block(codebook_size: int = 16, width: int = 4) -> BottleneckBlock:

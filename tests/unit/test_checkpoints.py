@@ -11,14 +11,11 @@ import torch
 from safetensors.torch import save_file
 
 from jukebox_cli.engine import build_vqvae
-from jukebox_cli.engine.checkpoints import (
-    export_state_dict,
-    import_state_dict,
-    load_vqvae,
-    save_native,
-)
+from jukebox_cli.engine.checkpoints.keymaps import vqvae_key_to_hub
+from jukebox_cli.engine.checkpoints.layouts import export_state_dict, import_state_dict
+from jukebox_cli.engine.checkpoints.native import save_native
 from jukebox_cli.engine.errors import CheckpointError, CheckpointNotFound, ConfigError, IncompatibleCheckpoint
-from jukebox_cli.engine.keymaps import vqvae_key_to_hub
+from jukebox_cli.engine.weights.loading import load_vqvae
 from tests.conftest import manifest
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from jukebox_cli.engine.errors import ConfigError
-from jukebox_cli.engine.filtering import filter_logits, sample_logits
+from jukebox_cli.engine.sampling.filtering import filter_logits, sample_logits
 
 
 def _kept(logits: torch.Tensor) -> list[int]:

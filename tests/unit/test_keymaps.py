@@ -1,4 +1,4 @@
-"""Key renaming original -> Hugging Face hub (spec 8.5), checked key by key against the released manifests."""
+"""Key renaming original -> Hugging Face hub, checked key by key against the released manifests."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from functools import partial
 
 import pytest
 
-from jukebox_cli.engine.keymaps import (
+from jukebox_cli.engine.checkpoints.keymaps import (
     HUB_PRIOR_PREFIX,
     HUB_VQVAE_PREFIX,
     hub_key_map,

@@ -1,4 +1,4 @@
-"""Artist/genre ids, lyric tokens, lyric windows and label vectors (spec section 7 and Appendix A)."""
+"""Artist/genre ids, lyric tokens, lyric windows and label vectors, checked against the original's ids."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from importlib import resources
 import pytest
 
 from jukebox_cli.engine.errors import ConfigError, LabelError
-from jukebox_cli.engine.labels import (
+from jukebox_cli.engine.models.labels import (
     LABEL_SETS,
     MODEL_LABELS,
     Labeller,
@@ -24,7 +24,7 @@ from jukebox_cli.engine.labels import (
 
 DATA = resources.files("jukebox_cli").joinpath("data", "labels")
 
-# the released priors (spec 5.1): (label set, genre slots, lyric tokens)
+# the released priors: (label set, genre slots, lyric tokens)
 UPSAMPLER = ("v2", 5, 0)
 PRIOR_5B_LYRICS = ("v2", 5, 512)
 PRIOR_1B_LYRICS = ("v3", 1, 384)
@@ -102,7 +102,7 @@ def test_vocabularies() -> None:
     assert load_label_set("tiny").vocab == v3_vocab
 
 
-# ---- artists and genres (spec 7.2 and Appendix A)
+# ---- artists and genres
 
 
 @pytest.mark.parametrize(
@@ -222,7 +222,7 @@ def test_v2_genres_split_into_words(v2: Labeller) -> None:
     assert v2.genre_ids("Hip Hop") == [3, 4, -1, -1, -1]
     assert v2.genre_ids("Hip-Hop") == [3, 4, -1, -1, -1]
     assert v2.genre_ids("R&B") == [17, 18, -1, -1, -1]
-    assert v2.genre_ids("Country Rock") == [11, 8, -1, -1, -1]  # not the single unknown word [H] makes
+    assert v2.genre_ids("Country Rock") == [11, 8, -1, -1, -1]  # not transformers' single unknown word
     assert v2.genre_ids("country rock pop jazz blues") == [11, 8, 14, 9, 2]
 
 
@@ -275,7 +275,7 @@ def test_allow_unknown_gives_id_zero(v2: Labeller, v3: Labeller) -> None:
 
 
 def test_same_names_differ_between_priors(v2: Labeller, v3: Labeller) -> None:
-    """With 1b_lyrics the top prior (v3) and the upsamplers (v2) get different ids (spec 7.1)."""
+    """With 1b_lyrics the top prior (v3) and the upsamplers (v2) get different ids."""
     assert (v3.artist_id("Alan Jackson"), v2.artist_id("Alan Jackson")) == (6785, 145)
     assert (v3.genre_ids("Country"), v2.genre_ids("Country")) == ([507], [11, -1, -1, -1, -1])
 
@@ -303,7 +303,7 @@ def test_reverse_lookup() -> None:
         v3_set.artist_names(7898)
 
 
-# ---- lyrics (spec 7.3)
+# ---- lyrics
 
 
 def test_old_town_road_v3(v3: Labeller) -> None:
@@ -356,7 +356,7 @@ def test_out_of_vocabulary_characters_are_reported(v3: Labeller) -> None:
     assert v3.tokenize("").ids == ()
 
 
-# ---- lyric windows (spec 7.4)
+# ---- lyric windows
 
 
 def test_short_lyrics_are_padded_at_the_front() -> None:
@@ -410,7 +410,7 @@ def test_offset_must_lie_in_the_song(offset: int) -> None:
         Labeller(*UPSAMPLER).label_vector(0, [], [], total_length=1000, offset=offset, length=100)
 
 
-# ---- label vectors (spec 7.1)
+# ---- label vectors
 
 
 def test_label_vector_upsampler(v2: Labeller) -> None:
@@ -502,13 +502,13 @@ def test_search_everything_and_marked_names() -> None:
 
 
 def test_module_does_not_import_torch() -> None:
-    code = "import sys, jukebox_cli.engine.labels as m; m.load_label_set('v3'); print('torch' in sys.modules)"
+    code = "import sys, jukebox_cli.engine.models.labels as m; m.load_label_set('v3'); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
 
 def test_extended_label_sets_keep_ids_and_add_rows() -> None:
-    from jukebox_cli.engine.labels import LabelSet, load_label_set, new_label_set
+    from jukebox_cli.engine.models.labels import LabelSet, load_label_set, new_label_set
 
     v3 = load_label_set("v3")
     extended = v3.extended(["Zac Brown Band", "My Garage Band"], ["country", "garage polka"])

@@ -1,4 +1,4 @@
-"""Invariants of jukebox_cli.engine.metrics (spec 3.7, 3.9)."""
+"""Invariants of jukebox_cli.engine.audio.metrics."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from jukebox_cli.engine import metrics as m
+from jukebox_cli.engine.audio import metrics as m
 from jukebox_cli.engine.errors import ConfigError
 
 SR = 22050

@@ -1,4 +1,4 @@
-"""Invariants of jukebox_cli.engine.plots."""
+"""Invariants of jukebox_cli.engine.audio.plots."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from jukebox_cli.engine import plots
+from jukebox_cli.engine.audio import plots
 from jukebox_cli.engine.errors import ConfigError, OutputExistsError
 
 SR = 22050

@@ -1,13 +1,13 @@
-"""Priors (spec 5): released architectures on the meta device, conditioning, cache == teacher forcing."""
+"""Priors: released architectures on the meta device, conditioning, cache == teacher forcing."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from jukebox_cli.engine.api import build_prior
 from jukebox_cli.engine.errors import ConfigError
-from jukebox_cli.engine.sampling import SamplingSettings, sample_window
+from jukebox_cli.engine.models.builders import build_prior
+from jukebox_cli.engine.sampling.level import SamplingSettings, sample_window
 from tests.conftest import manifest
 
 RELEASED = {

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from jukebox_cli.engine.api import build_prior, build_vqvae
-from jukebox_cli.engine.bundle import load_bundle, save_bundle
-from jukebox_cli.engine.checkpoints import export_state_dict, import_state_dict
+from jukebox_cli.engine.checkpoints.layouts import export_state_dict, import_state_dict
+from jukebox_cli.engine.models.builders import build_prior, build_vqvae
+from jukebox_cli.engine.weights.bundle import save_bundle
+from jukebox_cli.engine.weights.loading import load_bundle
 from tests.conftest import manifest
 
 HUB_BUNDLES = {

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from jukebox_cli.engine import registry
-from jukebox_cli.engine.cache import ModelCache, cache_root
-from jukebox_cli.engine.checkpoints import export_state_dict, load_native, source_key_plan
-from jukebox_cli.engine.convert import convert_part, native_size, skeleton
+from jukebox_cli.engine.checkpoints.layouts import export_state_dict, source_key_plan
+from jukebox_cli.engine.checkpoints.native import load_native
 from jukebox_cli.engine.errors import CheckpointNotFound, ConfigError, IncompatibleCheckpoint
-from jukebox_cli.engine.models import download_model, model_status, part_files
-from jukebox_cli.engine.transformer import Conv1D
+from jukebox_cli.engine.models.transformer import Conv1D
+from jukebox_cli.engine.weights import registry
+from jukebox_cli.engine.weights.cache import ModelCache, cache_root
+from jukebox_cli.engine.weights.convert import convert_part, native_size, skeleton
+from jukebox_cli.engine.weights.released import download_model, model_status, part_files
 from tests.conftest import manifest
 from tests.fake_models import tiny_parts, use_tiny_presets
 
@@ -170,14 +171,14 @@ def test_status_and_missing_models(tmp_path: Path) -> None:
 
 
 def test_priors_load_one_level_at_a_time(monkeypatch, tmp_path: Path) -> None:
-    from jukebox_cli.engine import checkpoints
-    from jukebox_cli.engine.bundle import load_bundle, save_bundle
+    from jukebox_cli.engine.weights import bundle as bundles
+    from jukebox_cli.engine.weights.loading import load_bundle
 
-    folder = save_bundle(load_bundle("tiny-random"), tmp_path / "model")
+    folder = bundles.save_bundle(load_bundle("tiny-random"), tmp_path / "model")
     loads = []
-    original = checkpoints.load_native
+    original = bundles.load_native
     monkeypatch.setattr(
-        checkpoints, "load_native", lambda path, **kw: loads.append(Path(path).name) or original(path, **kw)
+        bundles, "load_native", lambda path, **kw: loads.append(Path(path).name) or original(path, **kw)
     )
     bundle = load_bundle(folder)
     assert loads == ["vqvae.safetensors"], "priors are not read until a level needs them"

@@ -11,7 +11,7 @@ import torch
 
 from jukebox_cli import __version__
 from jukebox_cli.engine.errors import ConfigError, OutputExistsError
-from jukebox_cli.engine.runs import RUN_FORMAT_VERSION, Run
+from jukebox_cli.engine.sampling.runs import RUN_FORMAT_VERSION, Run
 
 SETTINGS = {
     "model": "5b_lyrics",

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from jukebox_cli.engine.audio import load_audio
+from jukebox_cli.engine.audio.io import load_audio
 from jukebox_cli.engine.errors import ConfigError, TrainingError
 from jukebox_cli.engine.progress import Advanced, StageFinished, StageStarted
 from jukebox_cli.engine.train import data

@@ -397,7 +397,7 @@ def test_ema_follows_mu_ema_plus_one_minus_mu_param(tmp_path: Path) -> None:
     train(task, config(steps=4, ema=0.8, lr=0.1), tmp_path, progress=after_each_step)
     expected = dict(params[0])
     for step, current in enumerate(params[1:]):
-        if step not in task.nan_steps:  # a skipped step leaves the EMA alone, as in [O]
+        if step not in task.nan_steps:  # a skipped step leaves the EMA alone, as in the original
             mu = min(0.8, (1 + step) / (10 + step))  # the decay warms up (WeightEMA.decay_at)
             expected = {n: mu * expected[n] + (1 - mu) * current[n] for n in expected}
     ema = latest(tmp_path)["ema"]

@@ -1,11 +1,11 @@
-"""Transformer invariants (spec 4): attention layouts, cache == full forward, causality, Conv1D layout."""
+"""Transformer invariants: attention layouts, cache == full forward, causality, Conv1D layout."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from jukebox_cli.engine.transformer import (
+from jukebox_cli.engine.models.transformer import (
     BLOCK,
     CROSS,
     DENSE,

@@ -1,4 +1,4 @@
-"""VQ-VAE architecture and inference invariants (spec section 3, Appendix A)."""
+"""VQ-VAE architecture and inference invariants, with the released model's counts and shapes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch import nn
 
 from jukebox_cli.engine import build_vqvae
 from jukebox_cli.engine.errors import ConfigError, InvalidAudio
-from jukebox_cli.engine.vqvae import VQVAEConfig
+from jukebox_cli.engine.models.vqvae import VQVAEConfig
 
 
 def test_released_architecture_counts() -> None:

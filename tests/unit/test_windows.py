@@ -1,15 +1,14 @@
-"""Windows of the sampling cascade: the spec's length and window tables, and the invariants of resuming."""
+"""Windows of the sampling cascade: lengths and window counts of the released models, and resuming."""
 
 from __future__ import annotations
 
 import pytest
 
 from jukebox_cli.engine.errors import ConfigError
-from jukebox_cli.engine.windows import (
+from jukebox_cli.engine.sampling.windows import (
     Window,
     partial_window,
     plan_level,
-    plan_summary,
     sample_length,
     window_advance,
     window_offset,
@@ -17,7 +16,7 @@ from jukebox_cli.engine.windows import (
 )
 
 SR = 44_100
-# (n_ctx, hop_fraction, hop_length) of the released models (spec 2.2).
+# (n_ctx, hop_fraction, hop_length) of the released models.
 TOP_5B = (8192, 0.125, 128)
 TOP_1B = (6144, 0.125, 128)
 LEVEL_1 = (8192, 0.5, 32)
@@ -57,7 +56,7 @@ def test_sample_length_refuses_bad_durations(seconds: float) -> None:
         sample_length(seconds, SR, 128)
 
 
-def test_window_advance_matches_the_spec_and_refuses_bad_fractions() -> None:
+def test_window_advance_truncates_like_the_original_and_refuses_bad_fractions() -> None:
     assert window_advance(0.125, 8192) == 1024
     assert window_advance(0.125, 6144) == 768
     assert window_advance(0.5, 8192) == 4096
@@ -72,10 +71,10 @@ def test_window_offset_is_in_audio_samples() -> None:
     assert window_offset(4096, 8, metadata_offset=44_100) == 44_100 + 4096 * 8
 
 
-# ---- the spec's table (6.2) --------------------------------------------------------------------------------
+# ---- window counts of the released models, as the original's sample.py plans them --------------------------
 
 
-def test_20_seconds_matches_the_spec_table() -> None:
+def test_20_seconds_matches_the_released_window_counts() -> None:
     top_5b = _plan(20, TOP_5B)
     assert top_5b == [Window(0, 6890, 0, 6890)], "one partial window from 0"
 
@@ -94,7 +93,7 @@ def test_20_seconds_matches_the_spec_table() -> None:
     ("seconds", "expected"),
     [(20, (1, 2, 6, 26)), (60, (14, 20, 20, 80)), (180, (54, 74, 60, 242))],
 )
-def test_window_counts_match_the_spec_table(seconds: float, expected: tuple[int, ...]) -> None:
+def test_window_counts_match_the_released_models(seconds: float, expected: tuple[int, ...]) -> None:
     counts = tuple(len(_plan(seconds, level)) for level in (TOP_5B, TOP_1B, LEVEL_1, LEVEL_0))
     assert counts == expected
 
@@ -115,26 +114,6 @@ def test_upsampler_windows_reread_half_and_sample_half() -> None:
     assert level_0[-1].n_new < 4096, "the last, right-aligned window samples fewer"
     top = _plan(60, TOP_5B)
     assert all(w.n_context == 7168 and w.n_new == 1024 for w in top[1:-1])
-
-
-def test_plan_summary_lists_levels_top_down() -> None:
-    plans = plan_summary(
-        sample_length(20, SR, 128),
-        n_ctx=(8192, 8192, 8192),
-        hop_fraction=(0.5, 0.5, 0.125),
-        hop_length=(8, 32, 128),
-    )
-    assert [(p.level, p.total, p.n_windows, p.n_new, p.partial) for p in plans] == [
-        (2, 6890, 1, 6890, True),
-        (1, 27_560, 6, 27_560, False),
-        (0, 110_240, 26, 110_240, False),
-    ]
-    upsample = plan_summary(
-        881_920, n_ctx=(8192,) * 3, hop_fraction=(0.5, 0.5, 0.125), hop_length=(8, 32, 128), levels=[0, 1]
-    )
-    assert [p.level for p in upsample] == [1, 0]
-    with pytest.raises(ConfigError, match="multiple"):
-        plan_summary(1000, n_ctx=(8192,) * 3, hop_fraction=(0.5, 0.5, 0.125), hop_length=(8, 32, 128))
 
 
 # ---- invariants --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Training and fine-tuning (spec section 9): data, a model-agnostic loop, logging, and one task per model kind.
+"""Training and fine-tuning: data, a model-agnostic loop, logging, and one task per model kind.
 
 - ``data.py``: audio folders decoded once into a cache, deterministic random chunks, metadata, held-out split.
 - ``loop.py``: the loop (AdamW, clipping, mixed precision, accumulation, non-finite steps skipped, evaluation,

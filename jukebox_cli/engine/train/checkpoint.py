@@ -1,4 +1,4 @@
-"""Training checkpoints and the run folder (spec section 9.4): atomic, resumable, ``weights_only`` loadable.
+"""Training checkpoints and the run folder: atomic, resumable, ``weights_only`` loadable.
 
 Layout of a run folder::
 
@@ -7,7 +7,7 @@ Layout of a run folder::
     ...                     # the task's export of the model in the native layout (``--model RUN_DIR``)
 
 Only tensors, plain containers, numbers, strings and None go into a checkpoint, so ``torch.load(...,
-weights_only=True)`` reads it (the default since PyTorch 2.6, spec pitfall 28): the numpy and Python RNG
+weights_only=True)`` reads it (the default since PyTorch 2.6): the numpy and Python RNG
 states are converted to lists and ints here and rebuilt on load.
 """
 
@@ -216,7 +216,7 @@ def training_state(
         The dict :func:`save_checkpoint` writes.
     """
     persistent = model.state_dict()
-    # Non-persistent buffers (the codebook's EMA sums and counts, spec 3.7) are training state too.
+    # Non-persistent buffers (the codebook's EMA sums and counts) are training state too.
     buffers = {name: b for name, b in model.named_buffers() if name not in persistent}
     return {
         "format": FORMAT,

@@ -1,6 +1,6 @@
 """Training data: a folder of songs decoded once into a cache, and deterministic random chunks of it.
 
-Improves on the original ``FilesAudioDataset`` (spec 9.2): files are decoded, mixed to mono and resampled
+Improves on the original ``FilesAudioDataset``: files are decoded, mixed to mono and resampled
 once into float32 ``.npy`` files that chunks read by memory map (no per-step decoding, no ``.dur`` files
 beside the user's audio); bad files are skipped with a reason instead of crashing the run; the held-out
 split is by song (not by file order, which leaks one song into both splits) and stays stable as files are
@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jukebox_cli.engine.audio import load_audio
-from jukebox_cli.engine.cache import cache_root
+from jukebox_cli.engine.audio.io import load_audio
 from jukebox_cli.engine.errors import AudioError, ConfigError, TrainingError
 from jukebox_cli.engine.files import atomic_write
 from jukebox_cli.engine.progress import Advanced, ProgressCallback, StageFinished, StageStarted, noop
+from jukebox_cli.engine.weights.cache import cache_root
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""torchrun / DistributedDataParallel helpers (spec section 9.7).
+"""torchrun / DistributedDataParallel helpers.
 
 The original discovered ranks with MPI and always used NCCL; here torchrun's environment (``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) is read, NCCL is used on CUDA and gloo
@@ -108,7 +108,7 @@ def get_world_size() -> int:
 
 
 def is_main() -> bool:
-    """True on rank 0, the only rank that logs, saves and exports (spec 9.7)."""
+    """True on rank 0, the only rank that logs, saves and exports."""
     return get_rank() == 0
 
 
@@ -126,7 +126,7 @@ def _comm_device() -> torch.device:
 
 
 def all_reduce_mean(values: Mapping[str, float]) -> dict[str, float]:
-    """Average scalar metrics over ranks (every rank must pass the same keys), as [O] averages its logs.
+    """Average scalar metrics over ranks (every rank must pass the same keys), like the original's logs.
 
     Args:
         values: this rank's scalars.
@@ -179,7 +179,8 @@ def gather(obj: Any) -> list[Any]:
 
 
 # PyTorch 2.13 deprecates ``broadcast_buffers`` (which now also skips the buffers' sync at construction) for
-# ``forward_sync_buffers``, which keeps that one-time sync: what ``broadcast_buffers=False`` meant for [O].
+# ``forward_sync_buffers``, which keeps that one-time sync: what ``broadcast_buffers=False`` meant for the
+# original.
 _NO_FORWARD_BUFFER_SYNC = (
     {"forward_sync_buffers": False}
     if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
@@ -190,7 +191,7 @@ _NO_FORWARD_BUFFER_SYNC = (
 def wrap(model: nn.Module, info: DistInfo) -> DistributedDataParallel:
     """Wrap ``model`` (already on ``info.device``) for data-parallel training.
 
-    No buffer broadcast before each forward (``broadcast_buffers=False`` in [O], spec 9.7): the bottleneck keeps
+    No buffer broadcast before each forward (the original's ``broadcast_buffers=False``): the bottleneck keeps
     its codebooks identical across ranks with its own broadcast and all-reduces (``bottleneck.py``). DDP still
     copies rank 0's parameters (and, with PyTorch >= 2.13, buffers) to every rank once, here.
 

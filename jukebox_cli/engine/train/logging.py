@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from jukebox_cli.engine.audio.plots import analysis_hop, chromagram
 from jukebox_cli.engine.errors import ConfigError, TrainingError
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ _PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B
 
 
 def chromagram_image(audio: torch.Tensor | np.ndarray, sample_rate: int, *, title: str = "") -> Image:
-    """A small chromagram picture of a mono clip (features from `jukebox_cli.engine.plots.chromagram`).
+    """A small chromagram picture of a mono clip (features from `jukebox_cli.engine.audio.plots.chromagram`).
 
     Args:
         audio: Mono audio ``[T]`` (or ``[1, T]``).
@@ -150,8 +151,6 @@ def chromagram_image(audio: torch.Tensor | np.ndarray, sample_rate: int, *, titl
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from jukebox_cli.engine.plots import analysis_hop, chromagram
 
     chroma = chromagram(_to_numpy(audio), sample_rate)  # (12, frames), each frame max-normalised
     seconds = chroma.shape[1] * analysis_hop(sample_rate) / sample_rate

@@ -1,4 +1,4 @@
-"""The model-agnostic training loop (minGPT's Trainer shape; spec section 9.3): a task in, events out.
+"""The model-agnostic training loop (minGPT's Trainer shape): a task in, events out.
 
 A :class:`Task` supplies the model, the data of each micro step and the loss; :func:`train` does the rest:
 AdamW with warmup and decay, gradient accumulation, clipping, a weight EMA, mixed precision, non-finite steps
@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from jukebox_cli.engine.configs import DictConfig
+from jukebox_cli.engine.dtypes import parse_dtype
 from jukebox_cli.engine.errors import ConfigError, TrainingError
 from jukebox_cli.engine.progress import (
     Advanced,
@@ -45,13 +46,13 @@ log = logging.getLogger(__name__)
 DECAYS = ("cosine", "linear", "none")
 PRECISIONS = ("fp32", "bf16", "fp16")
 MAX_BAD_STEPS = 100  # consecutive non-finite steps before giving up
-# fp16 autocast with dynamic loss scaling is a CUDA recipe (spec 9.3); CPU autocast is made for bf16.
+# fp16 autocast with dynamic loss scaling is a CUDA recipe; CPU autocast is made for bf16.
 FP16_DEVICES = ("cuda",)
 
 
 @dataclass(frozen=True)
 class TrainConfig(DictConfig):
-    """How to train (spec 9.3 and 9.5 for the original's defaults: lr 3e-4, warmup 100, clip 1.0, Adam betas).
+    """How to train; the defaults are the original's (lr 3e-4, warmup 100, clip 1.0, Adam betas, eps).
 
     ``save_every`` and ``eval_every`` may be 0: only at the end. ``batch_size`` is what the task draws per
     process and micro step; the loop uses it for throughput figures only.
@@ -304,13 +305,12 @@ class _Trainer:
         self.train_model = self.model
         gc.collect()
 
-    # -- one step (spec 9.3) -----------------------------------------------------------------------------
+    # -- one step --------------------------------------------------------------------------------------------
 
     def _autocast(self) -> AbstractContextManager[Any]:
         if self.config.precision == "fp32":
             return nullcontext()
-        dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
-        return torch.autocast(device_type=self.info.device.type, dtype=dtype)
+        return torch.autocast(device_type=self.info.device.type, dtype=parse_dtype(self.config.precision))
 
     def train_step(self) -> None:
         cfg, info = self.config, self.info
@@ -343,7 +343,7 @@ class _Trainer:
         bad_loss, self.stopping = distributed.any_rank([not math.isfinite(loss_value), self.stop_requested])
         self.phase = "update"
         if self.scaler is not None:
-            # The scaler skips steps whose gradients overflowed and halves its scale (spec 9.3 step 3).
+            # The scaler skips steps whose gradients overflowed and halves its scale, like the original's.
             scale = self.scaler.get_scale()
             if not bad_loss:
                 self.scaler.step(self.optimizer)

@@ -1,4 +1,4 @@
-"""Optimisation pieces of the training loop: the learning-rate schedule and the weight EMA (spec 9.3)."""
+"""Optimisation pieces of the training loop: the learning-rate schedule and the weight EMA."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 def lr_factor(step: int, config: TrainConfig) -> float:
     """The multiplier on ``config.lr`` for the optimizer step with index ``step`` (0-based).
 
-    Linear warmup reaches the full LR at step ``warmup - 1`` ([O] multiplies by ``step / warmup``, which
-    makes its first step a no-op), then ``decay`` brings it to ``min_lr_ratio`` at ``steps``.
+    Linear warmup reaches the full LR at step ``warmup - 1`` (the original multiplies by ``step / warmup``,
+    which makes its first step a no-op), then ``decay`` brings it to ``min_lr_ratio`` at ``steps``.
 
     Args:
         step: the index of the step about to be taken.
@@ -39,10 +39,11 @@ def lr_factor(step: int, config: TrainConfig) -> float:
 
 
 class WeightEMA:
-    """A float32 shadow of the trainable parameters (spec 9.3 "Weight EMA"): ``ema = mu ema + (1 - mu) p``.
+    """A float32 shadow of the trainable parameters, as the original keeps: ``ema = mu ema + (1 - mu) p``.
 
     Buffers are not averaged: they are used as they are (the VQ-VAE codebook is a buffer learnt by its own
-    EMA, spec 3.7). The shadow is what is evaluated, exported and saved next to the training weights.
+    EMA in `models.bottleneck`). The shadow is what is evaluated, exported and saved next to the training
+    weights.
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:

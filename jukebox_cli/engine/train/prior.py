@@ -1,4 +1,4 @@
-"""Training a prior (top level or upsampler) on the codes of a frozen VQ-VAE (spec 5.7, 9.3).
+"""Training a prior (top level or upsampler) on the codes of a frozen VQ-VAE.
 
 Each batch is audio chunks of one prior window; the frozen VQ-VAE encodes them to this level's codes (and, for
 an upsampler, the level above's), the labeller turns the corpus metadata into label vectors, and the loss is
@@ -18,13 +18,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from jukebox_cli.engine.checkpoints.folder import VQVAE_FILE, prior_file
+from jukebox_cli.engine.checkpoints.native import save_native
 from jukebox_cli.engine.errors import ConfigError
-from jukebox_cli.engine.labels import Labeller, LabelSet, load_label_set, new_label_set
-from jukebox_cli.engine.prior import ConditionerConfig, Prior, PriorConfig
+from jukebox_cli.engine.models.builders import build_prior
+from jukebox_cli.engine.models.labels import Labeller, LabelSet, load_label_set, new_label_set
+from jukebox_cli.engine.models.prior import ConditionerConfig, Prior, PriorConfig
+from jukebox_cli.engine.models.vqvae import VQVAE, VQVAEConfig
+from jukebox_cli.engine.sampling.level import SamplingSettings, sample_window
 from jukebox_cli.engine.train.data import AudioCorpus, Chunk
-from jukebox_cli.engine.vqvae import VQVAE, VQVAEConfig
+from jukebox_cli.engine.train.logging import Audio, chromagram_image
 
-# Sizes of priors trained from scratch (the released ones are far larger: spec 5.1, 9.5).
+# Sizes of priors trained from scratch (the released ones are far larger: width 1920-4800, 72 or 79 layers).
 PRIOR_PRESETS = {
     "tiny": {"width": 32, "depth": 3, "heads": 2, "n_ctx": 128, "blocks": 8, "cond_width": 16, "cond_depth": 2},
     "small": {"width": 256, "depth": 8, "heads": 4, "n_ctx": 512, "blocks": 32, "cond_width": 128, "cond_depth": 4},
@@ -178,9 +183,7 @@ class PriorTask:
     @torch.no_grad()
     def media(self, model: nn.Module, step: int) -> dict:
         """One window sampled at temperature 1 (conditioned like the first held-out chunk), as audio and a
-        chromagram, beside that chunk decoded from its true codes (spec 9.4's ``sample_x_T1``)."""
-        from jukebox_cli.engine.sampling import SamplingSettings, sample_window
-        from jukebox_cli.engine.train.logging import Audio, chromagram_image
+        chromagram, beside that chunk decoded from its true codes (cf. the original's ``sample_x_T1``)."""
 
         chunks = self.corpus.eval_chunks(1)
         if not chunks:
@@ -200,17 +203,14 @@ class PriorTask:
         return items
 
     def export(self, model: nn.Module, folder: Path) -> None:
-        from jukebox_cli.engine.checkpoints import save_native
 
         folder = Path(folder)
-        save_native(model, folder / f"prior_level_{model.config.level}.safetensors")
-        if not (folder / "vqvae.safetensors").exists():
-            save_native(self.vqvae, folder / "vqvae.safetensors")
+        save_native(model, folder / prior_file(model.config.level))
+        if not (folder / VQVAE_FILE).exists():
+            save_native(self.vqvae, folder / VQVAE_FILE)
 
 
 def new_prior(preset: str, vqvae: VQVAE, level: int, corpus: AudioCorpus, seed: int = 0) -> Prior:
     """A freshly initialised prior for ``level`` with the corpus' own label tables."""
     labels = new_label_set([s.artist for s in corpus.songs], [s.genre for s in corpus.songs])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return Prior(training_prior_config(preset, vqvae.config, level, labels))
+    return build_prior(training_prior_config(preset, vqvae.config, level, labels), "cpu", seed).train()

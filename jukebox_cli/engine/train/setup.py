@@ -11,10 +11,12 @@ from pathlib import Path
 import torch
 
 from jukebox_cli.engine.errors import ConfigError, IncompatibleCheckpoint
+from jukebox_cli.engine.models.builders import build_vqvae
 from jukebox_cli.engine.progress import ProgressCallback, noop
 from jukebox_cli.engine.train.data import AudioCorpus
 from jukebox_cli.engine.train.prior import PRIOR_PRESETS, PriorTask, new_prior, with_labels
 from jukebox_cli.engine.train.vqvae import VQVAETask
+from jukebox_cli.engine.weights.loading import load_bundle, load_vqvae
 
 VQVAE_TRAIN_PRESETS = ("tiny", "small", "jukebox")
 # Chunk length for VQ-VAE training (the released recipe used 262,144 samples at 44.1 kHz for the small one).
@@ -42,16 +44,13 @@ def vqvae_task(
     Raises:
         ConfigError: unknown preset; CheckpointError: ``source`` cannot be loaded; TrainingError: no usable audio.
     """
-    from jukebox_cli.engine import presets
-    from jukebox_cli.engine.checkpoints import build_vqvae_from_config, load_vqvae
-
     if source is not None:
         model = load_vqvae(source, cache_dir=cache_dir, download=True, progress=progress).model
     else:
         if preset not in VQVAE_TRAIN_PRESETS:
             raise ConfigError(f"Unknown VQ-VAE preset {preset!r}; choose {', '.join(VQVAE_TRAIN_PRESETS)}.")
-        # Its codebooks are marked uninitialised: the first batch seeds them from data (spec 3.7).
-        model = build_vqvae_from_config(presets.vqvae_config(preset), "cpu", seed)
+        # Its codebooks are marked uninitialised: the first batch seeds them from data.
+        model = build_vqvae(preset, "cpu", seed)
     if revival_threshold is not None:
         model.set_revival_threshold(revival_threshold)
     top = model.hop_lengths[-1]
@@ -85,15 +84,12 @@ def prior_task(
     Raises:
         ConfigError, CheckpointError, IncompatibleCheckpoint (the prior does not fit the VQ-VAE), TrainingError.
     """
-    from jukebox_cli.engine.checkpoints import load_vqvae
 
     codec = load_vqvae(vqvae, cache_dir=cache_dir, download=True, progress=progress).model.eval()
     if not 0 <= level < codec.levels:
         raise ConfigError(f"The VQ-VAE has levels 0..{codec.levels - 1}; got --level {level}.")
     prior = None
     if source is not None:
-        from jukebox_cli.engine.bundle import load_bundle
-
         bundle = load_bundle(source, cache_dir=cache_dir, download=True, progress=progress)
         if level not in bundle.prior_configs:
             raise IncompatibleCheckpoint(f"{source} has no level-{level} prior.")

@@ -1,4 +1,4 @@
-"""Training the VQ-VAE: the losses and metrics of spec 3.9 over chunks of a corpus.
+"""Training the VQ-VAE: the original's losses and metrics (see `audio.metrics`) over chunks of a corpus.
 
 Every level is its own encoder/decoder pair, trained together: the loss sums, over the levels, the sample-wise
 reconstruction mix (L2 + 0.02 Linf for the released recipe), the spectral terms and the commitment term,
@@ -12,11 +12,15 @@ from pathlib import Path
 
 import torch
 
-from jukebox_cli.engine import metrics as M
+from jukebox_cli.engine.audio import metrics as M
+from jukebox_cli.engine.checkpoints.folder import VQVAE_FILE
+from jukebox_cli.engine.checkpoints.native import save_native
+from jukebox_cli.engine.models.vqvae import VQVAE
 from jukebox_cli.engine.train.data import AudioCorpus
-from jukebox_cli.engine.vqvae import VQVAE
+from jukebox_cli.engine.train.distributed import unwrap
+from jukebox_cli.engine.train.logging import Audio, chromagram_image
 
-# Bottleneck statistics averaged over levels in the logs, as the original does (spec 3.9); restarts are summed.
+# Bottleneck statistics averaged over levels in the logs, as the original does; restarts are summed.
 _CODEBOOK_METRICS = ("fit", "pn", "entropy", "used_curr", "usage", "dk")
 
 
@@ -87,7 +91,6 @@ class VQVAETask:
 
     @torch.no_grad()
     def media(self, model: VQVAE, step: int) -> dict:
-        from jukebox_cli.engine.train.logging import Audio, chromagram_image
 
         chunks = self.corpus.eval_chunks(1)
         if not chunks:
@@ -105,9 +108,8 @@ class VQVAETask:
         return items
 
     def export(self, model: VQVAE, folder: Path) -> None:
-        from jukebox_cli.engine.checkpoints import save_native
 
-        save_native(model, Path(folder) / "vqvae.safetensors")
+        save_native(model, Path(folder) / VQVAE_FILE)
 
 
 def codebook_notes(model: VQVAE, batch_size: int, sample_length: int) -> list[str]:
@@ -142,11 +144,10 @@ def _scalar(value: torch.Tensor | float) -> float:
 def vqvae_loss(
     model: VQVAE, x: torch.Tensor, bandwidth: dict[str, float]
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The total loss of spec 3.9 for audio ``x`` [B, T], and every logged metric (plain floats).
+    """The total training loss for audio ``x`` [B, T], and every logged metric (plain floats).
 
     ``model`` may be wrapped in DistributedDataParallel: it is called as given (gradients synchronise).
     """
-    from jukebox_cli.engine.train.distributed import unwrap
 
     c = unwrap(model).config
     out = model(x)

@@ -1,0 +1,311 @@
+"""``jukebox generate``, ``continue`` and ``upsample``: parse the options, call the generation API
+(``engine.sampling.generation``), render its plan, progress and result.
+
+Engine imports sit inside the command functions (lazy): ``jukebox --help`` must not import torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from jukebox_cli.cli._options import CacheDir, Device, Force, Json, Model, OptionalModel, Quiet
+from jukebox_cli.cli._progress import RichProgress
+
+Artist = Annotated[str, typer.Option(help="Artist to condition on (see `jukebox labels --artists`).")]
+Genre = Annotated[str, typer.Option(help="Genre to condition on (see `jukebox labels --genres`).")]
+Lyrics = Annotated[str | None, typer.Option(help="Lyrics text (lyrics models only).")]
+Alignment = Annotated[
+    bool,
+    typer.Option(
+        "--alignment/--no-alignment",
+        help="Lyrics models: write which lyrics each moment attends to (level_2/item_N.alignment.json, .png).",
+    ),
+]
+LyricsFile = Annotated[Path | None, typer.Option(help="Read the lyrics from this UTF-8 file.")]
+Duration = Annotated[float, typer.Option(min=0.0, help="Seconds of audio to generate.")]
+TotalDuration = Annotated[
+    float | None,
+    typer.Option(
+        help="Length of the whole song in seconds (conditions timing and lyrics); default: --duration, "
+        "raised to the model's minimum."
+    ),  # fmt: skip
+]
+Samples = Annotated[int, typer.Option("--samples", "-n", min=1, help="How many samples (takes) to generate.")]
+Levels = Annotated[str, typer.Option(help="Levels to sample, top first: 2, 2,1 or 2,1,0.")]
+Temperature = Annotated[
+    str,
+    typer.Option(
+        help="Sampling temperature: one value, or one per sampled level (top first), e.g. 0.98,0.99,0.99."
+    ),
+]
+TopK = Annotated[int, typer.Option(min=0, help="Keep only the k most likely codes (0: off).")]
+TopP = Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling threshold (0: off).")]
+Seed = Annotated[int, typer.Option(help="Random seed; the same command and seed give the same codes.")]
+Dtype = Annotated[str, typer.Option(help="auto (bf16/fp16 on GPUs, fp32 on the CPU), fp32, fp16 or bf16.")]
+MaxBatch = Annotated[
+    str,
+    typer.Option(
+        help="Samples per prior call: one value or one per sampled level, e.g. 3,16,16 (lower it when out of "
+        "memory)."
+    ),
+]
+ChunkSize = Annotated[
+    int, typer.Option(min=1, help="Known codes pushed through the prior at once when priming.")
+]
+AllowUnknown = Annotated[
+    bool, typer.Option(help="Map an unknown artist or genre to id 0 instead of failing.")
+]
+DryRun = Annotated[bool, typer.Option(help="Print the plan (tokens, windows, memory per level) and stop.")]
+Output = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Run folder (re-running the same command resumes it).")
+]
+
+
+def _read_lyrics(lyrics: str | None, lyrics_file: Path | None) -> str | None:
+    from jukebox_cli.engine.errors import ConfigError
+
+    if lyrics is not None and lyrics_file is not None:
+        raise ConfigError("Give --lyrics or --lyrics-file, not both.")
+    if lyrics_file is None:
+        return lyrics
+    if not lyrics_file.is_file():
+        raise ConfigError(f"Lyrics file {lyrics_file} does not exist.")
+    try:
+        return lyrics_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"Lyrics file {lyrics_file} is not UTF-8 text.") from err
+
+
+def _print_plan(console: Console, job, plans) -> None:
+    bundle, request = job.bundle, job.request
+    table = Table(title=f"Plan: {request.sample_length / bundle.sample_rate:.2f} s x {len(request.samples)} "
+                        f"sample(s) with {bundle.name}")  # fmt: skip
+    for column in ("level", "codes", "existing", "windows", "new tokens", "KV cache/sample", "weights"):
+        table.add_column(column, justify="right")
+    for p in plans:
+        table.add_row(str(p.level), f"{p.total_codes:,}", f"{p.existing_codes:,}", str(p.windows),
+                      f"{p.new_tokens:,}", _size(p.cache_bytes_per_sample), _size(p.weight_bytes))  # fmt: skip
+    console.print(table)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_output: bool,
+             alignment: bool = True) -> None:  # fmt: skip
+    """Shared tail of the commands: show the warnings and the plan, run the job, report what it wrote."""
+    console = Console(stderr=True, soft_wrap=True)
+    for warning in job.warnings if not quiet else []:
+        console.print(f"[yellow]warning:[/] {warning}")
+    plans = job.plan(device)
+    if not quiet and not json_output:
+        _print_plan(console, job, plans)
+    if dry_run:
+        if json_output:
+            typer.echo(json.dumps({"plan": [p.__dict__ for p in plans]}, indent=2))
+        return
+    if job.resumes and not quiet:
+        console.print(f"resuming {job.output} from its saved codes")
+    with RichProgress(enabled=not quiet) as progress:
+        result = job.run(device=device, progress=progress, force=force, alignment=alignment)
+    if json_output:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    if quiet:
+        return
+    out = Console(soft_wrap=True)
+    top = job.bundle.top_level
+    for level in job.request.levels:
+        out.print(f"level {level}: {len(result.codes[level])} sample(s) in {job.output / f'level_{level}'}/",
+                  highlight=False)  # fmt: skip
+    if result.alignments:
+        out.print(f"lyric alignment: {len(result.alignments)} sample(s), item_N.alignment.png/.json in "
+                  f"{job.output / f'level_{top}'}/", highlight=False)  # fmt: skip
+    for note in job.notes:
+        console.print(f"[yellow]note:[/] {note}")
+
+
+def generate(
+    *,
+    model: Model = "demo",
+    artist: Artist = "unknown",
+    genre: Genre = "unknown",
+    lyrics: Lyrics = None,
+    lyrics_file: LyricsFile = None,
+    duration: Duration = 10.0,
+    total_duration: TotalDuration = None,
+    samples: Samples = 1,
+    levels: Levels = "2,1,0",
+    temperature: Temperature = "0.99",
+    top_k: TopK = 0,
+    top_p: TopP = 0.0,
+    seed: Seed = 0,
+    prime: Annotated[Path | None, typer.Option(help="Start from this audio file (primed sampling).")] = None,
+    prompt_seconds: Annotated[float, typer.Option(min=0.0, help="Seconds of --prime to keep.")] = 5.0,
+    device: Device = "auto",
+    cache_dir: CacheDir = None,
+    dtype: Dtype = "auto",
+    max_batch_size: MaxBatch = "16",
+    chunk_size: ChunkSize = 32,
+    allow_unknown: AllowUnknown = False,
+    alignment: Alignment = True,
+    output: Output = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue an interrupted run folder with its own settings.")
+    ] = None,
+    dry_run: DryRun = False,
+    force: Force = False,
+    quiet: Quiet = False,
+    json_output: Json = False,
+) -> None:
+    """Generate music: sample the top level, then upsample, writing audio per level into a run folder.
+
+    The top level's audio (level_2/item_N.wav) is written as soon as it is done, long before the
+    upsampling finishes. Codes are saved after every window: re-run the same command (or --resume RUN) to
+    continue an interrupted run with identical results.
+
+    Examples:
+
+        jukebox generate --model demo --genre rock --duration 10 -o runs/rock
+
+        jukebox generate -m 1b_lyrics --artist "zac brown band" --genre country --lyrics-file l.txt --duration 20
+
+        jukebox generate --resume runs/demo
+    """
+    from jukebox_cli.engine.sampling.generation import prepare_generate, prepare_resume
+
+    if resume is not None:
+        with RichProgress(enabled=not quiet) as progress:
+            job = prepare_resume(resume, cache_dir=cache_dir, progress=progress)
+        _execute(job, device=device, force=False, dry_run=dry_run, quiet=quiet, json_output=json_output,
+                 alignment=alignment)  # fmt: skip
+        return
+    text = _read_lyrics(lyrics, lyrics_file)
+    with RichProgress(enabled=not quiet) as progress:  # a released model's download shows its bytes
+        job = prepare_generate(
+            model, artist=artist, genre=genre, lyrics=text or "", duration=duration,
+            total_duration=total_duration, samples=samples, levels=levels, temperature=temperature,
+            top_k=top_k, top_p=top_p, seed=seed, prime=prime, prompt_seconds=prompt_seconds, dtype=dtype,
+            max_batch_size=max_batch_size, chunk_size=chunk_size, allow_unknown=allow_unknown, output=output,
+            cache_dir=cache_dir, progress=progress,
+        )  # fmt: skip
+    _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
+             alignment=alignment)  # fmt: skip
+
+
+def continue_(
+    source: Annotated[Path, typer.Argument(help="An audio file to continue, or a run folder to extend.")],
+    *,
+    model: OptionalModel = None,
+    prompt_seconds: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Seconds of the source to keep (default: 5 s of audio, or all of a run)."),
+    ] = None,
+    duration: Duration = 10.0,
+    total_duration: TotalDuration = None,
+    artist: Annotated[str | None, typer.Option(help="Artist (default: the run's, or unknown).")] = None,
+    genre: Annotated[str | None, typer.Option(help="Genre (default: the run's, or unknown).")] = None,
+    lyrics: Lyrics = None,
+    lyrics_file: LyricsFile = None,
+    samples: Samples = 1,
+    levels: Levels = "2,1,0",
+    temperature: Temperature = "0.99",
+    top_k: TopK = 0,
+    top_p: TopP = 0.0,
+    seed: Seed = 0,
+    device: Device = "auto",
+    cache_dir: CacheDir = None,
+    dtype: Dtype = "auto",
+    max_batch_size: MaxBatch = "16",
+    chunk_size: ChunkSize = 32,
+    allow_unknown: AllowUnknown = False,
+    alignment: Alignment = True,
+    output: Output = None,
+    dry_run: DryRun = False,
+    force: Force = False,
+    quiet: Quiet = False,
+    json_output: Json = False,
+) -> None:
+    """Continue a song: keep the prompt's codes verbatim and sample what follows, up to --duration.
+
+    SOURCE is an audio file (encoded with the model's VQ-VAE) or a run folder (its codes are reused, e.g.
+    to extend a top-level take a few seconds at a time before upsampling it).
+
+    Examples:
+
+        jukebox continue song.wav --model demo --prompt-seconds 5 --duration 15 -o runs/cont
+
+        jukebox continue runs/demo --levels 2 --duration 12 -o runs/demo-longer
+    """
+    from jukebox_cli.engine.sampling.generation import prepare_continue
+
+    text = _read_lyrics(lyrics, lyrics_file)
+    with RichProgress(enabled=not quiet) as progress:
+        job = prepare_continue(
+            source, model=model, prompt_seconds=prompt_seconds, duration=duration,
+            total_duration=total_duration, artist=artist, genre=genre, lyrics=text, samples=samples,
+            levels=levels, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, dtype=dtype,
+            max_batch_size=max_batch_size, chunk_size=chunk_size, allow_unknown=allow_unknown, output=output,
+            cache_dir=cache_dir, progress=progress,
+        )  # fmt: skip
+    _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
+             alignment=alignment)  # fmt: skip
+
+
+def upsample(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder whose top level is finished.")],
+    *,
+    select: Annotated[
+        str | None, typer.Option("--samples", help="Which samples to upsample, e.g. 0,3 (default: all).")
+    ] = None,
+    temperature: Temperature = "0.99",
+    top_k: TopK = 0,
+    top_p: TopP = 0.0,
+    seed: Seed = 0,
+    device: Device = "auto",
+    cache_dir: CacheDir = None,
+    dtype: Dtype = "auto",
+    max_batch_size: MaxBatch = "16",
+    chunk_size: ChunkSize = 32,
+    output: Output = None,
+    dry_run: DryRun = False,
+    force: Force = False,
+    quiet: Quiet = False,
+    json_output: Json = False,
+) -> None:
+    """Upsample the chosen top-level takes of a run (levels 1 and 0) into a new run folder.
+
+    Co-composition: sample many short top-level takes (generate --levels 2), keep the ones you like, extend
+    them with `continue`, then upsample only those.
+
+    Examples:
+
+        jukebox upsample runs/demo --samples 0,2 -o runs/demo-final
+    """
+    from jukebox_cli.engine.errors import ConfigError
+    from jukebox_cli.engine.sampling.generation import prepare_upsample
+
+    rows = None
+    if select:
+        try:
+            rows = [int(p) for p in select.split(",") if p.strip()]
+        except ValueError:
+            raise ConfigError(f"--samples must be sample numbers like 0,3; got {select!r}.") from None
+    with RichProgress(enabled=not quiet) as progress:
+        job = prepare_upsample(
+            run_dir, samples=rows, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, dtype=dtype,
+            max_batch_size=max_batch_size, chunk_size=chunk_size, output=output, cache_dir=cache_dir,
+            progress=progress,
+        )  # fmt: skip
+    _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output)

@@ -1,0 +1,438 @@
+"""The generation API: ``generate``, ``continue`` and ``upsample`` as any front end calls them.
+
+The CLI, a notebook and a web page all go through these functions::
+
+    from jukebox_cli.engine import load_bundle, prepare_generate
+
+    model = load_bundle("demo")                  # load once, generate many times
+    job = prepare_generate(model, genre="rock", duration=10, output="runs/rock")
+    print(job.plan())                            # codes, windows, new tokens and memory per level
+    result = job.run()                           # samples (or resumes) the run folder
+    print(result.files)                          # level_2/item_0.wav, ..., level_0/item_0.wav
+
+A ``prepare_*`` function reads and checks everything (labels, durations, prompts) before any sampling, and
+returns a :class:`GenerationJob`; nothing is written until :meth:`GenerationJob.run`. ``generate``,
+``continue_from`` and ``upsample`` do both steps at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from jukebox_cli.engine.audio import io as audio_io
+from jukebox_cli.engine.devices import resolve_device
+from jukebox_cli.engine.dtypes import working_dtype
+from jukebox_cli.engine.errors import ConfigError
+from jukebox_cli.engine.progress import ProgressCallback, noop
+from jukebox_cli.engine.sampling.cascade import run_cascade, write_level_audio
+from jukebox_cli.engine.sampling.conditioning import encode_metadata
+from jukebox_cli.engine.sampling.plan import LevelPlan, plan_cascade
+from jukebox_cli.engine.sampling.prompt import encode_prompt, run_prompt
+from jukebox_cli.engine.sampling.request import (
+    CascadeRequest,
+    PerLevel,
+    SampleMeta,
+    build_request,
+    check_levels,
+    validate_request,
+)
+from jukebox_cli.engine.sampling.runs import Run
+from jukebox_cli.engine.weights.bundle import Bundle
+from jukebox_cli.engine.weights.loading import load_bundle
+from jukebox_cli.engine.weights.shipped import DEMO
+
+#: Seconds of an audio file kept as the prompt when none is given.
+DEFAULT_PROMPT_SECONDS = 5.0
+ModelArg = str | Path | Bundle
+
+
+@dataclass
+class GenerationResult:
+    """What a finished run holds."""
+
+    run: Path
+    model: str
+    pretrained: bool
+    sample_rate: int
+    seconds: float
+    codes: dict[int, torch.Tensor]
+    files: list[Path]
+    alignments: list[Path]
+
+    def to_dict(self) -> dict:
+        """JSON-friendly summary (the CLI's ``--json``)."""
+        return {
+            "run": str(self.run),
+            "model": self.model,
+            "pretrained": self.pretrained,
+            "sample_rate": self.sample_rate,
+            "seconds": self.seconds,
+            "codes": {str(level): list(c.shape) for level, c in self.codes.items()},
+            "files": [str(p) for p in self.files],
+            "alignments": [str(p) for p in self.alignments],
+        }
+
+
+@dataclass
+class GenerationJob:
+    """A checked request against a loaded model, and where its run folder goes; nothing written yet.
+
+    Attributes:
+        bundle: the model.
+        request: the validated settings (what ``run.json`` records).
+        output: the run folder.
+        initial_codes: level -> [N, K] codes the run starts from (a prompt; kept verbatim).
+        given_levels: level -> [N, T] codes taken as finished levels (the top level, for ``upsample``).
+        warnings: things the user should know before sampling (dropped lyric characters, ignored lyrics).
+        resume_only: the job continues an existing run folder with its own settings.
+    """
+
+    bundle: Bundle
+    request: CascadeRequest
+    output: Path
+    initial_codes: dict[int, torch.Tensor] = field(default_factory=dict)
+    given_levels: dict[int, torch.Tensor] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    resume_only: bool = False
+
+    @property
+    def notes(self) -> list[str]:
+        """Facts about the outcome worth telling the user afterwards."""
+        if self.bundle.pretrained:
+            return []
+        return [f"{self.bundle.name} has untrained random weights: expect noise, not music."]
+
+    @property
+    def resumes(self) -> bool:
+        """Whether :meth:`run` will continue a run already in the output folder (same settings)."""
+        return Run.would_resume(self.output, self.request.settings())
+
+    def plan(self, device: str | torch.device = "auto") -> list[LevelPlan]:
+        """Codes, windows, new tokens and memory per level (the working dtype on ``device`` sizes the cache)."""
+        existing = {level: codes.shape[1] for level, codes in self.initial_codes.items()}
+        torch_device = resolve_device(device) if isinstance(device, str) else device
+        return plan_cascade(
+            self.bundle, self.request, existing, working_dtype(self.request.dtype, torch_device)
+        )
+
+    def run(
+        self,
+        *,
+        device: str | torch.device = "auto",
+        progress: ProgressCallback = noop,
+        force: bool = False,
+        alignment: bool = True,
+    ) -> GenerationResult:
+        """Sample into the run folder, resuming whatever it already holds; returns what it holds at the end.
+
+        Args:
+            device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (or a torch device).
+            progress: levels, windows and tokens as events (see ``progress.py``).
+            force: replace an existing run folder made with other settings instead of refusing.
+            alignment: lyrics models: write each sample's lyric alignment beside its top-level audio.
+
+        Raises:
+            OutputExistsError: the folder holds a run with other settings (and ``force`` is off).
+            DeviceError: an unavailable device, or out of memory.
+        """
+        torch_device = resolve_device(device) if isinstance(device, str) else device
+        run, _ = Run.create_or_resume(
+            self.output, self.request.settings(), force=force and not self.resume_only
+        )
+        run.update(device=str(torch_device), model=self.bundle.describe())
+        for level, codes in self.given_levels.items():  # finished as they are
+            if run.load_codes(level)[0] is None:
+                run.save_codes(level, codes, windows_done=0, finished=True)
+                write_level_audio(run, self.bundle, level, codes)
+        for level, codes in self.initial_codes.items():  # the starting point stays in the run, for resumes
+            if run.load_codes(level)[0] is None:
+                run.save_codes(level, codes, windows_done=0)
+        codes = run_cascade(self.bundle, run, self.request, device=torch_device,
+                            initial_codes=self.initial_codes or None, progress=progress,
+                            alignment=alignment)  # fmt: skip
+        top = self.bundle.top_level
+        return GenerationResult(
+            run=self.output,
+            model=self.bundle.name,
+            pretrained=self.bundle.pretrained,
+            sample_rate=self.bundle.sample_rate,
+            seconds=self.request.sample_length / self.bundle.sample_rate,
+            codes=codes,
+            files=sorted(p for level in self.request.levels for p in run.level_dir(level).glob("item_*.wav")),
+            alignments=sorted(run.level_dir(top).glob("item_*.alignment.json")),
+        )
+
+
+# -- preparing ------------------------------------------------------------------------------------------------
+
+
+def _bundle(model: ModelArg, cache_dir: str | Path | None, progress: ProgressCallback) -> Bundle:
+    if isinstance(model, Bundle):
+        return model
+    return load_bundle(model, cache_dir=cache_dir, download=True, progress=progress)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
+
+
+def _check_labels(bundle: Bundle, request: CascadeRequest) -> list[str]:
+    """Fail on unknown labels before any sampling; warnings about the lyrics."""
+    warnings = []
+    for level in request.levels:
+        _, dropped = encode_metadata(
+            bundle.labellers[level], request.samples, allow_unknown=request.allow_unknown
+        )
+        warnings += [f"level {level}: {w}" for w in dropped]
+    lyrics = any(s.lyrics for s in request.samples)
+    if lyrics and not bundle.prior_configs[bundle.top_level].n_tokens:
+        warnings.append(f"{bundle.name} has no lyrics conditioning; the lyrics are ignored.")
+    return warnings
+
+
+def _job(bundle: Bundle, request: CascadeRequest, output: Path, **parts) -> GenerationJob:
+    return GenerationJob(bundle, request, Path(output), warnings=_check_labels(bundle, request), **parts)
+
+
+def prepare_generate(
+    model: ModelArg = DEMO,
+    *,
+    artist: str = "unknown",
+    genre: str = "unknown",
+    lyrics: str = "",
+    duration: float = 10.0,
+    total_duration: float | None = None,
+    samples: int = 1,
+    levels: Sequence[int] | str | None = None,
+    temperature: PerLevel = 0.99,
+    top_k: int = 0,
+    top_p: float = 0.0,
+    seed: int = 0,
+    prime: str | Path | None = None,
+    prompt_seconds: float = DEFAULT_PROMPT_SECONDS,
+    dtype: str = "auto",
+    max_batch_size: PerLevel = 16,
+    chunk_size: int = 32,
+    allow_unknown: bool = False,
+    output: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    progress: ProgressCallback = noop,
+) -> GenerationJob:
+    """A new song: sample the top level from nothing (or from the start of ``prime``), then upsample.
+
+    Args:
+        model: a ``--model`` value (``demo``, ``1b_lyrics``, a folder, ...) or a loaded :class:`Bundle`.
+        artist, genre, lyrics: what every sample is conditioned on.
+        duration: seconds to generate; ``total_duration``: the whole song's length (default: the duration,
+            raised to the model's shortest song).
+        samples: how many takes, sampled together.
+        levels: the levels to sample, top first (default: all).
+        temperature, max_batch_size: one value, or one per sampled level (top first).
+        top_k, top_p: filters (0: off); ``seed``: the same seed and settings give the same codes.
+        prime: an audio file whose first ``prompt_seconds`` the samples continue.
+        dtype: ``auto`` (bf16/fp16 on GPUs, fp32 on the CPU), ``fp32``, ``fp16`` or ``bf16``.
+        chunk_size: known codes pushed through the prior at once when priming.
+        allow_unknown: map an unknown artist or genre to id 0 instead of failing.
+        output: the run folder (default: ``runs/<model>-<genre>-seed<seed>``).
+        cache_dir: the model cache; ``progress``: download events while loading the model.
+
+    Raises:
+        ConfigError, LabelError, InvalidAudio, CheckpointError: before anything is sampled or written.
+    """
+    if prime is not None:
+        audio_io.audio_info(prime)  # a bad prompt fails before the model loads
+        if prompt_seconds >= duration:
+            raise ConfigError(
+                f"--prompt-seconds ({prompt_seconds}) must be shorter than --duration ({duration})."
+            )
+    bundle = _bundle(model, cache_dir, progress)
+    spec = bundle.spec
+    request = build_request(
+        bundle, model=spec, samples=[SampleMeta(artist, genre, lyrics)] * samples, duration=duration,
+        total_duration=total_duration, levels=levels, temperature=temperature, top_k=top_k, top_p=top_p,
+        seed=seed, dtype=dtype, max_batch_size=max_batch_size, chunk_size=chunk_size,
+        allow_unknown=allow_unknown,
+        prompt={"file": str(prime), "seconds": prompt_seconds} if prime is not None else None,
+    )  # fmt: skip
+    initial = {}
+    if prime is not None:
+        initial = encode_prompt(bundle, prime, prompt_seconds, samples, request.levels)
+    output = output or Path("runs") / f"{_slug(Path(spec).name)}-{_slug(genre)}-seed{seed}"
+    return _job(bundle, request, output, initial_codes=initial)
+
+
+def prepare_continue(
+    source: str | Path,
+    *,
+    model: ModelArg | None = None,
+    prompt_seconds: float | None = None,
+    duration: float = 10.0,
+    total_duration: float | None = None,
+    artist: str | None = None,
+    genre: str | None = None,
+    lyrics: str | None = None,
+    samples: int = 1,
+    levels: Sequence[int] | str | None = None,
+    temperature: PerLevel = 0.99,
+    top_k: int = 0,
+    top_p: float = 0.0,
+    seed: int = 0,
+    dtype: str = "auto",
+    max_batch_size: PerLevel = 16,
+    chunk_size: int = 32,
+    allow_unknown: bool = False,
+    output: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    progress: ProgressCallback = noop,
+) -> GenerationJob:
+    """Continue a song up to ``duration``: keep the prompt's codes verbatim and sample what follows.
+
+    Args:
+        source: an audio file (encoded with the model's VQ-VAE; ``model`` defaults to ``demo``) or a run
+            folder (its codes are reused, all of them or the first ``prompt_seconds``; ``model`` defaults to
+            the run's, and each take keeps its own artist, genre and lyrics unless given here).
+        prompt_seconds: seconds of the source to keep (default: 5 s of audio, or all of a run).
+        samples: takes to sample from an audio prompt (a run keeps its own number of takes).
+        Others: as for :func:`prepare_generate`.
+
+    Raises:
+        ConfigError, LabelError, InvalidAudio, CheckpointError: before anything is sampled or written.
+    """
+    source = Path(source)
+    if source.is_dir():
+        source_run = Run.open(source)
+        recorded = source_run.settings
+        given = model.spec if isinstance(model, Bundle) else model
+        if given is not None and str(given) != recorded["model"]:
+            raise ConfigError(f"{source} was made with model {recorded['model']!r}, not {str(given)!r}.")
+        bundle = _bundle(recorded["model"] if model is None else model, cache_dir, progress)
+        top = bundle.top_level
+        levels = check_levels(tuple(range(top, -1, -1)) if levels is None else levels, top)
+        initial = run_prompt(bundle, source_run, levels, prompt_seconds)
+        metas = [SampleMeta(artist or m["artist"], genre or m["genre"], lyrics or m["lyrics"])
+                 for m in recorded["samples"]]  # fmt: skip
+        prompt = {"run": str(source), "seconds": prompt_seconds}
+        default_output = Path("runs") / f"{_slug(source.stem)}-continued-seed{seed}"
+    else:
+        audio_io.audio_info(source)  # a bad file fails before the model loads
+        seconds = DEFAULT_PROMPT_SECONDS if prompt_seconds is None else prompt_seconds
+        if seconds >= duration:
+            raise ConfigError(f"The prompt ({seconds} s) must be shorter than --duration ({duration} s).")
+        bundle = _bundle(DEMO if model is None else model, cache_dir, progress)
+        metas = [SampleMeta(artist or "unknown", genre or "unknown", lyrics or "")] * samples
+        prompt = {"file": str(source), "seconds": seconds}
+        default_output = Path("runs") / f"{_slug(source.stem)}-continued-seed{seed}"
+        initial = None
+    request = build_request(
+        bundle, model=bundle.spec, samples=metas, duration=duration, total_duration=total_duration,
+        levels=levels, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, dtype=dtype,
+        max_batch_size=max_batch_size, chunk_size=chunk_size, allow_unknown=allow_unknown, prompt=prompt,
+    )  # fmt: skip
+    if initial is None:
+        initial = encode_prompt(bundle, source, prompt["seconds"], len(metas), request.levels)
+    initial = {level: codes for level, codes in initial.items() if level in request.levels}
+    top_samples = initial[bundle.top_level].shape[1] * bundle.vqvae.hop_lengths[-1]
+    if top_samples >= request.sample_length:
+        raise ConfigError(
+            f"The prompt is already {top_samples / bundle.sample_rate:.2f} s long; ask for a longer --duration."
+        )
+    return _job(bundle, request, output or default_output, initial_codes=initial)
+
+
+def prepare_upsample(
+    run_dir: str | Path,
+    *,
+    samples: Sequence[int] | None = None,
+    model: Bundle | None = None,
+    temperature: PerLevel = 0.99,
+    top_k: int = 0,
+    top_p: float = 0.0,
+    seed: int = 0,
+    dtype: str = "auto",
+    max_batch_size: PerLevel = 16,
+    chunk_size: int = 32,
+    output: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    progress: ProgressCallback = noop,
+) -> GenerationJob:
+    """Upsample chosen top-level takes of a run (every level below the top) into a new run folder.
+
+    Args:
+        run_dir: a run whose top level is finished.
+        samples: which takes (default: all).
+        model: the run's model, if already loaded (default: loaded from the run's record).
+        output: the new run folder (default: ``<run_dir>-upsampled``).
+        Others: as for :func:`prepare_generate`.
+
+    Raises:
+        ConfigError: no finished top level, or takes that do not exist.
+    """
+    run_dir = Path(run_dir)
+    source = Run.open(run_dir)
+    recorded = source.settings
+    bundle = model if model is not None else _bundle(recorded["model"], cache_dir, progress)
+    top = bundle.top_level
+    codes, _, finished = source.load_codes(top)
+    if codes is None or not finished:
+        raise ConfigError(f"{run_dir} has no finished top-level (level {top}) codes to upsample.")
+    rows = list(range(codes.shape[0])) if samples is None else list(samples)
+    bad = [r for r in rows if not 0 <= r < codes.shape[0]]
+    if bad or not rows:
+        raise ConfigError(
+            f"{run_dir} has samples 0..{codes.shape[0] - 1}; {bad or 'none'} chosen do not exist."
+        )
+    request = build_request(
+        bundle, model=recorded["model"], samples=[SampleMeta(**recorded["samples"][r]) for r in rows],
+        duration=codes.shape[1] * bundle.vqvae.hop_lengths[top] / bundle.sample_rate,
+        total_duration=recorded["total_length"] / bundle.sample_rate, first_level=top - 1,
+        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, dtype=dtype,
+        max_batch_size=max_batch_size, chunk_size=chunk_size, allow_unknown=recorded["allow_unknown"],
+        prompt={"run": str(run_dir), "samples": rows},
+    )  # fmt: skip
+    selected = codes[rows]
+    output = output or run_dir.with_name(f"{run_dir.name}-upsampled")
+    return _job(bundle, request, output, initial_codes={top: selected}, given_levels={top: selected})
+
+
+def prepare_resume(
+    run_dir: str | Path,
+    *,
+    model: Bundle | None = None,
+    cache_dir: str | Path | None = None,
+    progress: ProgressCallback = noop,
+) -> GenerationJob:
+    """Continue an interrupted run folder with its own settings (its prompt codes were saved in it)."""
+    run = Run.open(run_dir)
+    request = CascadeRequest.from_settings(run.settings)
+    bundle = model if model is not None else _bundle(request.model, cache_dir, progress)
+    validate_request(bundle, request)  # a hand-edited run.json is checked like new settings
+    return _job(bundle, request, Path(run_dir), resume_only=True)
+
+
+# -- one call -------------------------------------------------------------------------------------------------
+
+
+def generate(model: ModelArg = DEMO, *, device: str = "auto", progress: ProgressCallback = noop,
+             alignment: bool = True, force: bool = False, **options) -> GenerationResult:  # fmt: skip
+    """:func:`prepare_generate` then :meth:`GenerationJob.run` (options as for ``prepare_generate``)."""
+    job = prepare_generate(model, **options)
+    return job.run(device=device, progress=progress, alignment=alignment, force=force)
+
+
+def continue_from(source: str | Path, *, device: str = "auto", progress: ProgressCallback = noop,
+                  alignment: bool = True, force: bool = False, **options) -> GenerationResult:  # fmt: skip
+    """:func:`prepare_continue` then :meth:`GenerationJob.run`."""
+    job = prepare_continue(source, **options)
+    return job.run(device=device, progress=progress, alignment=alignment, force=force)
+
+
+def upsample(run_dir: str | Path, *, device: str = "auto", progress: ProgressCallback = noop,
+             force: bool = False, **options) -> GenerationResult:  # fmt: skip
+    """:func:`prepare_upsample` then :meth:`GenerationJob.run`."""
+    job = prepare_upsample(run_dir, **options)
+    return job.run(device=device, progress=progress, force=force)

@@ -1,0 +1,212 @@
+"""Sampling codes from a prior: one window with a key/value cache, and a whole level window by window
+(spec sections 6.2-6.6).
+
+Randomness is drawn from a generator seeded per (seed, level, window, batch piece), so a run that resumes
+from its last finished window draws exactly the tokens an uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from jukebox_cli.engine.errors import ConfigError
+from jukebox_cli.engine.models.prior import Prior
+from jukebox_cli.engine.progress import Advanced, ProgressCallback, StageFinished, StageStarted, noop
+from jukebox_cli.engine.sampling.filtering import sample_logits
+from jukebox_cli.engine.sampling.windows import Window, plan_level, window_advance
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How one level is sampled (spec 6.5 for the released defaults)."""
+
+    temperature: float = 0.99
+    top_k: int = 0
+    top_p: float = 0.0
+    hop_fraction: float = 0.5  # window advance as a fraction of n_ctx (0.125 for the top level)
+    chunk_size: int = 32  # known positions pushed through the Transformer at once when priming the cache
+    max_batch_size: int = 16
+    greedy: bool = False  # argmax instead of drawing (tests and parity checks)
+
+
+def window_seed(seed: int, level: int, window: int, piece: int) -> int:
+    """A 63-bit seed for one window's batch piece, independent of how many windows ran before."""
+    digest = hashlib.sha256(f"{seed}:{level}:{window}:{piece}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+@contextlib.contextmanager
+def _threads_for(prior: Prior, device: torch.device) -> Iterator[None]:
+    """Small priors on the CPU sample faster on one thread: per-token matmuls are too small to split, and
+    thread hand-offs dominate (25x slower under CPU contention, measured on 2 cores)."""
+    small = device.type == "cpu" and prior.config.width <= 512
+    before = torch.get_num_threads()
+    if small:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@torch.no_grad()
+def sample_window(
+    prior: Prior,
+    context: torch.Tensor,
+    n_new: int,
+    labels: torch.Tensor,
+    *,
+    upper_codes: torch.Tensor | None = None,
+    settings: SamplingSettings = SamplingSettings(),
+    dtype: torch.dtype = torch.float32,
+    generator: torch.Generator | None = None,
+    progress: ProgressCallback = noop,
+    stage: str = "tokens",
+) -> torch.Tensor:
+    """Sample ``n_new`` codes after ``context`` within one window (spec 6.4).
+
+    Args:
+        prior: the prior of the level being sampled (eval mode).
+        context: [N, K] codes already known in this window (K may be 0).
+        n_new: how many codes to sample; K + n_new <= n_ctx.
+        labels: [N, label_length] label vectors of this window.
+        upper_codes: upsamplers: [N, n_ctx / 4] codes of the level above covering this window.
+        settings: temperature, filters, chunk size.
+        dtype: the Transformer's working dtype (float16/bfloat16 on GPU; softmax and LayerNorm stay float32).
+        generator: random source (on the prior's device).
+        progress: receives a ``stage`` counted in sampled tokens.
+
+    Returns:
+        [N, K + n_new] codes (the context unchanged, then the new codes).
+    """
+    c = prior.config
+    batch, known = context.shape
+    if known + n_new > c.n_ctx:
+        raise ConfigError(f"A window holds {c.n_ctx} codes; {known} known + {n_new} new exceed it.")
+    device = labels.device
+    x_cond, y_cond, lyrics = prior.conditioning(labels, upper_codes)
+    encoder_kv = prior.encode_lyrics(lyrics, dtype) if c.lyric_encoder is not None else None
+    # 1b: the lyrics are the given start of the sequence, and music ids are shifted past the lyric vocabulary.
+    prefix = torch.cat([lyrics, context + c.n_vocab], dim=1) if c.single_enc_dec else context
+    core = prior.prior
+    total = prefix.shape[1] + n_new
+    tokens = torch.zeros(batch, total, dtype=torch.long, device=device)
+    tokens[:, : prefix.shape[1]] = prefix
+    cache = core.transformer.new_cache(batch, dtype=dtype, device=device)
+
+    def x_cond_at(start: int, n: int) -> torch.Tensor:
+        return x_cond[:, start : start + n] if x_cond.shape[1] > 1 else x_cond
+
+    def prev_tokens(start: int, n: int) -> torch.Tensor:
+        # Position t's input is token t - 1; position 0 gets the start vector (its placeholder is ignored).
+        if start == 0:
+            return torch.cat([tokens[:, :1], tokens[:, : n - 1]], dim=1)
+        return tokens[:, start - 1 : start + n - 1]
+
+    # Prime the cache with the known positions, in chunks; their outputs are not needed.
+    for start in range(0, prefix.shape[1], settings.chunk_size):
+        n = min(settings.chunk_size, prefix.shape[1] - start)
+        core.step(prev_tokens(start, n), x_cond_at(start, n), y_cond, cache, encoder_kv, dtype)
+    progress(StageStarted(stage, n_new, "token"))
+    for t in range(prefix.shape[1], total):
+        logits = core.step(prev_tokens(t, 1), x_cond_at(t, 1), y_cond, cache, encoder_kv, dtype)[:, -1]
+        if settings.greedy:
+            tokens[:, t] = logits.argmax(dim=-1)
+        else:
+            tokens[:, t] = sample_logits(logits, temperature=settings.temperature, top_k=settings.top_k,
+                                         top_p=settings.top_p, generator=generator)  # fmt: skip
+        progress(Advanced(stage))
+    progress(StageFinished(stage))
+    if c.single_enc_dec:
+        # A lyric id sampled in a music slot becomes code 0 after the shift back, as in the original.
+        return (tokens[:, c.n_tokens :] - c.n_vocab).clamp(min=0)
+    return tokens
+
+
+LabelsForWindow = Callable[[Window], torch.Tensor]
+
+
+@torch.no_grad()
+def sample_level(
+    prior: Prior,
+    codes: torch.Tensor,
+    total: int,
+    labels_for: LabelsForWindow,
+    *,
+    upper_codes: torch.Tensor | None = None,
+    settings: SamplingSettings = SamplingSettings(),
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    first_window: int = 0,
+    on_window: Callable[[torch.Tensor, int], None] | None = None,
+    progress: ProgressCallback = noop,
+) -> torch.Tensor:
+    """Extend one level's codes [N, K] to ``total`` codes, window by window (spec 6.2).
+
+    Args:
+        prior: this level's prior.
+        codes: [N, K] codes already present (empty for ancestral sampling); they are kept verbatim.
+        total: codes the level must have at the end.
+        labels_for: label vectors [N, label_length] for a window.
+        upper_codes: upsamplers: [N, total / 4] codes of the level above.
+        settings: sampling settings of this level.
+        seed: the run's seed.
+        first_window: index of the first window of this plan within the whole level (resumed runs), so each
+            window's random seed is the one an uninterrupted run would use.
+        on_window: called with (codes so far, windows done) after every window, e.g. to save them.
+        progress: receives ``"level L windows"`` and per-window token stages.
+
+    Returns:
+        [N, total] codes.
+    """
+    c = prior.config
+    hop = window_advance(settings.hop_fraction, c.n_ctx)
+    plan = plan_level(total, codes.shape[1], c.n_ctx, hop)
+    if c.is_upsampler and plan:
+        factor = c.conditioner.upsampling
+        if total < c.n_ctx:
+            raise ConfigError(
+                f"Level {c.level} needs at least {c.n_ctx} codes ({c.window_samples} samples) for one window of "
+                f"its upsampler; the song has {total}. Ask for a longer duration."
+            )
+        if upper_codes is None or upper_codes.shape[1] * factor < total:
+            raise ConfigError(f"Level {c.level} needs the codes of level {c.level + 1} for the whole song.")
+    stage = f"level {c.level} windows"
+    progress(StageStarted(stage, len(plan), "window"))
+    with _threads_for(prior, codes.device):
+        codes = _run_windows(prior, codes, plan, labels_for, upper_codes, settings, seed, dtype, first_window,
+                             on_window, progress, stage)  # fmt: skip
+    progress(StageFinished(stage))
+    return codes
+
+
+def _run_windows(prior, codes, plan, labels_for, upper_codes, settings, seed, dtype, first_window, on_window,
+                 progress, stage):  # fmt: skip
+    c = prior.config
+    for index, window in enumerate(plan, start=first_window):
+        context = codes[:, window.start : window.new_start]
+        labels = labels_for(window)
+        upper = None
+        if c.is_upsampler:
+            factor = c.conditioner.upsampling
+            upper = upper_codes[:, window.start // factor : window.end // factor]
+        pieces = []
+        for piece, rows in enumerate(torch.arange(codes.shape[0]).split(settings.max_batch_size)):
+            generator = torch.Generator(device=codes.device)
+            generator.manual_seed(window_seed(seed, c.level, index, piece))
+            out = sample_window(
+                prior, context[rows], window.n_new, labels[rows],
+                upper_codes=None if upper is None else upper[rows], settings=settings, dtype=dtype,
+                generator=generator, progress=progress, stage=f"window {index + 1} tokens",
+            )  # fmt: skip
+            pieces.append(out[:, -window.n_new :])
+        codes = torch.cat([codes, torch.cat(pieces, dim=0)], dim=1)
+        if on_window is not None:
+            on_window(codes, index + 1)
+        progress(Advanced(stage))
+    return codes

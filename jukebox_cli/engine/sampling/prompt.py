@@ -1,0 +1,65 @@
+"""Where a continuation starts: codes of an audio prompt, or of an earlier run, at every sampled level."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from jukebox_cli.engine.audio import io as audio_io
+from jukebox_cli.engine.errors import ConfigError, InvalidAudio
+from jukebox_cli.engine.sampling.runs import Run
+from jukebox_cli.engine.weights.bundle import Bundle
+
+
+def encode_prompt(
+    bundle: Bundle, path: str | Path, seconds: float, n_samples: int, levels: Sequence[int]
+) -> dict[int, torch.Tensor]:
+    """Codes of the first ``seconds`` of an audio file at every requested level, tiled over the samples.
+
+    The prompt is cut to whole top-level codes, so every level's codes cover the same audio.
+
+    Raises:
+        InvalidAudio: the file is shorter than the prompt, or the prompt shorter than one top-level code.
+    """
+    sr = bundle.sample_rate
+    top_hop = bundle.vqvae.hop_lengths[-1]
+    length = int(seconds * sr) // top_hop * top_hop
+    if length < top_hop:
+        raise InvalidAudio(
+            f"A prompt of {seconds} s is shorter than one top-level code ({top_hop / sr * 1000:.1f} ms)."
+        )
+    samples = audio_io.load_audio(path, sr)
+    if samples.shape[0] < length:
+        raise InvalidAudio(
+            f"{path} is {samples.shape[0] / sr:.2f} s long, shorter than the {seconds} s prompt."
+        )
+    x = torch.from_numpy(samples[:length]).unsqueeze(0)
+    return {level: bundle.vqvae.encode_level(x, level).repeat(n_samples, 1) for level in levels}
+
+
+def run_prompt(
+    bundle: Bundle, run: Run, levels: Sequence[int], seconds: float | None = None
+) -> dict[int, torch.Tensor]:
+    """The codes an earlier run holds at each of ``levels`` (all of them, or the first ``seconds``).
+
+    Levels the run does not hold are left out; the top level must be there.
+
+    Raises:
+        ConfigError: the run has no top-level codes.
+    """
+    codes = {}
+    for level in levels:
+        saved, _, _ = run.load_codes(level)
+        if saved is None:
+            continue
+        keep = (
+            saved.shape[1]
+            if seconds is None
+            else int(seconds * bundle.sample_rate) // bundle.vqvae.hop_lengths[level]
+        )
+        codes[level] = saved[:, :keep]
+    if bundle.top_level not in codes:
+        raise ConfigError(f"{run.path} has no top-level codes to continue.")
+    return codes

@@ -1,0 +1,220 @@
+"""What a sampling run is asked to do: the request, the duration policy, and checking it against a model.
+
+A :class:`CascadeRequest` holds everything that decides the codes of a run (it is stored in ``run.json``,
+and a resume must match it exactly). :func:`build_request` makes one from the options a user gives (one value
+or one per level, durations in seconds) and validates it once, before any model weights are touched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+from jukebox_cli.engine.errors import ConfigError
+from jukebox_cli.engine.sampling.windows import sample_length
+from jukebox_cli.engine.weights.bundle import Bundle
+
+# The released settings: window advance as a fraction of the context, per level.
+DEFAULT_HOP_FRACTIONS = {2: 0.125, 1: 0.5, 0: 0.5}
+
+
+@dataclass(frozen=True)
+class SampleMeta:
+    """What one sample is conditioned on."""
+
+    artist: str = "unknown"
+    genre: str = "unknown"
+    lyrics: str = ""
+
+
+@dataclass(frozen=True)
+class CascadeRequest:
+    """Everything that determines the codes of a run (stored in ``run.json``; a resume must match)."""
+
+    model: str
+    samples: tuple[SampleMeta, ...]
+    sample_length: int  # audio samples to generate at the model's rate
+    total_length: int  # the whole song's length in samples (conditions timing and lyric windows)
+    levels: tuple[int, ...]  # levels to sample, top first
+    temperature: dict[int, float]
+    top_k: int = 0
+    top_p: float = 0.0
+    seed: int = 0
+    chunk_size: int = 32
+    max_batch_size: dict[int, int] = field(default_factory=lambda: {2: 16, 1: 16, 0: 16})
+    hop_fraction: dict[int, float] = field(default_factory=lambda: dict(DEFAULT_HOP_FRACTIONS))
+    dtype: str = "auto"
+    allow_unknown: bool = False
+    prompt: dict | None = None  # description of the prompt (file, seconds) or source run, for the record
+
+    def settings(self) -> dict:
+        """JSON-friendly form (level keys become strings in JSON; they are compared after a round trip)."""
+        data = asdict(self)
+        data["samples"] = [asdict(s) for s in self.samples]
+        for key in ("temperature", "max_batch_size", "hop_fraction"):
+            data[key] = {str(level): value for level, value in sorted(data[key].items(), reverse=True)}
+        data["levels"] = list(self.levels)
+        return data
+
+    @classmethod
+    def from_settings(cls, data: dict) -> CascadeRequest:
+        """The inverse of :meth:`settings` (after a JSON round trip)."""
+        per_level = {key: {int(level): value for level, value in data[key].items()}
+                     for key in ("temperature", "max_batch_size", "hop_fraction")}  # fmt: skip
+        return cls(**{**data, **per_level, "samples": tuple(SampleMeta(**m) for m in data["samples"]),
+                      "levels": tuple(data["levels"])})  # fmt: skip
+
+
+def validate_request(bundle: Bundle, request: CascadeRequest) -> None:
+    """Fail early, before anything is sampled, on settings the models cannot honour."""
+    top_hop = bundle.vqvae.hop_lengths[-1]
+    if request.sample_length < top_hop:
+        raise ConfigError(f"The duration is shorter than one top-level code ({top_hop} samples).")
+    for level in request.levels:
+        c = bundle.prior_configs.get(level)
+        if c is None:
+            raise ConfigError(f"This model has no prior for level {level}.")
+        if c.is_upsampler and request.sample_length < c.window_samples:
+            raise ConfigError(
+                f"The level-{level} upsampler needs at least {c.window_samples / bundle.sample_rate:.2f} s of "
+                f"audio for one window; ask for a longer --duration."
+            )
+        if c.include_timing:
+            sr = c.sample_rate
+            if not c.min_duration * sr <= request.total_length < c.max_duration * sr:
+                raise ConfigError(
+                    f"The song's total duration must be between {c.min_duration} s and {c.max_duration} s for "
+                    f"this model's top prior (got {request.total_length / sr:.2f} s; see --total-duration)."
+                )
+    if request.total_length < request.sample_length:
+        raise ConfigError("--total-duration must be at least --duration.")
+
+
+# -- from user options ------------------------------------------------------------------------------------------
+
+PerLevel = float | Sequence[float] | Mapping[int, float] | str
+
+
+def check_levels(levels: Sequence[int] | str, top: int) -> tuple[int, ...]:
+    """The levels to sample, top first: ``(2,)``, ``(2, 1)`` or ``(2, 1, 0)`` (``"2,1"`` is read too).
+
+    Raises:
+        ConfigError: levels that do not run from the top level down without gaps.
+    """
+    text = levels if isinstance(levels, str) else ",".join(str(level) for level in levels)
+    try:
+        parsed = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise ConfigError(f"--levels must look like 2, 2,1 or 2,1,0; got {text!r}.") from None
+    expected = tuple(range(top, top - len(parsed), -1))
+    if not parsed or parsed != expected or min(parsed) < 0:
+        raise ConfigError(
+            f"--levels must run from the top level ({top}) down without gaps, e.g. {top},{top - 1}; got {text!r}."
+        )
+    return parsed
+
+
+def per_level(value: PerLevel, levels: Sequence[int], name: str) -> dict[int, float]:
+    """One value per sampled level from one value, one per level (top first), a mapping, or ``"a,b,c"``.
+
+    Raises:
+        ConfigError: a count that matches neither one value nor one per level, or text that is not numbers.
+    """
+    if isinstance(value, Mapping):
+        missing = [level for level in levels if level not in value]
+        if missing:
+            raise ConfigError(f"--{name} has no value for level(s) {missing}.")
+        return {level: float(value[level]) for level in levels}
+    if isinstance(value, str):
+        try:
+            values = [float(p) for p in value.split(",")]
+        except ValueError:
+            raise ConfigError(
+                f"--{name} must be a number or a comma-separated list; got {value!r}."
+            ) from None
+    elif isinstance(value, int | float):
+        values = [float(value)]
+    else:
+        values = [float(v) for v in value]
+    if len(values) == 1:
+        values = values * len(levels)
+    if len(values) != len(levels):
+        raise ConfigError(
+            f"--{name} needs one value or one per sampled level ({len(levels)}); got {value!r}."
+        )
+    return dict(zip(levels, values, strict=True))
+
+
+def song_lengths(bundle: Bundle, duration: float, total_duration: float | None = None) -> tuple[int, int]:
+    """(samples to generate, samples in the whole song) for durations in seconds.
+
+    The generated length is rounded down to whole top-level codes. The song's length (it conditions the top
+    prior's timing and lyric windows) defaults to the generated length, raised to the top prior's shortest
+    song.
+    """
+    sr = bundle.sample_rate
+    top_hop = bundle.vqvae.hop_lengths[-1]
+    length = sample_length(duration, sr, top_hop)
+    if total_duration is not None:
+        return length, sample_length(total_duration, sr, top_hop)
+    top = bundle.prior_configs[bundle.top_level]
+    minimum = math.ceil(top.min_duration * sr) if top.min_duration else 0
+    return length, max(length, minimum)
+
+
+def build_request(
+    bundle: Bundle,
+    *,
+    model: str,
+    samples: Sequence[SampleMeta],
+    duration: float,
+    total_duration: float | None = None,
+    levels: Sequence[int] | str | None = None,
+    temperature: PerLevel = 0.99,
+    top_k: int = 0,
+    top_p: float = 0.0,
+    seed: int = 0,
+    dtype: str = "auto",
+    max_batch_size: PerLevel = 16,
+    chunk_size: int = 32,
+    allow_unknown: bool = False,
+    prompt: dict | None = None,
+    first_level: int | None = None,
+) -> CascadeRequest:
+    """A validated request from user options (see :func:`per_level` for the per-level ones).
+
+    Args:
+        bundle: the model (its configs only are read).
+        model: the ``--model`` value, recorded so that a resume loads the same model.
+        samples: each sample's artist, genre and lyrics.
+        duration: seconds to generate (rounded down to whole top-level codes).
+        total_duration: the whole song's length in seconds (default: see :func:`song_lengths`).
+        levels: the levels to sample, top first (default: all).
+        temperature, max_batch_size: one value, one per sampled level, or a level -> value mapping.
+        top_k, top_p, seed, dtype, chunk_size, allow_unknown: as in :class:`CascadeRequest`.
+        prompt: a description of what the run continues, for the record.
+        first_level: the highest level sampled (default: the top; upsampling starts one below it).
+
+    Raises:
+        ConfigError: settings the model cannot honour (the message says which and why).
+    """
+    top = bundle.top_level if first_level is None else first_level
+    chosen = check_levels(tuple(range(top, -1, -1)) if levels is None else levels, top)
+    if not samples:
+        raise ConfigError("Ask for at least one sample.")
+    length, total = song_lengths(bundle, duration, total_duration)
+    batches = per_level(max_batch_size, chosen, "max-batch-size")
+    if any(b < 1 or b != int(b) for b in batches.values()):
+        raise ConfigError(f"--max-batch-size must be positive whole numbers; got {max_batch_size!r}.")
+    if chunk_size < 1:
+        raise ConfigError(f"--chunk-size must be positive; got {chunk_size}.")
+    request = CascadeRequest(
+        model=model, samples=tuple(samples), sample_length=length, total_length=total, levels=chosen,
+        temperature=per_level(temperature, chosen, "temperature"), top_k=top_k, top_p=top_p, seed=seed,
+        chunk_size=chunk_size, max_batch_size={level: int(b) for level, b in batches.items()}, dtype=dtype,
+        allow_unknown=allow_unknown, prompt=prompt,
+        hop_fraction={level: DEFAULT_HOP_FRACTIONS[level] for level in chosen},
+    )  # fmt: skip
+    validate_request(bundle, request)
+    return request

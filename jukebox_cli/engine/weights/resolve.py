@@ -1,0 +1,139 @@
+"""What a ``--model`` value names: every command and the Python API read it here (``loading.py`` then
+loads what it names).
+
+A value is read as the first of these that fits:
+
+1. an existing path: a model folder in the native layout (``vqvae.safetensors`` + ``prior_level_N.safetensors``;
+   a training run is one), or a checkpoint file (a VQ-VAE: native or hub-layout ``.safetensors``, OpenAI's
+   ``.pth.tar``, a hub ``.bin``);
+2. a model shipped in the package (``demo``, see ``shipped.py``);
+3. ``tiny-random``: the tiny presets with seeded random weights and a made-up label set (tests, smoke runs);
+4. a released model (``1b_lyrics``, ``5b``, ``5b_lyrics``): converted parts in the model cache (``released.py``);
+5. a VQ-VAE preset (``jukebox``: the released VQ-VAE, which needs its weights; ``tiny``, ``small``: random);
+6. a URL of a native model folder or file (``remote.py``);
+7. a hub repository ``owner/name[@revision]``; a released model's own repository without a revision is that
+   released model (its parts are shared with the other released models in the cache).
+
+Adding a source of checkpoints means a new kind in :func:`resolve` and its case in ``loading.model_files``
+(and ``loading.load_vqvae`` if it can hold a VQ-VAE alone). This module imports no torch, so that naming a
+model (``jukebox labels --model 1b_lyrics``) stays cheap.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from jukebox_cli.engine.errors import CheckpointNotFound
+from jukebox_cli.engine.models.labels import LabelSet, label_set_for_model, load_label_set
+from jukebox_cli.engine.weights import shipped
+from jukebox_cli.engine.weights.registry import MODELS, model_for_repo
+
+TINY_RANDOM = "tiny-random"
+#: VQ-VAE presets (``models/presets.py``, which needs torch; a test keeps the two in step).
+VQVAE_PRESET_NAMES = ("jukebox", "tiny", "small")
+_REPO = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<rev>[\w./-]+))?")
+
+KINDS = ("folder", "file", "shipped", "tiny-random", "released", "preset", "url", "repo")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What a ``--model`` value names.
+
+    Attributes:
+        spec: the value as given.
+        kind: one of :data:`KINDS`.
+        name: how runs and messages name the model.
+        path: the folder or file (``folder``, ``file``, ``shipped``).
+        released: the released model's registry name (``released``).
+        repo: hub repository id (``repo``); ``revision`` its branch, tag or commit if given.
+        url: the URL (``url``).
+    """
+
+    spec: str
+    kind: str
+    name: str
+    path: Path | None = None
+    released: str | None = None
+    repo: str | None = None
+    revision: str | None = None
+    url: str | None = None
+
+
+def parse_repo(text: str) -> tuple[str, str | None] | None:
+    """``owner/name[@revision]`` -> (repo id, revision); None for anything else."""
+    match = _REPO.fullmatch(text)
+    return (match["repo"], match["rev"]) if match else None
+
+
+def is_url(text: str) -> bool:
+    return text.startswith(("https://", "http://"))
+
+
+def known_names() -> str:
+    """The names :func:`resolve` knows, for messages."""
+    return ", ".join((*shipped.SHIPPED_MODELS, TINY_RANDOM, *MODELS))
+
+
+def resolve(spec: str | Path) -> ModelSource:
+    """Read a ``--model`` value (see the module docstring for the order). Touches no network.
+
+    Raises:
+        CheckpointNotFound: nothing of that name (the message lists what is known).
+    """
+    text = str(spec)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return ModelSource(text, "folder", path.name, path=path)
+    if path.is_file():
+        return ModelSource(text, "file", text, path=path)
+    if text in shipped.SHIPPED_MODELS:
+        return ModelSource(text, "shipped", text, path=shipped.shipped_folder(text))
+    if text == TINY_RANDOM:
+        return ModelSource(text, "tiny-random", text)
+    if text in MODELS:
+        return ModelSource(text, "released", text, released=text)
+    if text in VQVAE_PRESET_NAMES:
+        return ModelSource(text, "preset", text)
+    if is_url(text):
+        return ModelSource(text, "url", text, url=text)
+    repo = parse_repo(text)
+    if repo is not None:
+        repo_id, revision = repo
+        entry = model_for_repo(repo_id)
+        if entry is not None and revision is None:
+            return ModelSource(text, "released", text, released=entry.name, repo=repo_id)
+        return ModelSource(text, "repo", text, repo=repo_id, revision=revision)
+    close = difflib.get_close_matches(
+        text, [*shipped.SHIPPED_MODELS, TINY_RANDOM, *MODELS, *VQVAE_PRESET_NAMES], n=1
+    )
+    hint = f" Did you mean {close[0]}?" if close else ""
+    raise CheckpointNotFound(
+        f"No file or folder at {path}, and no model of that name.{hint} (Models: {known_names()}; VQ-VAE "
+        f"presets: {', '.join(VQVAE_PRESET_NAMES)}; also a hub repo owner/name[@rev] or a URL.)"
+    )
+
+
+def label_tables(spec: str | Path) -> tuple[str, LabelSet]:
+    """(label set name, tables) of a model's top prior, without loading any weights.
+
+    Raises:
+        CheckpointNotFound: an unknown name, or a folder without prior files.
+        ConfigError: a model whose labels cannot be known before it is downloaded.
+    """
+    source = resolve(spec)
+    if source.kind in ("folder", "shipped"):
+        # lazy: reading a prior's config needs torch, which naming a released model's labels must not import
+        from jukebox_cli.engine.checkpoints.folder import folder_files
+        from jukebox_cli.engine.checkpoints.native import read_config
+
+        _, priors = folder_files(source.path)
+        config = read_config(priors[max(priors)], "prior")
+        tables = LabelSet.from_dict(config.labels) if config.labels else load_label_set(config.label_set)
+        return config.label_set, tables
+    name = source.released or source.name
+    version = label_set_for_model(name)
+    return version, load_label_set(version)
