@@ -1,0 +1,463 @@
+"""The GPU suite: one script, run once on a borrowed H200, that measures what the fast decode path is for.
+
+    python3 bench/gpu_suite.py --out OUT/gpu                        # the device run (about 8 minutes)
+    python3 bench/gpu_suite.py --smoke --device cpu --out /tmp/gpu  # the same flow at tiny sizes, here
+
+Sections, most important and cheapest first; each one's failure is recorded and the next one runs:
+
+1. environment: GPU, memory, versions (nvidia-smi, no CUDA context in this process), then, in the
+   measuring worker, a device-to-device copy (the practical memory-bandwidth ceiling) and a bf16 matmul;
+2. ``pytest -m gpu tests/gpu`` in a subprocess with a time cap;
+3. our decode speed at the released sizes (random weights: speed does not depend on the values): the
+   upsampler and the 1b_lyrics top prior at batch 1 in every decode mode;
+4. jukebox-infer (fp16 sampling flag) at the same sizes, batch 1;
+5. batch 16; 6. cascade rates (decode and priming at batch 3, at the windows' real context sizes);
+7. the 5b top prior; 8. the reference at batch 16; 9. ``compiled`` mode, if time is left.
+
+The measurements run in a worker process (``bench/_gpu_worker.py``); a crash or a hang costs one task, and a
+fresh worker takes the rest. ``results.json`` and ``results.md`` are rewritten after every measurement, so a
+run cut short still leaves what it measured. From the measurements it derives the fraction of memory
+bandwidth reached, ours/reference ratios, the cost of 16 samples against 1, an estimate of the full
+cascade (60 s x 3 samples of 1b_lyrics, windows counted with ``plan_level``) and a table of targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench._gpu_report import DATASHEET_BANDWIDTH, State, derive, write_reports  # noqa: E402
+
+PREFIX = "@@gpu-suite "
+FAST_MODES = ("graph", "static")
+PREFERRED = ("graph", "static", "eager")  # the cascade uses the first that works
+WORKER_START_CAP = 120.0  # seconds for a worker to import torch and start its first task
+
+
+@dataclass
+class Task:
+    id: str
+    section: str
+    spec: dict
+    cap_s: float  # longest this task may run before its worker is stopped
+    min_s: float = 5.0  # not started with less time than this left
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--out", type=Path, required=True, help="folder for results.json, results.md and logs")
+    p.add_argument("--budget", type=float, default=450.0, help="wall-time budget in seconds (default 450)")
+    p.add_argument("--device", default="cuda", help="cuda (default), or cpu with --smoke")
+    p.add_argument(
+        "--smoke", action="store_true", help="tiny models, few tokens: checks the flow (CPU is fine)"
+    )
+    p.add_argument("--pytest-timeout", type=float, default=90.0, help="cap on the pytest section (seconds)")
+    p.add_argument("--sections", default="all", help="comma-separated subset of: " + ", ".join(SECTIONS))
+    p.add_argument(
+        "--repeats", type=int, default=None, help="timed repeats per measurement (default 3, smoke 1)"
+    )
+    p.add_argument("--new-tokens", type=int, default=None, help="timed new tokens per window (default 64)")
+    p.add_argument("--ref-depth", type=int, default=None,
+                   help="build jukebox-infer's priors with this many layers (default: released) and scale its "
+                   "time per token by depth")  # fmt: skip
+    return p.parse_args(argv)
+
+
+SECTIONS = ("environment", "pytest", "ours_b1", "reference_b1", "ours_b16", "cascade", "5b", "reference_b16",
+            "compiled")  # fmt: skip
+
+
+def big_batch(smoke: bool) -> int:
+    """The large batch the suite compares with batch 1 (the CLI's default --max-batch-size)."""
+    return 2 if smoke else 16
+
+
+# -- plan ---------------------------------------------------------------------------------------------------
+
+
+def plan_tasks(args: argparse.Namespace) -> list[Task]:
+    """The measurement tasks, in the order they run (env's copy bandwidth first)."""
+    smoke = args.smoke
+    repeats = args.repeats or (1 if smoke else 3)
+    n_new = args.new_tokens or (16 if smoke else 64)
+    # Each mode stops repeating once its windows have taken mode_budget_s (slow eager runs, slow captures).
+    timing = dict(
+        n_known=16 if smoke else 256,
+        n_short=2 if smoke else 8,
+        n_new=n_new,
+        repeats=repeats,
+        mode_budget_s=20.0,
+    )
+    big = big_batch(smoke)
+    all_modes = ["eager", *FAST_MODES]
+    tasks = [Task("env", "environment", dict(kind="env", copy_bytes=2**24 if smoke else 2 * 2**30,
+                                              matmul_n=256 if smoke else 8192), cap_s=60)]  # fmt: skip
+
+    def ours(preset, batch, modes, section, cap):
+        return Task(f"ours:{preset}:b{batch}:{'+'.join(modes)}", section,
+                    dict(kind="ours", preset=preset, batch=batch, modes=modes, **timing), cap_s=cap)  # fmt: skip
+
+    def reference(preset, batch, section, cap):
+        spec = dict(kind="reference", preset=preset, batch=batch, **timing)
+        if args.ref_depth:
+            spec["depth"] = args.ref_depth
+        return Task(f"reference:{preset}:b{batch}", section, spec, cap_s=cap, min_s=20)
+
+    def cascade(preset, advance_fraction, cap):
+        from bench._gpu_models import config_for
+
+        n_ctx = config_for(preset, smoke=smoke).n_ctx
+        k_big = n_ctx - int(advance_fraction * n_ctx)  # the context of every window after the first
+        spec = dict(kind="cascade", preset=preset, batch=3, modes=list(PREFERRED), k_small=timing["n_known"],
+                    k_big=k_big, n_short=timing["n_short"], n_new=timing["n_new"], repeats=repeats,
+                    mode_budget_s=15.0)  # fmt: skip
+        return Task(f"cascade:{preset}:b3", "cascade", spec, cap_s=cap, min_s=15)
+
+    for preset in ("upsampler_level_0", "1b_lyrics"):
+        tasks.append(ours(preset, 1, all_modes, "ours_b1", 90))
+    for preset in ("upsampler_level_0", "1b_lyrics"):
+        tasks.append(reference(preset, 1, "reference_b1", 90))
+    for preset in ("upsampler_level_0", "1b_lyrics"):
+        tasks.append(ours(preset, big, all_modes, "ours_b16", 90))
+    tasks.append(cascade("upsampler_level_0", 0.5, 60))
+    tasks.append(cascade("1b_lyrics", 0.125, 60))
+    tasks.append(ours("5b", 1, all_modes, "5b", 90))
+    tasks.append(ours("5b", big, all_modes, "5b", 90))
+    for preset in ("upsampler_level_0", "1b_lyrics"):
+        tasks.append(reference(preset, big, "reference_b16", 90))
+    for preset in ("upsampler_level_0", "1b_lyrics"):
+        t = ours(preset, 1, ["compiled"], "compiled", 150)
+        t.min_s = 60
+        tasks.append(t)
+    chosen = set(SECTIONS if args.sections == "all" else args.sections.split(","))
+    return [t for t in tasks if t.section in chosen or (t.id == "env" and "environment" in chosen)]
+
+
+# -- running ------------------------------------------------------------------------------------------------
+
+
+class Suite:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.start = time.time()
+        self.deadline = self.start + args.budget
+        self.out = args.out
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.state = State(meta=dict(started=time.strftime("%Y-%m-%d %H:%M:%S"), budget_s=args.budget,
+                                     smoke=args.smoke, device=args.device, argv=sys.argv[1:],
+                                     code=code_fingerprint(), datasheet_bandwidth=DATASHEET_BANDWIDTH,
+                                     ref_depth=args.ref_depth, big_batch=big_batch(args.smoke)))  # fmt: skip
+        self.children: list[subprocess.Popen] = []
+
+    def remaining(self) -> float:
+        return self.deadline - time.time()
+
+    def save(self) -> None:
+        self.state.meta["elapsed_s"] = round(time.time() - self.start, 1)
+        derived = derive(self.state)
+        write_reports(self.out, self.state, derived)
+
+    def section(self, name: str, status: str, **fields) -> None:
+        entry = self.state.sections.setdefault(name, {})
+        entry.update(status=status, **fields)
+        self.save()
+
+    # - environment (no CUDA context here: the measuring worker may need the whole GPU) ----------------------
+
+    def environment(self) -> None:
+        env = dict(python=sys.version.split()[0], executable=sys.executable)
+        try:
+            import torch
+
+            env.update(torch=torch.__version__, torch_cuda=torch.version.cuda)
+        except Exception as err:
+            env["torch_error"] = repr(err)
+        query = (
+            "name,memory.total,driver_version,clocks.sm,clocks.mem,clocks.max.sm,temperature.gpu,power.draw"
+        )
+        try:
+            out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=20)  # fmt: skip
+            env["nvidia_smi"] = out.stdout.strip() or out.stderr.strip()
+        except (OSError, subprocess.TimeoutExpired) as err:
+            env["nvidia_smi"] = f"unavailable: {err}"
+        self.state.env.update(env)
+
+    # - pytest -----------------------------------------------------------------------------------------------
+
+    def pytest(self) -> None:
+        cap = min(self.args.pytest_timeout, max(self.remaining() - 30, 0))
+        if cap < 10:
+            self.section("pytest", "skipped", reason="time budget")
+            return
+        cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "tests/gpu", "-x", "-q", "-p", "no:cacheprovider"]
+        log = self.out / "pytest.log"
+        start = time.time()
+        with open(log, "w") as handle:
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
+                                    env=child_env(), process_group=0)  # fmt: skip
+            self.children.append(proc)
+            try:
+                code = proc.wait(timeout=cap)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                kill_group(proc)
+                code, timed_out = None, True
+        text = log.read_text(errors="replace")
+        summary = pytest_summary(text)
+        status = "timeout" if timed_out else ("ok" if code == 0 else "failed")
+        self.state.pytest = dict(command=" ".join(cmd[1:]), exit_code=code, timed_out=timed_out, cap_s=cap,
+                                 elapsed_s=round(time.time() - start, 1), summary=summary, tail=text[-2500:])  # fmt: skip
+        self.section("pytest", status, elapsed_s=self.state.pytest["elapsed_s"])
+
+    # - measurement tasks in workers ------------------------------------------------------------------------
+
+    def run_tasks(self, tasks: list[Task]) -> None:
+        pending = list(tasks)
+        attempt = 0
+        while pending:
+            runnable = []
+            for task in pending:  # drop what can no longer fit; the rest go to one worker, in order
+                if self.remaining() < task.min_s + 5:
+                    self.task_status(task, "skipped", reason="time budget")
+                else:
+                    runnable.append(task)
+            if not runnable:
+                return
+            attempt += 1
+            pending = self.run_worker(runnable, attempt)
+
+    def task_status(self, task: Task, status: str, **fields) -> None:
+        self.state.tasks[task.id] = dict(section=task.section, status=status, **fields)
+        sec = self.state.sections.setdefault(task.section, {"status": "running", "tasks": []})
+        if task.id not in sec.setdefault("tasks", []):
+            sec["tasks"].append(task.id)
+        statuses = [self.state.tasks[t]["status"] for t in sec["tasks"] if t in self.state.tasks]
+        sec["status"] = "ok" if all(s == "ok" for s in statuses) else "/".join(sorted(set(statuses)))
+        self.save()
+
+    def run_worker(self, tasks: list[Task], attempt: int) -> list[Task]:
+        """Run ``tasks`` in one worker; return those left after it died or hung on one (that one excluded)."""
+        spec = dict(
+            device=self.args.device, smoke=self.args.smoke, tasks=[dict(id=t.id, **t.spec) for t in tasks]
+        )
+        spec_file = self.out / "tasks.json"
+        spec_file.write_text(json.dumps(spec, indent=1))
+        cmd = [sys.executable, str(ROOT / "bench" / "_gpu_worker.py"), str(spec_file), "--deadline",
+               f"{self.deadline - 15:.1f}"]  # fmt: skip
+        log = open(self.out / "worker.log", "a")  # noqa: SIM115 (the reader thread writes to it too)
+        log.write(f"\n=== worker {attempt}: {len(tasks)} task(s), {time.strftime('%H:%M:%S')}\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True, env=child_env(),
+                                process_group=0)  # fmt: skip
+        self.children.append(proc)
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=_pump, args=(proc.stdout, lines, log), daemon=True).start()
+        by_id = {t.id: t for t in tasks}
+        done: set[str] = set()
+        current, started = None, time.time()
+        culprit = None  # the task the worker died or hung on
+        try:
+            while True:
+                cap = by_id[current].cap_s if current else WORKER_START_CAP
+                limit = min(started + cap, self.deadline - 3)
+                try:
+                    line = lines.get(timeout=max(0.1, min(limit - time.time(), 5.0)))
+                except queue.Empty:
+                    line = ""
+                if line is None:  # stdout closed: the worker exited
+                    code = proc.wait()
+                    if code != 0 or len(done) < len(tasks):
+                        culprit = current
+                        why = f"worker exited with code {code}"
+                        if current is None:
+                            why += " between tasks (at start-up if none ran)"
+                        self.state.sections.setdefault("measurements", {}).update(status="worker exited",
+                                                                                  error=why)  # fmt: skip
+                        if current is not None:
+                            self.task_status(by_id[current], "crashed", exit_code=code, error=why + "; see worker.log",
+                                             stderr_tail=tail(self.out / "worker.log"))  # fmt: skip
+                    break
+                if line:
+                    current, started = self.handle(line, by_id, done, current, started)
+                    continue
+                if time.time() >= limit:
+                    kill_group(proc)
+                    culprit = current
+                    over_budget = time.time() >= self.deadline - 4
+                    if current is not None:
+                        reason = (
+                            "time budget" if over_budget else f"over its {by_id[current].cap_s:.0f} s cap"
+                        )
+                        self.task_status(by_id[current], "timeout", reason=reason,
+                                         stderr_tail=tail(self.out / "worker.log"))  # fmt: skip
+                    else:
+                        self.section(
+                            "measurements", "timeout", reason="the worker did not start a task in time"
+                        )
+                    break
+        finally:
+            kill_group(proc)
+            log.close()
+        left = [t for t in tasks if t.id not in done and t.id != culprit]
+        if culprit is not None and left and self.remaining() > 20:
+            return left  # a fresh worker takes the rest
+        for task in left:
+            self.task_status(
+                task, "skipped", reason="time budget" if self.remaining() <= 20 else "worker failed"
+            )
+        return []
+
+    def handle(self, line: str, by_id: dict, done: set, current, started):
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            return current, started
+        task_id = event.get("task")
+        kind = event.get("event")
+        if task_id not in by_id:
+            return current, started
+        if kind == "start":
+            self.state.tasks[task_id] = dict(section=by_id[task_id].section, status="running")
+            self.save()
+            return task_id, time.time()
+        if kind == "row":
+            row = {k: v for k, v in event.items() if k != "event"}
+            if row.get("kind") in ("env", "copy", "matmul"):
+                self.state.env.setdefault("measured", {})[row["kind"]] = row
+            else:
+                self.state.rows.append(row)
+            self.save()
+            return current, started
+        if kind == "done":
+            done.add(task_id)
+            fields = {k: v for k, v in event.items() if k not in ("event", "task", "status")}
+            self.task_status(by_id[task_id], event.get("status", "ok"), **fields)
+            return None, time.time()
+        return current, started
+
+    def stop_children(self) -> None:
+        for proc in self.children:
+            kill_group(proc)
+
+    def run(self) -> int:
+        chosen = set(SECTIONS if self.args.sections == "all" else self.args.sections.split(","))
+        self.save()
+        if "environment" in chosen:
+            try:
+                self.environment()
+                self.section("environment", "ok")
+            except Exception as err:
+                self.section("environment", "error", error=repr(err))
+        if "pytest" in chosen:
+            try:
+                self.pytest()
+            except Exception as err:
+                self.section("pytest", "error", error=repr(err))
+        try:
+            self.run_tasks(plan_tasks(self.args))
+        except Exception as err:
+            self.section("measurements", "error", error=repr(err))
+        self.state.meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        self.save()
+        print((self.out / "results.md").read_text())
+        return 0
+
+
+def _pump(stream, lines: queue.Queue, log) -> None:
+    """Protocol lines into the queue, everything else into the worker log; None when the stream closes."""
+    for raw in stream:
+        if raw.startswith(PREFIX):
+            lines.put(raw[len(PREFIX) :])
+        else:
+            log.write(raw)
+            log.flush()
+    lines.put(None)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+def child_env() -> dict:
+    """This process's environment with the repo root importable and output unbuffered."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(ROOT) not in paths:
+        paths.append(str(ROOT))
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    return env
+
+
+def tail(path: Path, n: int = 2000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+def pytest_summary(text: str) -> dict:
+    """Counts from pytest's closing line ("3 passed, 1 skipped in 2.1s")."""
+    counts = {}
+    for number, word in re.findall(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed|deselected)", text):
+        counts[word.rstrip("s") if word.startswith("error") else word] = int(number)
+    return counts
+
+
+def code_fingerprint() -> str:
+    """A short hash of the engine's and the bench's sources (the device copy has no git history)."""
+    digest = hashlib.sha256()
+    for path in sorted(
+        [*ROOT.glob("jukebox_cli/engine/*.py"), *ROOT.glob("bench/*.py"), *ROOT.glob("tests/gpu/*.py")]
+    ):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.device.startswith("cpu") and not args.smoke:
+        print("--device cpu is only for --smoke runs", file=sys.stderr)
+        return 2
+    suite = Suite(args)
+
+    def on_term(signum, frame):  # the device tool's time limit: leave results, stop the workers
+        suite.stop_children()
+        suite.state.meta["interrupted"] = signal.Signals(signum).name
+        suite.save()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    try:
+        return suite.run()
+    finally:
+        suite.stop_children()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
