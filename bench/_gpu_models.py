@@ -67,8 +67,9 @@ def materialise(model: nn.Module, device: torch.device | str, *, seed: int = 0,
         model: built under ``torch.device("meta")``.
         device: where the weights live.
         seed: seeds the device-side generator.
-        linear_dtype: store the Conv1D weights (``.w``) in this dtype, as ``jukebox generate`` loads them for
-            half-precision sampling on an accelerator; None keeps the model's own dtypes.
+        linear_dtype: store the Conv1D weights and biases in this dtype, as sampling makes them resident in
+            the working dtype (``with_linear_dtype``; a model already in it is used as it is, not copied);
+            None keeps the model's own dtypes.
 
     Returns:
         The same model, in eval mode.
@@ -79,7 +80,8 @@ def materialise(model: nn.Module, device: torch.device | str, *, seed: int = 0,
     if linear_dtype is not None:
         weights = dict(model.named_parameters(remove_duplicate=False))
         for key in linear_weight_keys(model):
-            weights[key].data = weights[key].data.to(linear_dtype)
+            for name in (key, key[:-1] + "b"):  # the Conv1D's .w and .b
+                weights[name].data = weights[name].data.to(linear_dtype)
     shared = _shared_parameters(model)
     model.to_empty(device=device)
     for (first, first_name), *others in shared:  # to_empty gives each reference its own storage: re-tie
@@ -136,7 +138,7 @@ def randomise(model: nn.Module, *, seed: int = 0, gain: float = 0.6, qkv_gain: f
 
 def build_ours(config: PriorConfig, device: torch.device | str, *, seed: int = 0,
                linear_dtype: torch.dtype | None = torch.bfloat16) -> Prior:  # fmt: skip
-    """Our prior of ``config`` on ``device`` with random weights (Conv1D weights in ``linear_dtype``)."""
+    """Our prior of ``config`` on ``device`` with random weights (Conv1D tensors in ``linear_dtype``)."""
     with torch.device("meta"):
         model = Prior(config)
     if config.fp16_params and linear_dtype is None:

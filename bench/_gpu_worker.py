@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
+import gc
 import json
 import statistics
 import sys
@@ -33,7 +33,6 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 PREFIX = "@@gpu-suite "
-MODES = ("eager", "static", "graph", "compiled")
 
 
 def emit(event: str, task: str, **fields) -> None:
@@ -64,18 +63,33 @@ def _error_text(err: BaseException) -> str:
 # -- our sampler, one decode mode -----------------------------------------------------------------------------
 
 
-def make_settings(mode: str):
-    """``SamplingSettings`` for greedy decoding in ``mode``; Unavailable if the installed code lacks it."""
-    from jukebox_cli.engine.sampling import SamplingSettings
+CAPTURE_ONLY = "static-graph"  # the fixed-shape step captured as a CUDA graph, without torch.compile
+DTYPE = torch.bfloat16  # our working dtype on the GPU (the CLI's choice there)
 
-    fields = {f.name for f in dataclasses.fields(SamplingSettings)}
-    if "decode" not in fields:
+
+def make_decoder(prior, mode: str, batch: int, device: torch.device):
+    """A decoder for ``mode`` that every window of a measurement reuses (compiled and captured once).
+
+    ``eager`` without a decoder API is today's path (None); any other mode the installed code does not offer
+    raises Unavailable. ``static-graph`` is ``StaticDecoder(compile=False, graph=True)``: the CUDA graph alone,
+    no compile time.
+    """
+    import inspect
+
+    from jukebox_cli.engine.sampling import sample_window
+
+    if "decoder" not in inspect.signature(sample_window).parameters:
         if mode == "eager":
-            return SamplingSettings(greedy=True)
-        raise Unavailable("SamplingSettings has no decode field in the installed code")
+            return None
+        raise Unavailable("sample_window takes no decoder in the installed code")
+    from jukebox_cli.engine import decode
+    from jukebox_cli.engine.errors import ConfigError
+
     try:
-        return SamplingSettings(greedy=True, decode=mode)
-    except Exception as err:  # the engine's own validation: ConfigError, ValueError
+        if mode == CAPTURE_ONLY:
+            return decode.StaticDecoder(prior, batch, dtype=DTYPE, device=device, compile=False, graph=True)
+        return decode.make_decoder(prior, batch, dtype=DTYPE, device=device, mode=mode)
+    except (ConfigError, TypeError, AttributeError) as err:  # not offered here, or another API
         raise Unavailable(_error_text(err)) from err
 
 
@@ -87,7 +101,7 @@ def _is_unavailable(err: BaseException, mode: str) -> bool:
 
 
 class Runner:
-    """Runs one sampler on fixed inputs: ``call(n_known, n_new)`` samples one window, synchronised."""
+    """Runs one sampler on fixed inputs: ``time(n_known, n_new)`` samples one window, synchronised."""
 
     def __init__(self, fn, device: torch.device) -> None:
         self.fn, self.device = fn, device
@@ -98,15 +112,17 @@ class Runner:
 
 def ours_runner(prior, mode: str, batch: int, device: torch.device, seed: int) -> Runner:
     from bench._gpu_models import make_inputs
-    from jukebox_cli.engine.sampling import sample_window
+    from jukebox_cli.engine.sampling import SamplingSettings, sample_window
 
-    settings = make_settings(mode)
+    decoder = make_decoder(prior, mode, batch, device)
+    extra = {} if decoder is None else {"decoder": decoder}
+    settings = SamplingSettings(greedy=True)  # the decoder, not settings.decode, sets the mode
     codes, labels, upper = make_inputs(prior.config, batch, device, seed=seed)
     generator = torch.Generator(device=device).manual_seed(seed)
 
     def call(n_known: int, n_new: int) -> torch.Tensor:
         return sample_window(prior, codes[:, :n_known], n_new, labels, upper_codes=upper, settings=settings,
-                             dtype=torch.bfloat16, generator=generator)  # fmt: skip
+                             dtype=DTYPE, generator=generator, **extra)  # fmt: skip
 
     return Runner(call, device)
 
@@ -232,10 +248,7 @@ def task_env(task: dict, device: torch.device) -> None:
 
 
 def task_ours(task: dict, device: torch.device, models: Models, deadline: float) -> None:
-    from bench._gpu_models import kv_bytes_per_step, weight_bytes_per_step
-
     prior, config, build_s, params = models.get("ours", task["preset"], task.get("depth"))
-    prefix = config.n_tokens if config.single_enc_dec else 0
     common = dict(kind="ours", preset=task["preset"], batch=task["batch"], depth=config.depth,
                   width=config.width, params=params, build_s=build_s)  # fmt: skip
     for mode in task["modes"]:
@@ -243,28 +256,36 @@ def task_ours(task: dict, device: torch.device, models: Models, deadline: float)
             emit("row", task["id"], mode=mode, status="skipped", reason="time budget", **common)
             continue
         try:
-            runner = ours_runner(prior, mode, task["batch"], device, task.get("seed", 0))
-            try:
-                stats = decode_rate(runner, n_known=task["n_known"], n_short=task["n_short"], n_new=task["n_new"],
-                                    repeats=task["repeats"], budget_s=task["mode_budget_s"], deadline=deadline)  # fmt: skip
-            except Exception as err:
-                if _is_unavailable(err, mode):
-                    raise Unavailable(_error_text(err)) from err
-                raise
+            row = _measure_ours(prior, mode, task, device, deadline)
         except Unavailable as err:
-            emit("row", task["id"], mode=mode, status="unavailable", reason=str(err), **common)
-            continue
+            row = dict(status="unavailable", reason=str(err))
         except Exception as err:
-            emit("row", task["id"], mode=mode, status="error", error=_error_text(err),
-                 trace=traceback.format_exc()[-3000:], **common)  # fmt: skip
-            _recover(device)
-            continue
-        position = prefix + task["n_known"] + task["n_short"] + task["n_new"] // 2
-        weights = weight_bytes_per_step(prior)
-        kv = kv_bytes_per_step(prior, position, task["batch"], torch.bfloat16.itemsize)
-        emit("row", task["id"], mode=mode, status="ok", tokens_per_s=stats["steps_per_s"] * task["batch"],
-             weight_bytes=weights, kv_bytes=kv, bytes_per_step=weights + kv, position=position,
-             **stats, **common)  # fmt: skip
+            row = dict(status="error", error=_error_text(err), trace=traceback.format_exc()[-3000:])
+        _recover(device)  # the decoder (its graph and cache) is gone with _measure_ours's frame
+        emit("row", task["id"], mode=mode, **row, **common)
+        if task.get("first_ok") and row["status"] == "ok":  # the modes were fallbacks for one another
+            break
+
+
+def _measure_ours(prior, mode: str, task: dict, device: torch.device, deadline: float) -> dict:
+    from bench._gpu_models import kv_bytes_per_step, weight_bytes_per_step
+
+    runner = ours_runner(prior, mode, task["batch"], device, task.get("seed", 0))
+    try:
+        stats = decode_rate(runner, n_known=task["n_known"], n_short=task["n_short"], n_new=task["n_new"],
+                            repeats=task["repeats"], budget_s=task["mode_budget_s"], deadline=deadline)  # fmt: skip
+    except Exception as err:
+        if _is_unavailable(err, mode):
+            raise Unavailable(_error_text(err)) from err
+        raise
+    c = prior.config
+    position = (
+        (c.n_tokens if c.single_enc_dec else 0) + task["n_known"] + task["n_short"] + task["n_new"] // 2
+    )
+    weights = weight_bytes_per_step(prior)
+    kv = kv_bytes_per_step(prior, position, task["batch"], DTYPE.itemsize)
+    return dict(status="ok", tokens_per_s=stats["steps_per_s"] * task["batch"], weight_bytes=weights, kv_bytes=kv,
+                bytes_per_step=weights + kv, position=position, **stats)  # fmt: skip
 
 
 def task_cascade(task: dict, device: torch.device, models: Models, deadline: float) -> None:
@@ -273,25 +294,30 @@ def task_cascade(task: dict, device: torch.device, models: Models, deadline: flo
     tried = []
     for mode in task["modes"]:  # preferred first; the first that works is used
         try:
-            runner = ours_runner(prior, mode, task["batch"], device, task.get("seed", 0))
-            decode = decode_rate(runner, n_known=task["k_small"], n_short=task["n_short"], n_new=task["n_new"],
-                                 repeats=task["repeats"], budget_s=task["mode_budget_s"], deadline=deadline)  # fmt: skip
+            row = _measure_cascade(prior, mode, task, device, deadline)
         except Exception as err:
             tried.append(f"{mode}: {_error_text(err)}")
             _recover(device)
             continue
-        row = dict(kind="cascade", preset=task["preset"], batch=task["batch"], mode=mode, status="ok", tried=tried,
-                   **decode)  # fmt: skip
-        if time.time() < deadline:
-            try:
-                row.update(priming_rate(runner, k_small=task["k_small"], k_big=task["k_big"]))
-            except Exception as err:
-                row["priming_error"] = _error_text(err)
-                _recover(device)
-        emit("row", task["id"], **row)
+        _recover(device)
+        emit("row", task["id"], kind="cascade", preset=task["preset"], batch=task["batch"], mode=mode, tried=tried,
+             **row)  # fmt: skip
         return
     emit("row", task["id"], kind="cascade", preset=task["preset"], batch=task["batch"], status="error",
          error="; ".join(tried))  # fmt: skip
+
+
+def _measure_cascade(prior, mode: str, task: dict, device: torch.device, deadline: float) -> dict:
+    runner = ours_runner(prior, mode, task["batch"], device, task.get("seed", 0))
+    row = dict(status="ok", **decode_rate(runner, n_known=task["k_small"], n_short=task["n_short"],
+                                          n_new=task["n_new"], repeats=task["repeats"],
+                                          budget_s=task["mode_budget_s"], deadline=deadline))  # fmt: skip
+    if time.time() < deadline:
+        try:  # priming runs the same chunked path in every mode
+            row.update(priming_rate(runner, k_small=task["k_small"], k_big=task["k_big"]))
+        except Exception as err:
+            row["priming_error"] = _error_text(err)
+    return row
 
 
 def task_reference(task: dict, device: torch.device, models: Models, deadline: float) -> None:
@@ -312,7 +338,9 @@ def task_reference(task: dict, device: torch.device, models: Models, deadline: f
 
 
 def _recover(device: torch.device) -> None:
-    """After a failed measurement: release what it held (a sticky CUDA error makes the next one fail too)."""
+    """After a measurement: release what it held (graphs, caches); after a failure a sticky CUDA error may
+    make the next one fail too."""
+    gc.collect()
     with contextlib.suppress(Exception):
         _sync(device)
     if device.type == "cuda":

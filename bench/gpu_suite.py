@@ -5,14 +5,16 @@
 
 Sections, most important and cheapest first; each one's failure is recorded and the next one runs:
 
-1. environment: GPU, memory, versions (nvidia-smi, no CUDA context in this process), then, in the
-   measuring worker, a device-to-device copy (the practical memory-bandwidth ceiling) and a bf16 matmul;
-2. ``pytest -m gpu tests/gpu`` in a subprocess with a time cap;
-3. our decode speed at the released sizes (random weights: speed does not depend on the values): the
-   upsampler and the 1b_lyrics top prior at batch 1 in every decode mode;
-4. jukebox-infer (fp16 sampling flag) at the same sizes, batch 1;
-5. batch 16; 6. cascade rates (decode and priming at batch 3, at the windows' real context sizes);
-7. the 5b top prior; 8. the reference at batch 16; 9. ``compiled`` mode, if time is left.
+1. environment: versions and nvidia-smi here (no CUDA context in this process), then, first thing in the
+   measuring worker, a device-to-device copy (the practical bandwidth ceiling) and a bf16 matmul;
+2. ``pytest -m gpu tests/gpu`` in a subprocess (spread over the cores with xdist), with a time cap;
+3. our decode speed at the released sizes (random weights: speed does not depend on the values), the
+   upsampler and the 1b_lyrics top prior at batch 1, in the modes that compile nothing: eager, static, and
+   static-graph (the fixed-shape step captured as a CUDA graph without torch.compile);
+4. jukebox-infer (its fp16 sampling flag) at the same sizes, batch 1;
+5. batch 16; 6. cascade rates: priming and decoding at batch 3; 7. the 5b top prior;
+8. ``graph`` (torch.compile, then capture: what ``auto`` picks on CUDA) for each model and batch, as long as
+   the time lasts, since its compile time is the big unknown; 9. the reference at batch 16; 10. ``compiled``.
 
 The measurements run in a worker process (``bench/_gpu_worker.py``); a crash or a hang costs one task, and a
 fresh worker takes the rest. ``results.json`` and ``results.md`` are rewritten after every measurement, so a
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import queue
@@ -45,8 +48,12 @@ if str(ROOT) not in sys.path:
 from bench._gpu_report import DATASHEET_BANDWIDTH, State, derive, write_reports  # noqa: E402
 
 PREFIX = "@@gpu-suite "
-FAST_MODES = ("graph", "static")
-PREFERRED = ("graph", "static", "eager")  # the cascade uses the first that works
+CAPTURE_ONLY = "static-graph"  # the worker's name for the fixed-shape step captured without torch.compile
+PREFERRED = (
+    CAPTURE_ONLY,
+    "static",
+    "eager",
+)  # where one mode is enough (batch 16, batch 3): the first that works
 WORKER_START_CAP = 120.0  # seconds for a worker to import torch and start its first task
 
 
@@ -68,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--smoke", action="store_true", help="tiny models, few tokens: checks the flow (CPU is fine)"
     )
-    p.add_argument("--pytest-timeout", type=float, default=90.0, help="cap on the pytest section (seconds)")
+    p.add_argument("--pytest-timeout", type=float, default=100.0, help="cap on the pytest section (seconds)")
     p.add_argument("--sections", default="all", help="comma-separated subset of: " + ", ".join(SECTIONS))
     p.add_argument(
         "--repeats", type=int, default=None, help="timed repeats per measurement (default 3, smoke 1)"
@@ -80,8 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-SECTIONS = ("environment", "pytest", "ours_b1", "reference_b1", "ours_b16", "cascade", "5b", "reference_b16",
-            "compiled")  # fmt: skip
+SECTIONS = ("environment", "pytest", "ours_b1", "reference_b1", "ours_b16", "cascade", "5b", "graph",
+            "reference_b16", "compiled")  # fmt: skip
+UPS, ONE_B, FIVE_B = "upsampler_level_0", "1b_lyrics", "5b"
 
 
 def big_batch(smoke: bool) -> int:
@@ -93,34 +101,33 @@ def big_batch(smoke: bool) -> int:
 
 
 def plan_tasks(args: argparse.Namespace) -> list[Task]:
-    """The measurement tasks, in the order they run (env's copy bandwidth first)."""
+    """The measurement tasks, in the order they run (env's copy bandwidth first).
+
+    Modes that compile nothing come first (eager, static, and static-graph: the fixed-shape step captured as a
+    CUDA graph without torch.compile), so every target is measured early; ``graph`` (torch.compile, then
+    capture), whose compile time on the device is the big unknown, follows with whatever time is left.
+    """
     smoke = args.smoke
     repeats = args.repeats or (1 if smoke else 3)
     n_new = args.new_tokens or (16 if smoke else 64)
     # Each mode stops repeating once its windows have taken mode_budget_s (slow eager runs, slow captures).
-    timing = dict(
-        n_known=16 if smoke else 256,
-        n_short=2 if smoke else 8,
-        n_new=n_new,
-        repeats=repeats,
-        mode_budget_s=20.0,
-    )
+    timing = dict(n_known=16 if smoke else 256, n_short=2 if smoke else 8, n_new=n_new, repeats=repeats,
+                  mode_budget_s=20.0)  # fmt: skip
     big = big_batch(smoke)
-    all_modes = ["eager", *FAST_MODES]
     tasks = [Task("env", "environment", dict(kind="env", copy_bytes=2**24 if smoke else 2 * 2**30,
                                               matmul_n=256 if smoke else 8192), cap_s=60)]  # fmt: skip
 
-    def ours(preset, batch, modes, section, cap):
-        return Task(f"ours:{preset}:b{batch}:{'+'.join(modes)}", section,
-                    dict(kind="ours", preset=preset, batch=batch, modes=modes, **timing), cap_s=cap)  # fmt: skip
+    def ours(preset, batch, modes, section, cap=90.0, min_s=10.0, first_ok=False):
+        spec = dict(kind="ours", preset=preset, batch=batch, modes=modes, first_ok=first_ok, **timing)
+        return Task(f"ours:{preset}:b{batch}:{'+'.join(modes)}", section, spec, cap_s=cap, min_s=min_s)
 
-    def reference(preset, batch, section, cap):
+    def reference(preset, batch, section):
         spec = dict(kind="reference", preset=preset, batch=batch, **timing)
         if args.ref_depth:
             spec["depth"] = args.ref_depth
-        return Task(f"reference:{preset}:b{batch}", section, spec, cap_s=cap, min_s=20)
+        return Task(f"reference:{preset}:b{batch}", section, spec, cap_s=90, min_s=20)
 
-    def cascade(preset, advance_fraction, cap):
+    def cascade(preset, advance_fraction):
         from bench._gpu_models import config_for
 
         n_ctx = config_for(preset, smoke=smoke).n_ctx
@@ -128,26 +135,25 @@ def plan_tasks(args: argparse.Namespace) -> list[Task]:
         spec = dict(kind="cascade", preset=preset, batch=3, modes=list(PREFERRED), k_small=timing["n_known"],
                     k_big=k_big, n_short=timing["n_short"], n_new=timing["n_new"], repeats=repeats,
                     mode_budget_s=15.0)  # fmt: skip
-        return Task(f"cascade:{preset}:b3", "cascade", spec, cap_s=cap, min_s=15)
+        return Task(f"cascade:{preset}:b3", "cascade", spec, cap_s=60, min_s=15)
 
-    for preset in ("upsampler_level_0", "1b_lyrics"):
-        tasks.append(ours(preset, 1, all_modes, "ours_b1", 90))
-    for preset in ("upsampler_level_0", "1b_lyrics"):
-        tasks.append(reference(preset, 1, "reference_b1", 90))
-    for preset in ("upsampler_level_0", "1b_lyrics"):
-        tasks.append(ours(preset, big, all_modes, "ours_b16", 90))
-    tasks.append(cascade("upsampler_level_0", 0.5, 60))
-    tasks.append(cascade("1b_lyrics", 0.125, 60))
-    tasks.append(ours("5b", 1, all_modes, "5b", 90))
-    tasks.append(ours("5b", big, all_modes, "5b", 90))
-    for preset in ("upsampler_level_0", "1b_lyrics"):
-        tasks.append(reference(preset, big, "reference_b16", 90))
-    for preset in ("upsampler_level_0", "1b_lyrics"):
-        t = ours(preset, 1, ["compiled"], "compiled", 150)
-        t.min_s = 60
-        tasks.append(t)
+    cheap = ["eager", "static", CAPTURE_ONLY]
+    tasks += [ours(UPS, 1, cheap, "ours_b1"), ours(ONE_B, 1, cheap, "ours_b1")]
+    tasks += [reference(UPS, 1, "reference_b1"), reference(ONE_B, 1, "reference_b1")]
+    tasks += [ours(p, big, list(PREFERRED), "ours_b16", first_ok=True) for p in (UPS, ONE_B)]  # fallbacks
+    tasks += [cascade(UPS, 0.5), cascade(ONE_B, 0.125)]
+    tasks += [
+        ours(FIVE_B, 1, ["eager", CAPTURE_ONLY], "5b"),
+        ours(FIVE_B, big, list(PREFERRED), "5b", first_ok=True),
+    ]
+    for batch in (1, big):
+        tasks += [
+            ours(preset, batch, ["graph"], "graph", cap=150, min_s=45) for preset in (UPS, ONE_B, FIVE_B)
+        ]
+    tasks += [reference(UPS, big, "reference_b16"), reference(ONE_B, big, "reference_b16")]
+    tasks += [ours(UPS, 1, ["compiled"], "compiled", cap=150, min_s=45)]  # graph's compile cache helps here
     chosen = set(SECTIONS if args.sections == "all" else args.sections.split(","))
-    return [t for t in tasks if t.section in chosen or (t.id == "env" and "environment" in chosen)]
+    return [t for t in tasks if t.section in chosen]
 
 
 # -- running ------------------------------------------------------------------------------------------------
@@ -208,6 +214,9 @@ class Suite:
             self.section("pytest", "skipped", reason="time budget")
             return
         cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "tests/gpu", "-x", "-q", "-p", "no:cacheprovider"]
+        if not self.args.smoke and importlib.util.find_spec("xdist"):
+            # The compiling tests are CPU-bound (torch.compile); spread them over the machine's cores.
+            cmd += ["-n", str(min(8, os.cpu_count() or 1))]
         log = self.out / "pytest.log"
         start = time.time()
         with open(log, "w") as handle:

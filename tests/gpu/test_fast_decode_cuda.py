@@ -6,13 +6,16 @@ way. Two sequences are accepted if they are equal, or if they agree up to their 
 difference is a near tie in the model's own float32 teacher-forced logits: within 0.1% of the logits' spread
 in float32, 5% in bfloat16. A wiring bug diverges at once, by a wide margin.
 
-``JUKEBOX_GPU_TEST_DEVICE=cpu`` runs them on the CPU (where the graph mode is not offered), to check the tests
-themselves without a GPU.
+Modes: ``static`` (the fixed-shape step, op by op), ``static-graph`` (that step captured as a CUDA graph,
+uncompiled) and ``graph`` (compiled, then captured: what ``auto`` picks on CUDA). Each test keeps one decoder
+for two windows, as ``sample_level`` does, so the second window replays the first one's graph.
+
+``JUKEBOX_GPU_TEST_DEVICE=cpu`` runs them on the CPU (where the CUDA graph modes are skipped), to check the
+tests themselves without a GPU.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import pytest
@@ -32,15 +35,25 @@ TIE = {"bf16": 0.05, "fp32": 1e-3}
 KNOWN, NEW, BATCH = 24, 64, 2
 
 
-def _settings(mode: str):
-    from jukebox_cli.engine.sampling import SamplingSettings
+def _decoder(prior, mode: str, dtype: torch.dtype):
+    """A decoder in ``mode`` that serves every window of a test, as ``sample_level`` keeps one per level."""
+    import inspect
 
-    if "decode" not in {f.name for f in dataclasses.fields(SamplingSettings)}:
-        pytest.skip("SamplingSettings has no decode modes in this code")
+    from jukebox_cli.engine.errors import ConfigError
+    from jukebox_cli.engine.sampling import sample_window
+
+    if "decoder" not in inspect.signature(sample_window).parameters:
+        pytest.skip("sample_window takes no decoder in this code")
+    from jukebox_cli.engine import decode
+
+    if mode == "static-graph":  # the uncompiled fixed-shape step captured as a CUDA graph: no compile time
+        if DEVICE != "cuda":
+            pytest.skip("CUDA graphs need a CUDA device")
+        return decode.StaticDecoder(prior, BATCH, dtype=dtype, device=DEVICE, compile=False, graph=True)
     try:
-        return SamplingSettings(greedy=True, decode=mode)
-    except Exception as err:  # the engine rejects a mode it does not offer
-        pytest.skip(f"decode={mode!r} is not offered: {err}")
+        return decode.make_decoder(prior, BATCH, dtype=dtype, device=DEVICE, mode=mode)
+    except ConfigError as err:  # a mode this device does not offer
+        pytest.skip(f"decode mode {mode!r}: {err}")
 
 
 def _prior(preset: str, dtype_name: str):
@@ -122,24 +135,25 @@ def _check_same_or_near_tie(prior, eager, fast, codes, labels, upper, tie: float
 
 
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
-@pytest.mark.parametrize("mode", ["static", "graph", "auto"])
+@pytest.mark.parametrize("mode", ["static", "static-graph", "graph"])
 @pytest.mark.parametrize("preset", PRESETS)
 def test_fast_decode_matches_eager(preset: str, mode: str, dtype_name: str) -> None:
-    from jukebox_cli.engine.sampling import sample_window
+    from jukebox_cli.engine.sampling import SamplingSettings, sample_window
 
-    fast_settings, eager_settings = _settings(mode), _settings("eager")
     prior = _prior(preset, dtype_name)
-    codes, labels, upper = _inputs(prior)
     dtype = DTYPES[dtype_name]
+    decoder = _decoder(prior, mode, dtype)
+    codes, labels, upper = _inputs(prior)
 
-    def sample(settings):
+    def sample(**how):
         generator = torch.Generator(device=DEVICE).manual_seed(0)
-        return sample_window(prior, codes[:, :KNOWN], NEW, labels, upper_codes=upper, settings=settings,
-                             dtype=dtype, generator=generator)  # fmt: skip
+        return sample_window(prior, codes[:, :KNOWN], NEW, labels, upper_codes=upper, dtype=dtype,
+                             generator=generator, **how)  # fmt: skip
 
-    eager = sample(eager_settings)
-    fast = sample(fast_settings)
-    again = sample(fast_settings)  # a second window reuses whatever the first captured or compiled
+    eager = sample(settings=SamplingSettings(greedy=True, decode="eager"))
+    greedy = SamplingSettings(greedy=True)
+    fast = sample(settings=greedy, decoder=decoder)  # compiles and captures, if the mode does
+    again = sample(settings=greedy, decoder=decoder)  # the next window replays what the first one made
     assert eager.shape == (BATCH, KNOWN + NEW)
     _check_same_or_near_tie(prior, eager, fast, codes, labels, upper, TIE[dtype_name])
     _check_same_or_near_tie(prior, fast, again, codes, labels, upper, TIE[dtype_name])

@@ -122,9 +122,12 @@ def test_decode_rate_stops_at_its_budget() -> None:
     assert stats["repeats"] == 1 and runner.calls == 3
 
 
-def test_unknown_mode_is_unavailable_not_an_error() -> None:
+def test_a_mode_the_code_lacks_is_unavailable_not_an_error() -> None:
+    prior = models.build_ours(models.config_for("5b", smoke=True), "cpu")
     with pytest.raises(worker.Unavailable):
-        worker.make_settings("no-such-mode")
+        worker.make_decoder(prior, "no-such-mode", 1, torch.device("cpu"))
+    with pytest.raises(worker.Unavailable):  # CUDA graphs on a CPU
+        worker.make_decoder(prior, worker.CAPTURE_ONLY, 1, torch.device("cpu"))
 
 
 # -- derived numbers and reports ------------------------------------------------------------------------------
@@ -154,7 +157,7 @@ def test_interpolate_in_batch() -> None:
 
 def test_cascade_counts_windows_with_plan_level() -> None:
     rate = report.LevelRate(
-        per_step_s=0.002, prime_codes_per_s=10000.0, window_fixed_s=0.1, batch=3, source="x"
+        per_step_s=0.002, prime_codes_per_s=1e4, window_fixed_s=0.1, setup_s=5.0, source="x"
     )
     c = report.cascade_estimate({"1b_lyrics": rate, "upsampler_level_0": rate})
     by_level = {e["level"]: e for e in c["levels"]}
@@ -162,7 +165,9 @@ def test_cascade_counts_windows_with_plan_level() -> None:
     assert [by_level[lv]["codes"] for lv in (2, 1, 0)] == [20671, 82684, 330736]
     assert all(by_level[lv]["new_codes"] == by_level[lv]["codes"] for lv in (2, 1, 0))
     assert by_level[2]["advance"] == 768 and by_level[0]["advance"] == 4096
-    seconds = sum(e["windows"] * 0.1 + e["context_codes"] / 1e4 + e["new_codes"] * 0.002 for e in c["levels"])
+    seconds = sum(
+        5 + e["windows"] * 0.1 + e["context_codes"] / 1e4 + e["new_codes"] * 0.002 for e in c["levels"]
+    )
     assert c["minutes"] == pytest.approx(seconds / 60) and not c["lower_bound"]
     partial = report.cascade_estimate({"1b_lyrics": rate})
     assert partial["minutes"] is None
@@ -191,6 +196,9 @@ def test_targets_and_ratios() -> None:
     assert status["5b top: 16 samples cost <= 1.5x the time of 1"]["status"] == "not measured"
     cascade = status["full cascade, 60 s x 3 samples of 1b_lyrics, <= 10 minutes"]
     assert cascade["status"] in ("met", "not met") and "lower bound" in cascade["detail"]
+    rates = report.level_rates(_state(rows), derived["speed"])
+    assert rates["upsampler_level_0"].per_step_s == pytest.approx(0.001 + 0.0002 * 2 / 15)  # graph, 1 and 16
+    assert "optimistic" in rates["1b_lyrics"].source  # measured at batch 1 only
     text = report.markdown(_state(rows), derived)
     assert "CUDA out of memory" in text and "built with depth 36" in text
 
@@ -211,16 +219,8 @@ def test_pytest_summary() -> None:
 def test_plan_orders_sections_by_value() -> None:
     args = gpu_suite.parse_args(["--out", "x"])
     sections = [t.section for t in gpu_suite.plan_tasks(args)]
-    order = [
-        "environment",
-        "ours_b1",
-        "reference_b1",
-        "ours_b16",
-        "cascade",
-        "5b",
-        "reference_b16",
-        "compiled",
-    ]
+    order = ["environment", "ours_b1", "reference_b1", "ours_b16", "cascade", "5b", "graph", "reference_b16",
+             "compiled"]  # fmt: skip
     assert [s for i, s in enumerate(sections) if s not in sections[:i]] == order
     one = gpu_suite.plan_tasks(gpu_suite.parse_args(["--out", "x", "--sections", "5b"]))
     assert {t.section for t in one} == {"5b"}
