@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import gc
 import json
+import os
 import statistics
 import sys
 import time
@@ -358,9 +359,17 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(args.tasks.read_text())
     device = torch.device(spec["device"])
     models = Models(device, spec.get("smoke", False))
+    fault = os.environ.get("JUKEBOX_GPU_SUITE_FAULT", "")  # tests of the parent's watchdog: crash:ID, hang:ID
     for task in spec["tasks"]:
         emit("start", task["id"])
         start = time.perf_counter()
+        if fault == f"crash:{task['id']}":
+            os._exit(3)
+        if fault == f"hang:{task['id']}":
+            time.sleep(3600)
+        if time.time() + task.get("min_s", 0.0) > args.deadline:
+            emit("done", task["id"], status="skipped", reason="time budget", elapsed_s=0.0)
+            continue
         try:
             if task["kind"] == "env":
                 task_env(task, device)

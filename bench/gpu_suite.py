@@ -81,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--repeats", type=int, default=None, help="timed repeats per measurement (default 3, smoke 1)"
     )
     p.add_argument("--new-tokens", type=int, default=None, help="timed new tokens per window (default 64)")
+    p.add_argument("--max-task-s", type=float, default=None,
+                   help="lower every task's time cap to this (to try the watchdog)")  # fmt: skip
     p.add_argument("--ref-depth", type=int, default=None,
                    help="build jukebox-infer's priors with this many layers (default: released) and scale its "
                    "time per token by depth")  # fmt: skip
@@ -152,6 +154,9 @@ def plan_tasks(args: argparse.Namespace) -> list[Task]:
         ]
     tasks += [reference(UPS, big, "reference_b16"), reference(ONE_B, big, "reference_b16")]
     tasks += [ours(UPS, 1, ["compiled"], "compiled", cap=150, min_s=45)]  # graph's compile cache helps here
+    if args.max_task_s:
+        for task in tasks:
+            task.cap_s = min(task.cap_s, args.max_task_s)
     chosen = set(SECTIONS if args.sections == "all" else args.sections.split(","))
     return [t for t in tasks if t.section in chosen]
 
@@ -235,6 +240,7 @@ class Suite:
         self.state.pytest = dict(command=" ".join(cmd[1:]), exit_code=code, timed_out=timed_out, cap_s=cap,
                                  elapsed_s=round(time.time() - start, 1), summary=summary, tail=text[-2500:])  # fmt: skip
         self.section("pytest", status, elapsed_s=self.state.pytest["elapsed_s"])
+        self.say(f"pytest: {status}, exit code {code}, {summary}")
 
     # - measurement tasks in workers ------------------------------------------------------------------------
 
@@ -255,6 +261,8 @@ class Suite:
 
     def task_status(self, task: Task, status: str, **fields) -> None:
         self.state.tasks[task.id] = dict(section=task.section, status=status, **fields)
+        if status != "ok":
+            self.say(f"{task.id}: {status} {fields.get('reason') or fields.get('error') or ''}".rstrip())
         sec = self.state.sections.setdefault(task.section, {"status": "running", "tasks": []})
         if task.id not in sec.setdefault("tasks", []):
             sec["tasks"].append(task.id)
@@ -265,7 +273,9 @@ class Suite:
     def run_worker(self, tasks: list[Task], attempt: int) -> list[Task]:
         """Run ``tasks`` in one worker; return those left after it died or hung on one (that one excluded)."""
         spec = dict(
-            device=self.args.device, smoke=self.args.smoke, tasks=[dict(id=t.id, **t.spec) for t in tasks]
+            device=self.args.device,
+            smoke=self.args.smoke,
+            tasks=[dict(id=t.id, min_s=t.min_s, **t.spec) for t in tasks],
         )
         spec_file = self.out / "tasks.json"
         spec_file.write_text(json.dumps(spec, indent=1))
@@ -349,6 +359,7 @@ class Suite:
             return task_id, time.time()
         if kind == "row":
             row = {k: v for k, v in event.items() if k != "event"}
+            self.say(describe_row(row))
             if row.get("kind") in ("env", "copy", "matmul"):
                 self.state.env.setdefault("measured", {})[row["kind"]] = row
             else:
@@ -385,9 +396,76 @@ class Suite:
         except Exception as err:
             self.section("measurements", "error", error=repr(err))
         self.state.meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        for name in ("worker.log", "pytest.log"):
+            trim(self.out / name)
         self.save()
         print((self.out / "results.md").read_text())
+        print(summary(self.state), flush=True)  # last, so that the end of the output holds it
         return 0
+
+    def say(self, text: str) -> None:
+        """One progress line on stdout (the device tool returns the end of it even when the run is cut)."""
+        print(f"[{time.time() - self.start:6.1f} s] {text}", flush=True)
+
+
+def describe_row(row: dict) -> str:
+    """One line for a measurement, for the progress output."""
+    what = " ".join(str(row.get(k, "")) for k in ("kind", "preset", "mode") if row.get(k))
+    if row.get("batch"):
+        what += f" b{row['batch']}"
+    if row.get("kind") == "copy":
+        return f"copy bandwidth {row['bandwidth_best'] / 1e12:.2f} TB/s"
+    if row.get("kind") == "matmul":
+        return f"bf16 matmul {row['tflops']:.0f} TFLOP/s"
+    if row.get("kind") == "env":
+        return f"device {row.get('gpu', row.get('device'))}, torch {row.get('torch')}"
+    if row.get("status") != "ok":
+        return f"{what}: {row.get('status')} {str(row.get('reason') or row.get('error') or '')[:200]}"
+    text = f"{what}: {1e3 * row['per_step_s']:.2f} ms/step"
+    if row.get("tokens_per_s"):
+        text += f", {row['tokens_per_s']:.1f} tok/s"
+    text += f", first call {row.get('first_call_s', 0):.1f} s"
+    if row.get("prime_codes_per_s"):
+        text += f", priming {row['prime_codes_per_s']:.0f} codes/s"
+    return text
+
+
+def summary(state: State) -> str:
+    """The targets and the fastest rate per model and batch, as plain text."""
+    derived = derive(state)
+    lines = [
+        "",
+        "== GPU suite summary ==",
+        *(f"{t['status']:>12}  {t['target']}: {t['detail']}" for t in derived["targets"]),
+    ]
+    best_rows: dict[tuple, dict] = {}
+    for row in derived["speed"]:
+        if row.get("status") == "ok" and row.get("per_step_s"):
+            key = (row["kind"], row["preset"], row["batch"])
+            if key not in best_rows or row["per_step_s"] < best_rows[key]["per_step_s"]:
+                best_rows[key] = row
+    for (kind, preset, batch), row in sorted(best_rows.items()):
+        frac = f", {100 * row['fraction_copy']:.0f}% of copy bandwidth" if row.get("fraction_copy") else ""
+        lines.append(f"{kind:>12}  {preset} b{batch}: {row['tokens_per_s']:.1f} tok/s ({row['mode']}, "
+                     f"{1e3 * row['per_step_s']:.2f} ms/step{frac})")  # fmt: skip
+    cascade = derived["cascade"].get("minutes")
+    lines.append(
+        "cascade 60 s x 3 of 1b_lyrics: " + (f"{cascade:.1f} min" if cascade is not None else "not measured")
+    )
+    lines.append(f"elapsed {state.meta.get('elapsed_s')} s; full tables in results.md")
+    return "\n".join(lines)
+
+
+def trim(path: Path, keep: int = 4 * 2**20) -> None:
+    """Keep the last ``keep`` bytes of a log (the device tool returns files up to 16 MiB)."""
+    try:
+        if path.stat().st_size > 2 * keep:
+            with open(path, "rb") as handle:
+                handle.seek(-keep, os.SEEK_END)
+                tail_bytes = handle.read()
+            path.write_bytes(b"[... trimmed ...]\n" + tail_bytes)
+    except OSError:
+        pass
 
 
 def _pump(stream, lines: queue.Queue, log) -> None:

@@ -242,3 +242,20 @@ def test_smoke_run_writes_reports(tmp_path: Path) -> None:
     assert all(r["status"] == "ok" and r["per_step_s"] > 0 for r in eager)
     assert data["derived"]["cascade"]["minutes"] > 0
     assert "## Targets" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["crash", "hang"])
+def test_a_crashed_or_hung_task_costs_only_itself(tmp_path: Path, fault: str) -> None:
+    first = "ours:upsampler_level_0:b1:eager+static+static-graph"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JUKEBOX_GPU_SUITE_FAULT=f"{fault}:{first}")
+    result = subprocess.run(
+        [sys.executable, "bench/gpu_suite.py", "--smoke", "--device", "cpu", "--out", str(tmp_path),
+         "--sections", "environment,ours_b1", "--max-task-s", "20", "--budget", "240"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["tasks"][first]["status"] == ("crashed" if fault == "crash" else "timeout")
+    assert data["tasks"]["ours:1b_lyrics:b1:eager+static+static-graph"]["status"] == "ok"  # a fresh worker
+    assert data["env"]["measured"]["copy"]["bandwidth_best"] > 0
