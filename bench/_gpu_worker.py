@@ -34,6 +34,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 PREFIX = "@@gpu-suite "
+POISONED = 17  # exit status: the CUDA context broke; the parent goes on in a fresh worker
 
 
 def emit(event: str, task: str, **fields) -> None:
@@ -339,14 +340,27 @@ def task_reference(task: dict, device: torch.device, models: Models, deadline: f
 
 
 def _recover(device: torch.device) -> None:
-    """After a measurement: release what it held (graphs, caches); after a failure a sticky CUDA error may
-    make the next one fail too."""
+    """After a measurement: release what it held (graphs, caches)."""
     gc.collect()
     with contextlib.suppress(Exception):
         _sync(device)
     if device.type == "cuda":
         with contextlib.suppress(Exception):
             torch.cuda.empty_cache()
+
+
+def healthy(device: torch.device) -> bool:
+    """Whether the device still runs work: after an illegal address or a failed capture the CUDA context can
+    be poisoned for good, and every later measurement in this process would fail too."""
+    if device.type != "cuda":
+        return True
+    try:
+        x = torch.ones(4, device=device)
+        ok = float((x + x).sum().item()) == 8.0
+        torch.cuda.synchronize(device)
+        return ok
+    except Exception:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -359,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(args.tasks.read_text())
     device = torch.device(spec["device"])
     models = Models(device, spec.get("smoke", False))
-    fault = os.environ.get("JUKEBOX_GPU_SUITE_FAULT", "")  # tests of the parent's watchdog: crash:ID, hang:ID
+    fault = os.environ.get("JUKEBOX_GPU_SUITE_FAULT", "")  # watchdog tests: crash:ID, hang:ID, poison:ID
     for task in spec["tasks"]:
         emit("start", task["id"])
         start = time.perf_counter()
@@ -385,8 +399,15 @@ def main(argv: list[str] | None = None) -> int:
             emit("done", task["id"], status="error", error=_error_text(err), trace=traceback.format_exc()[-3000:],
                  elapsed_s=time.perf_counter() - start)  # fmt: skip
             _recover(device)
-            continue
-        emit("done", task["id"], status="ok", elapsed_s=time.perf_counter() - start)
+        else:
+            emit("done", task["id"], status="ok", elapsed_s=time.perf_counter() - start)
+        if not healthy(device) or fault == f"poison:{task['id']}":  # the parent starts a fresh worker
+            print(
+                "CUDA context unusable after this task; exiting for a fresh worker",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(POISONED)
     return 0
 
 

@@ -48,6 +48,7 @@ if str(ROOT) not in sys.path:
 from bench._gpu_report import DATASHEET_BANDWIDTH, State, derive, write_reports  # noqa: E402
 
 PREFIX = "@@gpu-suite "
+POISONED = 17  # the worker's exit status when its CUDA context broke (bench/_gpu_worker.py)
 CAPTURE_ONLY = "static-graph"  # the worker's name for the fixed-shape step captured without torch.compile
 PREFERRED = (
     CAPTURE_ONLY,
@@ -55,6 +56,7 @@ PREFERRED = (
     "eager",
 )  # where one mode is enough (batch 16, batch 3): the first that works
 WORKER_START_CAP = 120.0  # seconds for a worker to import torch and start its first task
+MAX_WORKERS = 6  # fresh workers after crashes, hangs or a broken CUDA context, at most
 
 
 @dataclass
@@ -306,7 +308,9 @@ class Suite:
                     if code != 0 or len(done) < len(tasks):
                         culprit = current
                         why = f"worker exited with code {code}"
-                        if current is None:
+                        if code == POISONED:
+                            why += ": its CUDA context broke after a task; a fresh worker takes the rest"
+                        elif current is None:
                             why += " between tasks (at start-up if none ran)"
                         self.state.sections.setdefault("measurements", {}).update(status="worker exited",
                                                                                   error=why)  # fmt: skip
@@ -336,12 +340,12 @@ class Suite:
             kill_group(proc)
             log.close()
         left = [t for t in tasks if t.id not in done and t.id != culprit]
-        if culprit is not None and left and self.remaining() > 20:
+        progressed = bool(done) or culprit is not None  # a worker that dies before any task would again
+        if left and progressed and self.remaining() > 20 and attempt < MAX_WORKERS:
             return left  # a fresh worker takes the rest
+        reason = "time budget" if self.remaining() <= 20 else f"the worker failed ({attempt} started)"
         for task in left:
-            self.task_status(
-                task, "skipped", reason="time budget" if self.remaining() <= 20 else "worker failed"
-            )
+            self.task_status(task, "skipped", reason=reason)
         return []
 
     def handle(self, line: str, by_id: dict, done: set, current, started):

@@ -245,8 +245,8 @@ def test_smoke_run_writes_reports(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", ["crash", "hang"])
-def test_a_crashed_or_hung_task_costs_only_itself(tmp_path: Path, fault: str) -> None:
+@pytest.mark.parametrize("fault", ["crash", "hang", "poison"])
+def test_a_crash_a_hang_or_a_broken_context_costs_only_its_task(tmp_path: Path, fault: str) -> None:
     first = "ours:upsampler_level_0:b1:eager+static+static-graph"
     env = dict(os.environ, PYTHONPATH=str(ROOT), JUKEBOX_GPU_SUITE_FAULT=f"{fault}:{first}")
     result = subprocess.run(
@@ -256,6 +256,6 @@ def test_a_crashed_or_hung_task_costs_only_itself(tmp_path: Path, fault: str) ->
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads((tmp_path / "results.json").read_text())
-    assert data["tasks"][first]["status"] == ("crashed" if fault == "crash" else "timeout")
+    assert data["tasks"][first]["status"] == {"crash": "crashed", "hang": "timeout", "poison": "ok"}[fault]
     assert data["tasks"]["ours:1b_lyrics:b1:eager+static+static-graph"]["status"] == "ok"  # a fresh worker
     assert data["env"]["measured"]["copy"]["bandwidth_best"] > 0
