@@ -297,15 +297,15 @@ def markdown(state, derived: dict) -> str:
                      f"written per copy); datasheet {DATASHEET_BANDWIDTH / 1e12:.1f} TB/s")  # fmt: skip
     if matmul:
         lines.append(f"- bf16 matmul {matmul['n']}^3: {matmul['tflops']:.0f} TFLOP/s")
-    py = state.pytest
-    lines += ["", "## Tests on the GPU (`pytest -m gpu tests/gpu`)", ""]
-    if py:
+    lines += ["", "## Tests on the GPU (`pytest -m gpu`)", ""]
+    for name, py in state.pytest.items():
         counts = ", ".join(f"{v} {k}" for k, v in py.get("summary", {}).items()) or "no summary line"
-        lines.append(f"exit code {py.get('exit_code')}{' (timed out)' if py.get('timed_out') else ''}, "
-                     f"{py.get('elapsed_s')} s: {counts}. Full log: pytest.log.")  # fmt: skip
+        lines.append(f"- {name} (`{' '.join(py.get('command', '').split()[4:])}`): exit code {py.get('exit_code')}"
+                     f"{' (timed out)' if py.get('timed_out') else ''}, {py.get('elapsed_s')} s: {counts}. "
+                     f"Log: {py.get('log')}.")  # fmt: skip
         if py.get("exit_code") not in (0, None) or py.get("timed_out"):
-            lines += ["", "```", py.get("tail", "")[-1500:].strip(), "```"]
-    else:
+            lines += ["", "```", py.get("tail", "")[-1500:].strip(), "```", ""]
+    if not state.pytest:
         lines.append("not run")
     lines += ["", "## Decode speed", "",
               "tok/s counts every sample of the batch; ms/step is one token for the whole batch, taken as a difference "

@@ -33,7 +33,7 @@ def _generate(tmp_path: Path, *args: str) -> tuple[Path, dict]:
     result = subprocess.run(
         [sys.executable, "-m", "jukebox_cli", "generate", "--device", DEVICE, "--quiet", "--json", "-o", str(run),
          *args],
-        capture_output=True, text=True, timeout=85, env=env, cwd=tmp_path,
+        capture_output=True, text=True, timeout=140, env=env, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return run, json.loads(result.stdout)

@@ -219,9 +219,13 @@ def test_pytest_summary() -> None:
 def test_plan_orders_sections_by_value() -> None:
     args = gpu_suite.parse_args(["--out", "x"])
     sections = [t.section for t in gpu_suite.plan_tasks(args)]
-    order = ["environment", "ours_b1", "reference_b1", "ours_b16", "cascade", "5b", "graph", "reference_b16",
-             "compiled"]  # fmt: skip
+    order = [s for s in gpu_suite.SECTIONS if s not in gpu_suite.PYTEST_SECTIONS]
     assert [s for i, s in enumerate(sections) if s not in sections[:i]] == order
+    assert order[:7] == ["environment", "ours_b1", "reference_b1", "ours_b16", "cascade", "5b", "graph_b1"]
+    pytest_files = [f for files, _ in gpu_suite.PYTEST_SECTIONS.values() for f in files]
+    assert sorted(pytest_files) == sorted(
+        str(p.relative_to(ROOT)) for p in (ROOT / "tests/gpu").glob("test_*.py")
+    )
     one = gpu_suite.plan_tasks(gpu_suite.parse_args(["--out", "x", "--sections", "5b"]))
     assert {t.section for t in one} == {"5b"}
 
