@@ -326,7 +326,9 @@ def markdown(state, derived: dict) -> str:
         if r.get("scaled_from_depth"):
             side += f" (built with depth {r['scaled_from_depth']}, time scaled to {r['depth']})"
         status = r.get("status", "")
-        if status != "ok":
+        if r.get("noisy"):
+            status += " (noisy: the longer window was not slower; ms/step is an upper bound)"
+        if status != "ok" and not r.get("noisy"):
             status += ": " + str(r.get("reason") or r.get("error") or "")[:160].replace("|", "/").replace(
                 "\n", " "
             )

@@ -50,11 +50,8 @@ from bench._gpu_report import DATASHEET_BANDWIDTH, State, derive, write_reports 
 PREFIX = "@@gpu-suite "
 POISONED = 17  # the worker's exit status when its CUDA context broke (bench/_gpu_worker.py)
 CAPTURE_ONLY = "static-graph"  # the worker's name for the fixed-shape step captured without torch.compile
-PREFERRED = (
-    CAPTURE_ONLY,
-    "static",
-    "eager",
-)  # where one mode is enough (batch 16, batch 3): the first that works
+# Where one mode is enough (batch 16, batch 3), the first of these that works.
+PREFERRED = (CAPTURE_ONLY, "static", "eager")
 WORKER_START_CAP = 120.0  # seconds for a worker to import torch and start its first task
 MAX_WORKERS = 6  # fresh workers after crashes, hangs or a broken CUDA context, at most
 
