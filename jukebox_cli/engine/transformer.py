@@ -82,23 +82,34 @@ def linear_weight_keys(model: nn.Module) -> set[str]:
     return {f"{name}.w" for name, module in model.named_modules() if isinstance(module, Conv1D)}
 
 
-def with_linear_dtype(model: M, dtype: torch.dtype) -> M:
+def with_linear_dtype(model: M, dtype: torch.dtype, *, out_major: bool = False) -> M:
     """``model`` with every Conv1D weight and bias resident in ``dtype`` (the Transformer's working dtype).
 
     Returns ``model`` itself when they already are. Otherwise returns a copy whose Conv1D tensors are cast once
     and whose other tensors (embeddings, LayerNorms, convolutions, which stay float32) are shared with
     ``model``: a caller's float32 model, e.g. one kept in memory between runs, is left as it was. The copy is
     for inference; its cast tensors do not require gradients.
+
+    With ``out_major`` each weight is stored [n_out, n_in] in memory and exposed as the usual [n_in, n_out]
+    through a transposed view (Conv1D's matrix product takes either), so that one output's weights are
+    contiguous: a compiled decode step then streams them as dot products (see ``static_step.linear``).
     """
     convs = [m for m in model.modules() if isinstance(m, Conv1D)]
-    if all(m.w.dtype == dtype and m.b.dtype == dtype for m in convs):
+
+    def resident(m: Conv1D) -> bool:
+        return m.w.dtype == dtype and m.b.dtype == dtype and (not out_major or m.w.t().is_contiguous())
+
+    if all(resident(m) for m in convs):
         return model
     # deepcopy consults the memo before copying an object: pre-seeding it shares or replaces every tensor, so
     # only the module objects themselves are duplicated.
     memo: dict[int, object] = {id(t): t for t in (*model.parameters(), *model.buffers())}
     for m in convs:
-        for p in (m.w, m.b):
-            memo[id(p)] = nn.Parameter(p.detach().to(dtype), requires_grad=False)
+        w = m.w.detach().to(dtype)
+        if out_major:
+            w = w.t().contiguous().t()  # (n_in, n_out) view of (n_out, n_in) storage
+        memo[id(m.w)] = nn.Parameter(w, requires_grad=False)
+        memo[id(m.b)] = nn.Parameter(m.b.detach().to(dtype), requires_grad=False)
     return copy.deepcopy(model, memo)
 
 
