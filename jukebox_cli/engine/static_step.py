@@ -32,8 +32,11 @@ layout (see :func:`linear`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 from jukebox_cli.engine.transformer import (
     _MASKED,
@@ -45,13 +48,18 @@ from jukebox_cli.engine.transformer import (
     TRANSPOSE,
     Attention,
     Conv1D,
+    LayerNorm,
     ResAttnBlock,
     quick_gelu,
 )
 
+Weights = Callable[[nn.Module, str], torch.Tensor]  # (module, parameter name) -> the tensor to use
 
-def linear(conv: Conv1D, x: torch.Tensor) -> torch.Tensor:
+
+def linear(conv: Conv1D, x: torch.Tensor, weights: Weights = getattr) -> torch.Tensor:
     """x [B, n_in] @ w + b -> [B, n_out], with Conv1D's weights as they are (already in x's dtype).
+
+    ``weights`` reads a parameter: ``getattr`` (from the module), or a decoder's ``PackedWeights``.
 
     A compiled CPU step over half-precision weights stored output-major (``with_linear_dtype(...,
     out_major=True)``) computes one or two rows as dot products: Inductor turns them into a single loop that
@@ -59,7 +67,7 @@ def linear(conv: Conv1D, x: torch.Tensor) -> torch.Tensor:
     library's half-precision matrix-vector product there (which is slower than its float32 one). Larger
     batches reuse each weight row often enough for the library product to win.
     """
-    w = conv.w
+    w, b = weights(conv, "w"), weights(conv, "b")
     if (
         torch.compiler.is_compiling()
         and x.device.type == "cpu"
@@ -68,8 +76,14 @@ def linear(conv: Conv1D, x: torch.Tensor) -> torch.Tensor:
         and w.t().is_contiguous()
     ):
         dots = (x.float()[:, None, :] * w.t().float()[None]).sum(-1)  # (B, n_out)
-        return (dots + conv.b.float()).to(x.dtype)
-    return torch.addmm(conv.b, x, w)
+        return (dots + b.float()).to(x.dtype)
+    return torch.addmm(b, x, w)
+
+
+def _norm(norm: LayerNorm, x: torch.Tensor, weights: Weights) -> torch.Tensor:
+    """LayerNorm in float32, the result in x's dtype (as LayerNorm.forward, with ``weights``' tensors)."""
+    weight, bias = weights(norm, "weight"), weights(norm, "bias")
+    return F.layer_norm(x.float(), norm.normalized_shape, weight, bias, norm.eps).to(x.dtype)
 
 
 def _attend_one(
@@ -129,7 +143,12 @@ def _read(
 
 
 def attention_step(
-    attn: Attention, x: torch.Tensor, position: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+    attn: Attention,
+    x: torch.Tensor,
+    position: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    weights: Weights = getattr,
 ) -> torch.Tensor:
     """One position through one attention layer: x [B, width] (normalised) -> [B, width].
 
@@ -139,10 +158,12 @@ def attention_step(
         position: [1] long, the position being decoded.
         keys, values: this layer's ring [B, capacity, n_state], written in place; for a cross-attention
             layer, the encoder's keys and values [B, n_tokens, n_state] instead (read only).
+        weights: reads the layer's parameters (see :func:`linear`).
     """
     if attn.attn_func == CROSS:
-        return linear(attn.c_proj, _attend_one(linear(attn.c_attn, x), keys, values, attn.heads, None))
-    q, k, v = linear(attn.c_attn, x).chunk(3, dim=-1)  # (B, n_state) each
+        q = linear(attn.c_attn, x, weights)
+        return linear(attn.c_proj, _attend_one(q, keys, values, attn.heads, None), weights)
+    q, k, v = linear(attn.c_attn, x, weights).chunk(3, dim=-1)  # (B, n_state) each
     _write(attn, keys, position, k)
     _write(attn, values, position, v)
     k_seen, visible = _read(attn, keys, position)
@@ -151,17 +172,22 @@ def attention_step(
     if attn.attn_func == PREVIOUS:
         # Block 0 attends to zero vectors, whose output is exactly 0 (the layer adds only c_proj's bias).
         out = out * (position >= attn.block_ctx).to(out.dtype)
-    return linear(attn.c_proj, out)
+    return linear(attn.c_proj, out, weights)
 
 
 def block_step(
-    block: ResAttnBlock, x: torch.Tensor, position: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+    block: ResAttnBlock,
+    x: torch.Tensor,
+    position: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    weights: Weights = getattr,
 ) -> torch.Tensor:
     """One position through one residual block: x [B, width] -> [B, width] (arguments as above)."""
-    a = attention_step(block.attn, block.ln_0(x), position, keys, values)
+    a = attention_step(block.attn, _norm(block.ln_0, x, weights), position, keys, values, weights)
     mlp = block.mlp
-    m = linear(mlp.c_proj, quick_gelu(linear(mlp.c_fc, block.ln_1(x + a))))
-    return x + a + m
+    hidden = quick_gelu(linear(mlp.c_fc, _norm(block.ln_1, x + a, weights), weights))
+    return x + a + linear(mlp.c_proj, hidden, weights)
 
 
 def embed_step(
@@ -212,14 +238,16 @@ def decode_step(
     caches: list[tuple[torch.Tensor, torch.Tensor]],
     dtype: torch.dtype,
     head_weight: torch.Tensor | None = None,
+    weights: Weights = getattr,
 ) -> torch.Tensor:
     """Logits [B, bins] (float32) of ``position``, writing its keys and values into ``caches``.
 
     ``caches`` holds, per layer, the (keys, values) ring or, for a cross-attention layer, the encoder's keys
-    and values; the other arguments are :func:`embed_step`'s and :func:`head_step`'s. The layers run in a
-    Python loop, which tracing unrolls, so a compiled or captured step contains all of them.
+    and values; ``weights`` reads the Transformer's parameters (see :func:`linear`); the other arguments are
+    :func:`embed_step`'s and :func:`head_step`'s. The layers run in a Python loop, which tracing unrolls, so
+    a compiled or captured step contains all of them.
     """
     h, row = embed_step(core, token, position, x_cond, first, dtype)
     for block, (keys, values) in zip(core.transformer._attn_mods, caches, strict=True):
-        h = block_step(block, h, position, keys, values)
+        h = block_step(block, h, position, keys, values, weights)
     return head_step(core, h, row, head_weight)

@@ -9,8 +9,10 @@ from jukebox_cli.engine.api import build_prior
 from jukebox_cli.engine.decode import Decoder, StaticDecoder, make_decoder, resolve_mode
 from jukebox_cli.engine.errors import ConfigError
 from jukebox_cli.engine.filtering import draw
+from jukebox_cli.engine.packed import PackedWeights
 from jukebox_cli.engine.progress import Advanced
 from jukebox_cli.engine.sampling import SamplingSettings, sample_level, sample_window
+from jukebox_cli.engine.transformer import Conv1D, LayerNorm, with_linear_dtype
 from tests.unit.test_prior import TINY, _inputs
 
 # Windows that cross block boundaries (block_ctx is 16 or 32 in the tiny presets): from an empty window, and
@@ -153,6 +155,18 @@ def test_sampling_in_another_dtype_leaves_the_prior_alone() -> None:
     _greedy(prior, (codes, labels, None), 8, "static", dtype=torch.bfloat16)
     for key, value in prior.state_dict().items():
         assert value.dtype == before[key].dtype and torch.equal(value, before[key]), key
+
+
+def test_packed_weights_are_views_of_one_flat_tensor_per_dtype() -> None:
+    prior = build_prior("tiny_5b_lyrics", seed=4)
+    half = with_linear_dtype(prior, torch.bfloat16, out_major=True)  # bf16 Conv1D weights, f32 LayerNorms
+    packed = PackedWeights(half.prior.transformer)
+    assert sorted(packed.flats, key=str) == [torch.bfloat16, torch.float32]
+    for module in half.prior.transformer.modules():
+        for name in {Conv1D: ("w", "b"), LayerNorm: ("weight", "bias")}.get(type(module), ()):
+            original, view = getattr(module, name), packed(module, name)
+            assert torch.equal(view, original) and view.stride() == original.stride(), name
+            assert view.untyped_storage().data_ptr() == packed.flats[view.dtype].untyped_storage().data_ptr()
 
 
 def test_draw_is_multinomials_single_sample() -> None:
