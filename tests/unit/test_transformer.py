@@ -16,6 +16,7 @@ from jukebox_cli.engine.models.transformer import (
     LayerNorm,
     Transformer,
     attention_pattern,
+    with_linear_dtype,
 )
 
 LAYOUTS = {
@@ -83,7 +84,8 @@ def test_cache_memory_follows_the_attention_type() -> None:
     model = _transformer(LAYOUTS["1b (prime + dense, block_ctx 17)"])
     cache = model.new_cache(1, dtype=torch.float16, device="cpu")
     capacities = [layer.capacity for layer in cache.layers]
-    assert capacities == [51, 102, 51, 24, 24, 102]  # block/prev: 3 blocks; transpose/dense: all; prime: P
+    # block/previous: 3 blocks; transpose/dense: all; prime: P and a scratch slot for later positions
+    assert capacities == [51, 102, 51, 25, 25, 102]
 
 
 def test_conv1d_layout_and_dtype_following() -> None:
@@ -94,3 +96,22 @@ def test_conv1d_layout_and_dtype_following() -> None:
     assert layer(x.double()).dtype == torch.float64
     norm = LayerNorm(5)
     assert norm(torch.randn(2, 5).half()).dtype == torch.float16
+
+
+def test_linear_weights_made_resident_in_a_copy() -> None:
+    model = _transformer(LAYOUTS["row/column/previous"])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert with_linear_dtype(model, torch.float32) is model, "already resident: no copy"
+    half = with_linear_dtype(model, torch.bfloat16)
+    assert half is not model
+    for name, tensor in half.state_dict().items():
+        linear = name.endswith((".w", ".b")) and "ln_" not in name
+        assert tensor.dtype == (torch.bfloat16 if linear else torch.float32), name
+        if not linear:  # LayerNorms and the like are shared, not copied
+            assert tensor.data_ptr() == model.state_dict()[name].data_ptr(), name
+    for name, tensor in model.state_dict().items():  # the caller's float32 model is untouched
+        assert tensor.dtype == torch.float32 and torch.equal(tensor, before[name]), name
+    assert with_linear_dtype(half, torch.bfloat16) is half
+    x = torch.randn(2, 64, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(half(x.bfloat16()).float(), model(x), atol=0.1, rtol=0.05)

@@ -12,14 +12,18 @@ Two forward paths compute the same function:
 * incremental with a :class:`KVCache`: any number of new positions at a time (one while sampling, a chunk
   while priming the cache with known codes). The cache is preallocated per layer with the smallest capacity
   its attention type needs (the whole sequence for dense/transpose layers, three blocks for block and
-  previous-block layers, P positions for prime layers), so no tensor is concatenated per step.
+  previous-block layers, P positions plus a scratch slot for prime layers), so no tensor is concatenated per
+  step. Position p lives at slot p % capacity, a layout the fixed-shape decode step (``static_step.py``)
+  reads too, so a cache primed here can be continued there.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -31,6 +35,7 @@ DENSE, BLOCK, TRANSPOSE, PREVIOUS, CROSS, PRIME = 0, 1, 2, 3, 6, 7
 ATTENTION_NAMES = {DENSE: "dense", BLOCK: "block", TRANSPOSE: "transpose", PREVIOUS: "previous", CROSS: "cross",
                    PRIME: "prime"}  # fmt: skip
 _MASKED = -1e9  # the original masks with an additive -1e9 (not -inf), in float32
+M = TypeVar("M", bound=nn.Module)
 
 
 def attention_pattern(attn_order: int, depth: int) -> list[int]:
@@ -65,13 +70,47 @@ class Conv1D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Weights follow the activations' dtype (float32 weights run in half precision when sampling in fp16).
-        flat = torch.addmm(self.b.to(x.dtype), x.reshape(-1, x.shape[-1]), self.w.to(x.dtype))
+        # Sampling makes them resident in that dtype first (with_linear_dtype), so no copy is made per call.
+        w = self.w if self.w.dtype == x.dtype else self.w.to(x.dtype)
+        b = self.b if self.b.dtype == x.dtype else self.b.to(x.dtype)
+        flat = torch.addmm(b, x.reshape(-1, x.shape[-1]), w)
         return flat.view(*x.shape[:-1], self.w.shape[1])
 
 
 def linear_weight_keys(model: nn.Module) -> set[str]:
     """State-dict keys of every Conv1D weight (what the released 5B priors store in float16, spec 8.3)."""
     return {f"{name}.w" for name, module in model.named_modules() if isinstance(module, Conv1D)}
+
+
+def with_linear_dtype(model: M, dtype: torch.dtype, *, out_major: bool = False) -> M:
+    """``model`` with every Conv1D weight and bias resident in ``dtype`` (the Transformer's working dtype).
+
+    Returns ``model`` itself when they already are. Otherwise returns a copy whose Conv1D tensors are cast once
+    and whose other tensors (embeddings, LayerNorms, convolutions, which stay float32) are shared with
+    ``model``: a caller's float32 model, e.g. one kept in memory between runs, is left as it was. The copy is
+    for inference; its cast tensors do not require gradients.
+
+    With ``out_major`` each weight is stored [n_out, n_in] in memory and exposed as the usual [n_in, n_out]
+    through a transposed view (Conv1D's matrix product takes either), so that one output's weights are
+    contiguous: a compiled decode step then streams them as dot products (see ``static_step.linear``).
+    """
+    convs = [m for m in model.modules() if isinstance(m, Conv1D)]
+
+    def resident(m: Conv1D) -> bool:
+        return m.w.dtype == dtype and m.b.dtype == dtype and (not out_major or m.w.t().is_contiguous())
+
+    if all(resident(m) for m in convs):
+        return model
+    # deepcopy consults the memo before copying an object: pre-seeding it shares or replaces every tensor, so
+    # only the module objects themselves are duplicated.
+    memo: dict[int, object] = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    for m in convs:
+        w = m.w.detach().to(dtype)
+        if out_major:
+            w = w.t().contiguous().t()  # (n_in, n_out) view of (n_out, n_in) storage
+        memo[id(m.w)] = nn.Parameter(w, requires_grad=False)
+        memo[id(m.b)] = nn.Parameter(m.b.detach().to(dtype), requires_grad=False)
+    return copy.deepcopy(model, memo)
 
 
 class LayerNorm(nn.LayerNorm):
@@ -247,7 +286,9 @@ class Attention(nn.Module):
         if self.attn_func in (BLOCK, PREVIOUS):
             return 3 * self.block_ctx  # current + previous block, plus room for a chunk crossing a boundary
         if self.attn_func == PRIME:
-            return self.prime_keys
+            # One more than the P keys it reads: the fixed-shape decode step writes every position and sends
+            # those at or after P to this scratch slot, which nothing reads, instead of branching on the host.
+            return self.prime_keys + 1
         if self.attn_func == CROSS:
             return 0
         return self.n_ctx

@@ -1,8 +1,8 @@
 """Turning logits into tokens: temperature, top-k / top-p filtering and the categorical draw (spec 6.4).
 
 The released settings use neither filter (top_k 0, top_p 0.0; spec 6.5); they are here because the
-original implements them. Draws go through ``torch.multinomial`` with an explicit ``torch.Generator``, so a
-seeded run gives the same tokens every time on the same device.
+original implements them. Draws are ``torch.multinomial``'s single-sample computation (see :func:`draw`) with an
+explicit ``torch.Generator``, so a seeded run gives the same tokens every time on the same device.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def sample_logits(
     top_p: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Draw one token per row: ``softmax(filter(logits / temperature))``, then ``torch.multinomial``.
+    """Draw one token per row: ``softmax(filter(logits / temperature))``, then a categorical draw (:func:`draw`).
 
     The division and the filtering run in float32 whatever the dtype of ``logits`` (spec 6.6: logits and the
     categorical draw are float32 even under fp16).
@@ -91,6 +91,18 @@ def sample_logits(
         raise ConfigError(f"temperature must be a positive number, got {temperature}.")
     scaled = logits.float() / temperature
     probs = torch.softmax(filter_logits(scaled, top_k=top_k, top_p=top_p), dim=-1)
-    flat = probs.reshape(-1, probs.shape[-1])  # (rows, V): multinomial takes 1-D or 2-D input
-    tokens = torch.multinomial(flat, num_samples=1, generator=generator)  # (rows, 1)
-    return tokens.reshape(probs.shape[:-1])
+    return draw(probs, generator)
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One categorical draw per row of ``probs`` [..., V] -> [...] int64, without waiting for the device.
+
+    This is the computation ``torch.multinomial(probs, 1)`` performs for a single sample: argmax(p / q) with
+    q ~ Exp(1) drawn by ``exponential_`` from ``generator`` (the exponential-race form of the Gumbel-max
+    trick). Written out, it gives the same tokens from the same generator state, but skips multinomial's
+    validity checks of ``probs``, which on some versions read a value back to the host on every call; a
+    decode loop that launches work ahead of the device must not stall on each token.
+    """
+    flat = probs.reshape(-1, probs.shape[-1])  # (rows, V)
+    race = torch.empty_like(flat).exponential_(1, generator=generator)
+    return (flat / race).argmax(dim=-1).reshape(probs.shape[:-1])

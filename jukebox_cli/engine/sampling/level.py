@@ -17,6 +17,8 @@ import torch
 from jukebox_cli.engine.errors import ConfigError
 from jukebox_cli.engine.models.prior import Prior
 from jukebox_cli.engine.progress import Advanced, ProgressCallback, StageFinished, StageStarted, noop
+from jukebox_cli.engine.sampling.decode import MODES as DECODE_MODES
+from jukebox_cli.engine.sampling.decode import Decoder, make_decoder, prepare, resolve_mode
 from jukebox_cli.engine.sampling.filtering import sample_logits
 from jukebox_cli.engine.sampling.windows import Window, plan_level, window_advance
 
@@ -32,6 +34,16 @@ class SamplingSettings:
     chunk_size: int = 32  # known positions pushed through the Transformer at once when priming the cache
     max_batch_size: int = 16
     greedy: bool = False  # argmax instead of drawing (tests and parity checks)
+    # How each token is computed: "eager", "static", "compiled", "graph" (CUDA) or "auto" (see decode.py).
+    # Every mode gives the same logits up to float rounding.
+    decode: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.decode not in DECODE_MODES:
+            raise ConfigError(f"Unknown decode mode {self.decode!r}; use one of {', '.join(DECODE_MODES)}.")
+
+
+PROGRESS_EVERY = 32  # tokens per Advanced event: one event per token costs more than a fast step
 
 
 def window_seed(seed: int, level: int, window: int, piece: int) -> int:
@@ -67,6 +79,7 @@ def sample_window(
     generator: torch.Generator | None = None,
     progress: ProgressCallback = noop,
     stage: str = "tokens",
+    decoder: Decoder | None = None,
 ) -> torch.Tensor:
     """Sample ``n_new`` codes after ``context`` within one window (spec 6.4).
 
@@ -76,10 +89,12 @@ def sample_window(
         n_new: how many codes to sample; K + n_new <= n_ctx.
         labels: [N, label_length] label vectors of this window.
         upper_codes: upsamplers: [N, n_ctx / 4] codes of the level above covering this window.
-        settings: temperature, filters, chunk size.
+        settings: temperature, filters, chunk size, decode mode.
         dtype: the Transformer's working dtype (float16/bfloat16 on GPU; softmax and LayerNorm stay float32).
         generator: random source (on the prior's device).
-        progress: receives a ``stage`` counted in sampled tokens.
+        progress: receives a ``stage`` counted in sampled tokens (in steps of ``PROGRESS_EVERY``).
+        decoder: reuse this decoder (for ``prior``, N sequences, ``dtype``) and its buffers instead of making
+            one for this window from ``settings.decode``.
 
     Returns:
         [N, K + n_new] codes (the context unchanged, then the new codes).
@@ -89,38 +104,33 @@ def sample_window(
     if known + n_new > c.n_ctx:
         raise ConfigError(f"A window holds {c.n_ctx} codes; {known} known + {n_new} new exceed it.")
     device = labels.device
+    if decoder is None:
+        decoder = make_decoder(prior, batch, dtype=dtype, device=device, mode=settings.decode, steps=n_new)
+    prior = decoder.prior  # Conv1D weights resident in dtype
     x_cond, y_cond, lyrics = prior.conditioning(labels, upper_codes)
     encoder_kv = prior.encode_lyrics(lyrics, dtype) if c.lyric_encoder is not None else None
     # 1b: the lyrics are the given start of the sequence, and music ids are shifted past the lyric vocabulary.
     prefix = torch.cat([lyrics, context + c.n_vocab], dim=1) if c.single_enc_dec else context
-    core = prior.prior
     total = prefix.shape[1] + n_new
     tokens = torch.zeros(batch, total, dtype=torch.long, device=device)
     tokens[:, : prefix.shape[1]] = prefix
-    cache = core.transformer.new_cache(batch, dtype=dtype, device=device)
-
-    def x_cond_at(start: int, n: int) -> torch.Tensor:
-        return x_cond[:, start : start + n] if x_cond.shape[1] > 1 else x_cond
-
-    def prev_tokens(start: int, n: int) -> torch.Tensor:
-        # Position t's input is token t - 1; position 0 gets the start vector (its placeholder is ignored).
-        if start == 0:
-            return torch.cat([tokens[:, :1], tokens[:, : n - 1]], dim=1)
-        return tokens[:, start - 1 : start + n - 1]
-
-    # Prime the cache with the known positions, in chunks; their outputs are not needed.
-    for start in range(0, prefix.shape[1], settings.chunk_size):
-        n = min(settings.chunk_size, prefix.shape[1] - start)
-        core.step(prev_tokens(start, n), x_cond_at(start, n), y_cond, cache, encoder_kv, dtype)
+    decoder.start(x_cond, y_cond, encoder_kv)
+    decoder.prime(prefix, settings.chunk_size)  # the known positions fill the cache; outputs unused
     progress(StageStarted(stage, n_new, "token"))
+    reported = 0
     for t in range(prefix.shape[1], total):
-        logits = core.step(prev_tokens(t, 1), x_cond_at(t, 1), y_cond, cache, encoder_kv, dtype)[:, -1]
+        logits = decoder.step()
         if settings.greedy:
-            tokens[:, t] = logits.argmax(dim=-1)
+            token = logits.argmax(dim=-1)
         else:
-            tokens[:, t] = sample_logits(logits, temperature=settings.temperature, top_k=settings.top_k,
-                                         top_p=settings.top_p, generator=generator)  # fmt: skip
-        progress(Advanced(stage))
+            token = sample_logits(logits, temperature=settings.temperature, top_k=settings.top_k,
+                                  top_p=settings.top_p, generator=generator)  # fmt: skip
+        tokens[:, t] = token
+        decoder.advance(token)
+        done = t + 1 - prefix.shape[1]
+        if done - reported == PROGRESS_EVERY or t + 1 == total:
+            progress(Advanced(stage, done - reported))
+            reported = done
     progress(StageFinished(stage))
     if c.single_enc_dec:
         # A lyric id sampled in a music slot becomes code 0 after the shift back, as in the original.
@@ -178,15 +188,27 @@ def sample_level(
             raise ConfigError(f"Level {c.level} needs the codes of level {c.level + 1} for the whole song.")
     stage = f"level {c.level} windows"
     progress(StageStarted(stage, len(plan), "window"))
+    # One decoder per batch-piece size serves every window of the level (its buffers and compiled step are
+    # reused), over Conv1D weights cast to the working dtype once for the whole level.
+    pieces = -(-codes.shape[0] // settings.max_batch_size)
+    mode = resolve_mode(settings.decode, codes.device, steps=pieces * sum(w.n_new for w in plan))
+    prior = prepare(prior, dtype, codes.device, mode)
+    decoders: dict[int, Decoder] = {}
+
+    def decoder_for(batch: int) -> Decoder:
+        if batch not in decoders:
+            decoders[batch] = make_decoder(prior, batch, dtype=dtype, device=codes.device, mode=mode)
+        return decoders[batch]
+
     with _threads_for(prior, codes.device):
         codes = _run_windows(prior, codes, plan, labels_for, upper_codes, settings, seed, dtype, first_window,
-                             on_window, progress, stage)  # fmt: skip
+                             on_window, progress, stage, decoder_for)  # fmt: skip
     progress(StageFinished(stage))
     return codes
 
 
 def _run_windows(prior, codes, plan, labels_for, upper_codes, settings, seed, dtype, first_window, on_window,
-                 progress, stage):  # fmt: skip
+                 progress, stage, decoder_for):  # fmt: skip
     c = prior.config
     for index, window in enumerate(plan, start=first_window):
         context = codes[:, window.start : window.new_start]
@@ -203,6 +225,7 @@ def _run_windows(prior, codes, plan, labels_for, upper_codes, settings, seed, dt
                 prior, context[rows], window.n_new, labels[rows],
                 upper_codes=None if upper is None else upper[rows], settings=settings, dtype=dtype,
                 generator=generator, progress=progress, stage=f"window {index + 1} tokens",
+                decoder=decoder_for(len(rows)),
             )  # fmt: skip
             pieces.append(out[:, -window.n_new :])
         codes = torch.cat([codes, torch.cat(pieces, dim=0)], dim=1)
