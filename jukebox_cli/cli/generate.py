@@ -7,6 +7,7 @@ Engine imports sit inside the command functions (lazy): ``jukebox --help`` must 
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -61,6 +62,22 @@ ChunkSize = Annotated[
 AllowUnknown = Annotated[
     bool, typer.Option(help="Map an unknown artist or genre to id 0 instead of failing.")
 ]
+
+
+class CompileChoice(str, Enum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
+Compile = Annotated[
+    CompileChoice,
+    typer.Option(
+        "--compile",
+        help="auto (a compiled, graph-captured decode step on GPUs and for long levels on the CPU), on, or "
+        "off (the eager step). The codes are the same either way up to float rounding.",
+    ),
+]
 DryRun = Annotated[bool, typer.Option(help="Print the plan (tokens, windows, memory per level) and stop.")]
 Output = Annotated[
     Path | None, typer.Option("--output", "-o", help="Run folder (re-running the same command resumes it).")
@@ -82,16 +99,29 @@ def _read_lyrics(lyrics: str | None, lyrics_file: Path | None) -> str | None:
         raise ConfigError(f"Lyrics file {lyrics_file} is not UTF-8 text.") from err
 
 
-def _print_plan(console: Console, job, plans) -> None:
+def _print_plan(console: Console, job, plans, estimates) -> None:
     bundle, request = job.bundle, job.request
     table = Table(title=f"Plan: {request.sample_length / bundle.sample_rate:.2f} s x {len(request.samples)} "
                         f"sample(s) with {bundle.name}")  # fmt: skip
-    for column in ("level", "codes", "existing", "windows", "new tokens", "KV cache/sample", "weights"):
-        table.add_column(column, justify="right")
-    for p in plans:
+    columns = ("level", "codes", "existing", "windows", "new tokens", "KV cache/sample", "weights", "decode",
+               "expected time")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column == "decode" else "right")
+    for p, e in zip(plans, estimates, strict=True):
         table.add_row(str(p.level), f"{p.total_codes:,}", f"{p.existing_codes:,}", str(p.windows),
-                      f"{p.new_tokens:,}", _size(p.cache_bytes_per_sample), _size(p.weight_bytes))  # fmt: skip
+                      f"{p.new_tokens:,}", _size(p.cache_bytes_per_sample), _size(p.weight_bytes), e.mode,
+                      _duration(e.seconds))  # fmt: skip
+    table.caption = (f"expected time on {job.device_name}: {_duration(sum(e.seconds for e in estimates))} "
+                     "(a probe of each prior's decode step; VQ-VAE decoding not counted)")  # fmt: skip
     console.print(table)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _size(n: float) -> str:
@@ -103,22 +133,26 @@ def _size(n: float) -> str:
 
 
 def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_output: bool,
-             alignment: bool = True) -> None:  # fmt: skip
+             alignment: bool = True, compile: str = "auto") -> None:  # fmt: skip
     """Shared tail of the commands: show the warnings and the plan, run the job, report what it wrote."""
     console = Console(stderr=True, soft_wrap=True)
     for warning in job.warnings if not quiet else []:
         console.print(f"[yellow]warning:[/] {warning}")
     plans = job.plan(device)
-    if not quiet and not json_output:
-        _print_plan(console, job, plans)
+    show = not quiet and not json_output
+    estimates = job.estimate(device, compile) if show or (dry_run and json_output) else None
+    if show:
+        _print_plan(console, job, plans, estimates)
     if dry_run:
         if json_output:
-            typer.echo(json.dumps({"plan": [p.__dict__ for p in plans]}, indent=2))
+            typer.echo(json.dumps({"plan": [p.__dict__ for p in plans],
+                                   "estimate": [{**e.__dict__, "seconds": e.seconds} for e in estimates]},
+                                  indent=2))  # fmt: skip
         return
     if job.resumes and not quiet:
         console.print(f"resuming {job.output} from its saved codes")
     with RichProgress(enabled=not quiet) as progress:
-        result = job.run(device=device, progress=progress, force=force, alignment=alignment)
+        result = job.run(device=device, progress=progress, force=force, alignment=alignment, compile=compile)
     if json_output:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -164,6 +198,7 @@ def generate(
     resume: Annotated[
         Path | None, typer.Option(help="Continue an interrupted run folder with its own settings.")
     ] = None,
+    compile: Compile = CompileChoice.auto,
     dry_run: DryRun = False,
     force: Force = False,
     quiet: Quiet = False,
@@ -189,7 +224,7 @@ def generate(
         with RichProgress(enabled=not quiet) as progress:
             job = prepare_resume(resume, cache_dir=cache_dir, progress=progress)
         _execute(job, device=device, force=False, dry_run=dry_run, quiet=quiet, json_output=json_output,
-                 alignment=alignment)  # fmt: skip
+                 alignment=alignment, compile=compile.value)  # fmt: skip
         return
     text = _read_lyrics(lyrics, lyrics_file)
     with RichProgress(enabled=not quiet) as progress:  # a released model's download shows its bytes
@@ -201,7 +236,7 @@ def generate(
             cache_dir=cache_dir, progress=progress,
         )  # fmt: skip
     _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
-             alignment=alignment)  # fmt: skip
+             alignment=alignment, compile=compile.value)  # fmt: skip
 
 
 def continue_(
@@ -232,6 +267,7 @@ def continue_(
     allow_unknown: AllowUnknown = False,
     alignment: Alignment = True,
     output: Output = None,
+    compile: Compile = CompileChoice.auto,
     dry_run: DryRun = False,
     force: Force = False,
     quiet: Quiet = False,
@@ -260,7 +296,7 @@ def continue_(
             cache_dir=cache_dir, progress=progress,
         )  # fmt: skip
     _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
-             alignment=alignment)  # fmt: skip
+             alignment=alignment, compile=compile.value)  # fmt: skip
 
 
 def upsample(
@@ -279,6 +315,7 @@ def upsample(
     max_batch_size: MaxBatch = "16",
     chunk_size: ChunkSize = 32,
     output: Output = None,
+    compile: Compile = CompileChoice.auto,
     dry_run: DryRun = False,
     force: Force = False,
     quiet: Quiet = False,
@@ -308,4 +345,5 @@ def upsample(
             max_batch_size=max_batch_size, chunk_size=chunk_size, output=output, cache_dir=cache_dir,
             progress=progress,
         )  # fmt: skip
-    _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output)
+    _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
+             compile=compile.value)  # fmt: skip

@@ -32,3 +32,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise DeviceError("Device 'mps' requested but Apple's Metal backend is not available here.")
     return device
+
+
+def device_description(device: torch.device) -> str:
+    """A short human name: ``cpu (2 threads)``, ``cuda:0 (NVIDIA H200)``."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return str(device)

@@ -265,3 +265,19 @@ def test_lyrics_models_write_a_lyric_alignment(run_cli, tmp_path: Path) -> None:
     no_lyrics = tmp_path / "no-lyrics"
     assert run_cli("generate", *COMMON, "--duration", "1", "--levels", "2", "-o", no_lyrics).exit_code == 0
     assert not list(no_lyrics.rglob("*.alignment.*"))
+
+
+@pytest.mark.parametrize(("choice", "mode"), [("on", "compiled"), ("off", "eager"), ("auto", "auto")])
+def test_compile_option_reaches_the_sampler(run_cli, tmp_path: Path, monkeypatch, choice, mode) -> None:
+    import jukebox_cli.engine.sampling.generation as generation
+
+    seen = {}
+
+    def fake_cascade(bundle, run, request, **kwargs):
+        seen.update(kwargs)
+        return {}
+
+    monkeypatch.setattr(generation, "run_cascade", fake_cascade)
+    result = run_cli("generate", *COMMON, "--duration", "1", "--compile", choice, "-o", tmp_path / "r")
+    assert result.exit_code == 0, result.stderr
+    assert seen["decode"] == mode and seen["device"].type == "cpu"

@@ -53,6 +53,7 @@ def run_cascade(
     initial_codes: dict[int, torch.Tensor] | None = None,
     progress: ProgressCallback = noop,
     alignment: bool = True,
+    decode: str = "auto",
 ) -> dict[int, torch.Tensor]:
     """Sample every requested level into ``run`` (resuming whatever it already holds).
 
@@ -64,7 +65,10 @@ def run_cascade(
         initial_codes: level -> [N, K] codes to continue from (a prompt, or the top level for upsampling).
         progress: ``"levels"`` stage, per-level window and token stages, ``LevelDone(level, codes)``.
         alignment: for a lyrics top prior, write each sample's lyric alignment beside its top-level audio
-            (``item_N.alignment.json`` and ``.png``, see :func:`write_alignments`).
+            (``item_N.alignment.json`` and ``.png``, see ``alignment.write_alignments``).
+        decode: how each token is computed (``SamplingSettings.decode``: ``auto``, ``eager``, ``static``,
+            ``compiled``, ``graph``); it does not change the codes beyond float rounding, so it is not part
+            of the request.
 
     Returns:
         level -> [N, T_level] codes of every level this run holds.
@@ -91,7 +95,7 @@ def run_cascade(
             settings = SamplingSettings(
                 temperature=request.temperature[level], top_k=request.top_k, top_p=request.top_p,
                 hop_fraction=request.hop_fraction[level], chunk_size=request.chunk_size,
-                max_batch_size=request.max_batch_size[level],
+                max_batch_size=request.max_batch_size[level], decode=decode,
             )  # fmt: skip
             upper = codes.get(level + 1) if config.is_upsampler else None
             done = [windows_done]

@@ -25,12 +25,13 @@ from pathlib import Path
 import torch
 
 from jukebox_cli.engine.audio import io as audio_io
-from jukebox_cli.engine.devices import resolve_device
+from jukebox_cli.engine.devices import device_description, resolve_device
 from jukebox_cli.engine.dtypes import working_dtype
 from jukebox_cli.engine.errors import ConfigError
 from jukebox_cli.engine.progress import ProgressCallback, noop
 from jukebox_cli.engine.sampling.cascade import run_cascade, write_level_audio
 from jukebox_cli.engine.sampling.conditioning import encode_metadata
+from jukebox_cli.engine.sampling.estimate import LevelEstimate, estimate_cascade
 from jukebox_cli.engine.sampling.plan import LevelPlan, plan_cascade
 from jukebox_cli.engine.sampling.prompt import encode_prompt, run_prompt
 from jukebox_cli.engine.sampling.request import (
@@ -48,6 +49,8 @@ from jukebox_cli.engine.weights.shipped import DEMO
 
 #: Seconds of an audio file kept as the prompt when none is given.
 DEFAULT_PROMPT_SECONDS = 5.0
+#: ``--compile`` choices: on = the compiled step on the CPU, the captured one (CUDA graph) on GPUs.
+COMPILE_CHOICES = ("auto", "on", "off")
 ModelArg = str | Path | Bundle
 
 
@@ -108,6 +111,11 @@ class GenerationJob:
         return [f"{self.bundle.name} has untrained random weights: expect noise, not music."]
 
     @property
+    def device_name(self) -> str:
+        """Set by :meth:`estimate` and :meth:`run`: the device they resolved (for messages)."""
+        return getattr(self, "_device_name", "the device")
+
+    @property
     def resumes(self) -> bool:
         """Whether :meth:`run` will continue a run already in the output folder (same settings)."""
         return Run.would_resume(self.output, self.request.settings())
@@ -120,6 +128,17 @@ class GenerationJob:
             self.bundle, self.request, existing, working_dtype(self.request.dtype, torch_device)
         )
 
+    def estimate(self, device: str | torch.device = "auto", compile: str = "auto") -> list[LevelEstimate]:
+        """Expected time per level on ``device``, from a probe of a slice of each prior (seconds per level).
+
+        Needs no weights: the probe builds one block of each attention type with random values.
+        """
+        torch_device = resolve_device(device) if isinstance(device, str) else device
+        self._device_name = device_description(torch_device)
+        dtype = working_dtype(self.request.dtype, torch_device)
+        return estimate_cascade(self.bundle, self.request, self.plan(torch_device), device=torch_device,
+                                decode=decode_mode(compile, torch_device), dtype=dtype)  # fmt: skip
+
     def run(
         self,
         *,
@@ -127,6 +146,7 @@ class GenerationJob:
         progress: ProgressCallback = noop,
         force: bool = False,
         alignment: bool = True,
+        compile: str = "auto",
     ) -> GenerationResult:
         """Sample into the run folder, resuming whatever it already holds; returns what it holds at the end.
 
@@ -135,12 +155,16 @@ class GenerationJob:
             progress: levels, windows and tokens as events (see ``progress.py``).
             force: replace an existing run folder made with other settings instead of refusing.
             alignment: lyrics models: write each sample's lyric alignment beside its top-level audio.
+            compile: ``auto`` (compile where it is known to be faster: always on CUDA, long levels on the
+                CPU), ``on`` or ``off`` (the eager step, the reference). The codes are the same either way up
+                to float rounding.
 
         Raises:
             OutputExistsError: the folder holds a run with other settings (and ``force`` is off).
             DeviceError: an unavailable device, or out of memory.
         """
         torch_device = resolve_device(device) if isinstance(device, str) else device
+        decode = decode_mode(compile, torch_device)
         run, _ = Run.create_or_resume(
             self.output, self.request.settings(), force=force and not self.resume_only
         )
@@ -154,7 +178,7 @@ class GenerationJob:
                 run.save_codes(level, codes, windows_done=0)
         codes = run_cascade(self.bundle, run, self.request, device=torch_device,
                             initial_codes=self.initial_codes or None, progress=progress,
-                            alignment=alignment)  # fmt: skip
+                            alignment=alignment, decode=decode)  # fmt: skip
         top = self.bundle.top_level
         return GenerationResult(
             run=self.output,
@@ -166,6 +190,19 @@ class GenerationJob:
             files=sorted(p for level in self.request.levels for p in run.level_dir(level).glob("item_*.wav")),
             alignments=sorted(run.level_dir(top).glob("item_*.alignment.json")),
         )
+
+
+def decode_mode(compile: str, device: torch.device) -> str:
+    """The decode mode (``SamplingSettings.decode``) a ``--compile`` choice means on ``device``.
+
+    Raises:
+        ConfigError: another choice.
+    """
+    if compile not in COMPILE_CHOICES:
+        raise ConfigError(f"--compile must be one of {', '.join(COMPILE_CHOICES)}; got {compile!r}.")
+    if compile == "on":
+        return "graph" if device.type == "cuda" else "compiled"
+    return "eager" if compile == "off" else "auto"
 
 
 # -- preparing ------------------------------------------------------------------------------------------------
@@ -418,21 +455,22 @@ def prepare_resume(
 
 
 def generate(model: ModelArg = DEMO, *, device: str = "auto", progress: ProgressCallback = noop,
-             alignment: bool = True, force: bool = False, **options) -> GenerationResult:  # fmt: skip
+             alignment: bool = True, force: bool = False, compile: str = "auto", **options) -> GenerationResult:  # fmt: skip
     """:func:`prepare_generate` then :meth:`GenerationJob.run` (options as for ``prepare_generate``)."""
     job = prepare_generate(model, **options)
-    return job.run(device=device, progress=progress, alignment=alignment, force=force)
+    return job.run(device=device, progress=progress, alignment=alignment, force=force, compile=compile)
 
 
 def continue_from(source: str | Path, *, device: str = "auto", progress: ProgressCallback = noop,
-                  alignment: bool = True, force: bool = False, **options) -> GenerationResult:  # fmt: skip
+                  alignment: bool = True, force: bool = False, compile: str = "auto",
+                  **options) -> GenerationResult:  # fmt: skip
     """:func:`prepare_continue` then :meth:`GenerationJob.run`."""
     job = prepare_continue(source, **options)
-    return job.run(device=device, progress=progress, alignment=alignment, force=force)
+    return job.run(device=device, progress=progress, alignment=alignment, force=force, compile=compile)
 
 
 def upsample(run_dir: str | Path, *, device: str = "auto", progress: ProgressCallback = noop,
-             force: bool = False, **options) -> GenerationResult:  # fmt: skip
+             force: bool = False, compile: str = "auto", **options) -> GenerationResult:  # fmt: skip
     """:func:`prepare_upsample` then :meth:`GenerationJob.run`."""
     job = prepare_upsample(run_dir, **options)
-    return job.run(device=device, progress=progress, force=force)
+    return job.run(device=device, progress=progress, force=force, compile=compile)
