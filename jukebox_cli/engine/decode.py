@@ -96,6 +96,9 @@ def _compile(fn: Callable, name: str, device: torch.device, dtype: torch.dtype) 
     options: dict = {"guard_filter_fn": torch.compiler.skip_all_guards_unsafe}
     if device.type == "cpu":
         options["cpp_wrapper"] = True  # the kernels are called from C++, not one Python call each
+        # A decode step's fused kernels are tiny; an OpenMP region each (Inductor's default with several
+        # threads) made a step 8x slower on a shared 2-core machine. Matrix products still use torch's threads.
+        options["cpp.threads"] = 1
         if dtype in _HALF:
             # Compute a LayerNorm or activation output once before the dot products that read it (by default
             # Inductor recomputes such a small expression inside each of them, once per output), and round
