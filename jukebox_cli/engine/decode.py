@@ -11,17 +11,24 @@ Modes (``SamplingSettings.decode``):
 
     eager     the Transformer's incremental path at Python-int positions: the reference, and the fallback
     static    the fixed-shape step of ``static_step.py``, run op by op
-    compiled  that step through torch.compile (on the CPU the whole step as one graph; on CUDA one graph per
-              attention type, reused by every layer of that type, so a 72-layer prior compiles in minutes)
+    compiled  that step through torch.compile: on the CPU the whole step as one graph (the least overhead per
+              call); on CUDA one graph per attention type, reused by every layer of that type (module
+              parameters are graph inputs), so the compile time does not grow with depth
     graph     CUDA only: the compiled step captured once as a CUDA graph, then replayed for every token
     auto      graph on CUDA; on the CPU see :func:`resolve_mode`
 
 All modes give the same logits up to float rounding and, for equal logits, the same tokens.
+
+Use :func:`make_decoder` (or :class:`StaticDecoder` for a combination the modes do not name, such as
+``compile=False, graph=True``) and pass the decoder to ``sampling.sample_window(..., decoder=...)`` for every
+window with that batch size: a decoder made per call compiles and captures again each time.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import types
 from collections.abc import Callable
 
@@ -37,9 +44,8 @@ log = logging.getLogger(__name__)
 
 MODES = ("auto", "eager", "static", "compiled", "graph")
 _HALF = (torch.bfloat16, torch.float16)
-_PACK_MAX_WIDTH = (
-    512  # wider priors spend so long per step that a packed copy of their weights is not worth it
-)
+# Wider priors spend so long per step that a packed copy of their weights (packed.py) is not worth it.
+_PACK_MAX_WIDTH = 512
 
 # CPU measurements behind ``auto`` (one thread, fp32, 2-core Xeon with AVX-512, upsampler layout; ms per decode
 # step of eager / compiled after warm-up, and the compile on the first step):
@@ -74,9 +80,14 @@ def resolve_mode(mode: str, device: torch.device, *, steps: int | None = None) -
         return mode
     if device.type == "cuda":
         return "graph"
-    if device.type == "cpu" and steps is not None and steps >= _CPU_COMPILE_MIN_STEPS:
+    if device.type == "cpu" and steps is not None and steps >= _CPU_COMPILE_MIN_STEPS and _cpp_compiler():
         return "compiled"
     return "eager"
+
+
+def _cpp_compiler() -> bool:
+    """Whether torch.compile can build CPU kernels here (it needs a C++ compiler)."""
+    return any(shutil.which(name) for name in filter(None, (os.environ.get("CXX"), "c++", "g++", "clang++")))
 
 
 def _own_copy(fn: Callable, name: str) -> Callable:

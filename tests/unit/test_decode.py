@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from jukebox_cli.engine import decode
 from jukebox_cli.engine.api import build_prior
 from jukebox_cli.engine.decode import Decoder, StaticDecoder, make_decoder, resolve_mode
 from jukebox_cli.engine.errors import ConfigError
@@ -180,11 +181,14 @@ def test_draw_is_multinomials_single_sample() -> None:
             assert torch.equal(draw(probs, ours), torch.multinomial(probs, 1, generator=theirs)[:, 0])
 
 
-def test_modes_are_resolved_and_checked() -> None:
+def test_modes_are_resolved_and_checked(monkeypatch) -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_mode("auto", cuda) == "graph"
+    monkeypatch.setattr(decode, "_cpp_compiler", lambda: True)
     assert resolve_mode("auto", cpu, steps=100) == "eager", "a compile does not pay for a few tokens"
     assert resolve_mode("auto", cpu, steps=10**6) == "compiled"
+    monkeypatch.setattr(decode, "_cpp_compiler", lambda: False)
+    assert resolve_mode("auto", cpu, steps=10**6) == "eager", "no C++ compiler: nothing to compile with"
     assert resolve_mode("static", cpu) == "static"
     with pytest.raises(ConfigError, match="decode mode"):
         SamplingSettings(decode="fast")
