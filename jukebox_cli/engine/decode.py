@@ -38,7 +38,7 @@ from jukebox_cli.engine.errors import ConfigError
 from jukebox_cli.engine.packed import PackedWeights
 from jukebox_cli.engine.prior import Prior
 from jukebox_cli.engine.static_step import block_step, decode_step, embed_step, head_step
-from jukebox_cli.engine.transformer import CROSS, with_linear_dtype
+from jukebox_cli.engine.transformer import CROSS, KVCache, with_linear_dtype
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def prepare(prior: Prior, dtype: torch.dtype, device: torch.device | str, mode: 
     return with_linear_dtype(prior, dtype, out_major=out_major)
 
 
-def prime_cache(prior: Prior, cache, tokens: torch.Tensor, x_cond: torch.Tensor, y_cond: torch.Tensor | None,
+def prime_cache(prior: Prior, cache: KVCache, tokens: torch.Tensor, x_cond: torch.Tensor, y_cond: torch.Tensor | None,
                 encoder_kv: torch.Tensor | None, dtype: torch.dtype, chunk_size: int) -> None:  # fmt: skip
     """Push the known positions [0, K) of a window (``tokens`` [B, K]) through the Transformer in chunks,
     filling ``cache`` (the outputs are not needed)."""
