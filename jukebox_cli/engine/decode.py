@@ -47,16 +47,17 @@ _HALF = (torch.bfloat16, torch.float16)
 # Wider priors spend so long per step that a packed copy of their weights (packed.py) is not worth it.
 _PACK_MAX_WIDTH = 512
 
-# CPU measurements behind ``auto`` (one thread, fp32, 2-core Xeon with AVX-512, upsampler layout; ms per decode
-# step of eager / compiled after warm-up, and the compile on the first step):
-#   width 64, depth 4, n_ctx 256, batch 1:     0.74 / 0.17 ms, 15 s
-#   width 128, depth 4, n_ctx 256, batch 2:    0.92 / 0.31 ms, 10 s
-#   width 256, depth 8, n_ctx 512, batch 1:    1.81 / 0.67 ms, 4-17 s
-#   width 256, depth 8, n_ctx 512, batch 4:    2.07 / 0.85 ms, 23 s
-#   width 1024, depth 16, n_ctx 1024, batch 1: 20.2 / 16.2 ms, 37 s
-# (static, uncompiled, is 5-20% slower than eager everywhere on a CPU: same kernels, more of them.) A compile
-# pays for itself after some 20,000 steps at every size measured, so auto compiles when a level will run at
-# least that many.
+# CPU measurements behind ``auto`` (one thread, fp32, idle 2-core Xeon with AVX-512, upsampler layout; ms per
+# decode step of eager / static / compiled after warm-up; the compile's first step, with an empty Inductor
+# cache, on a busier machine):
+#   width 64, depth 4, n_ctx 256, batch 1:     0.64 / 0.59 / 0.11 ms, 15 s
+#   width 128, depth 4, n_ctx 256, batch 2:    0.78 / 0.73 / 0.22 ms, 10 s
+#   width 256, depth 8, n_ctx 512, batch 1:    1.62 / 1.58 / 0.54 ms, 17 s
+#   width 256, depth 8, n_ctx 512, batch 4:    1.82 / 1.78 / 0.64 ms, 23 s
+#   width 1024, depth 16, n_ctx 1024, batch 1: 18.4 / 18.3 / 13.4 ms, 37 s
+# Compiled is the fastest per step at every size, static is eager's speed (the same kernels), so the choice
+# is eager or compiled: a compile pays for itself after 7,000 (width 1024) to 28,000 (width 64) steps, so
+# auto compiles when a level will run at least 20,000.
 _CPU_COMPILE_MIN_STEPS = 20_000
 
 
