@@ -10,6 +10,7 @@ from jukebox_cli.engine.models.builders import build_prior
 from jukebox_cli.engine.models.packed import PackedWeights
 from jukebox_cli.engine.models.transformer import Conv1D, LayerNorm, with_linear_dtype
 from jukebox_cli.engine.progress import Advanced
+from jukebox_cli.engine.sampling import decode
 from jukebox_cli.engine.sampling.decode import Decoder, StaticDecoder, make_decoder, resolve_mode
 from jukebox_cli.engine.sampling.filtering import draw
 from jukebox_cli.engine.sampling.level import SamplingSettings, sample_level, sample_window
@@ -180,11 +181,14 @@ def test_draw_is_multinomials_single_sample() -> None:
             assert torch.equal(draw(probs, ours), torch.multinomial(probs, 1, generator=theirs)[:, 0])
 
 
-def test_modes_are_resolved_and_checked() -> None:
+def test_modes_are_resolved_and_checked(monkeypatch) -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_mode("auto", cuda) == "graph"
+    monkeypatch.setattr(decode, "_cpp_compiler", lambda: True)
     assert resolve_mode("auto", cpu, steps=100) == "eager", "a compile does not pay for a few tokens"
     assert resolve_mode("auto", cpu, steps=10**6) == "compiled"
+    monkeypatch.setattr(decode, "_cpp_compiler", lambda: False)
+    assert resolve_mode("auto", cpu, steps=10**6) == "eager", "no C++ compiler: nothing to compile with"
     assert resolve_mode("static", cpu) == "static"
     with pytest.raises(ConfigError, match="decode mode"):
         SamplingSettings(decode="fast")

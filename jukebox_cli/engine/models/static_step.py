@@ -38,6 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from jukebox_cli.engine.models.prior import AutoregressiveCore
 from jukebox_cli.engine.models.transformer import (
     _MASKED,
     BLOCK,
@@ -191,7 +192,7 @@ def block_step(
 
 
 def embed_step(
-    core,
+    core: AutoregressiveCore,
     token: torch.Tensor,
     position: torch.Tensor,
     x_cond: torch.Tensor,
@@ -201,7 +202,7 @@ def embed_step(
     """(the Transformer input of ``position`` [B, width] in ``dtype``, its conditioning row [B, width]).
 
     Args:
-        core: the prior's :class:`~jukebox_cli.engine.models.prior.AutoregressiveCore`.
+        core: the prior's autoregressive core.
         token: [B] the token at position - 1 (ignored at position 0).
         position: [1] long.
         x_cond: [B, L, width] the window's conditioning (float32), or [B, 1, width] for all positions.
@@ -216,7 +217,7 @@ def embed_step(
 
 
 def head_step(
-    core, h: torch.Tensor, row: torch.Tensor, head_weight: torch.Tensor | None = None
+    core: AutoregressiveCore, h: torch.Tensor, row: torch.Tensor, head_weight: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Transformer output h [B, width] -> float32 logits [B, bins].
 
@@ -230,7 +231,7 @@ def head_step(
 
 
 def decode_step(
-    core,
+    core: AutoregressiveCore,
     token: torch.Tensor,
     position: torch.Tensor,
     x_cond: torch.Tensor,

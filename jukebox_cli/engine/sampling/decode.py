@@ -11,17 +11,24 @@ Modes (``SamplingSettings.decode``):
 
     eager     the Transformer's incremental path at Python-int positions: the reference, and the fallback
     static    the fixed-shape step of ``static_step.py``, run op by op
-    compiled  that step through torch.compile (on the CPU the whole step as one graph; on CUDA one graph per
-              attention type, reused by every layer of that type, so a 72-layer prior compiles in minutes)
+    compiled  that step through torch.compile: on the CPU the whole step as one graph (the least overhead per
+              call); on CUDA one graph per attention type, reused by every layer of that type (module
+              parameters are graph inputs), so the compile time does not grow with depth
     graph     CUDA only: the compiled step captured once as a CUDA graph, then replayed for every token
     auto      graph on CUDA; on the CPU see :func:`resolve_mode`
 
 All modes give the same logits up to float rounding and, for equal logits, the same tokens.
+
+Use :func:`make_decoder` (or :class:`StaticDecoder` for a combination the modes do not name, such as
+``compile=False, graph=True``) and pass the decoder to ``sampling.sample_window(..., decoder=...)`` for every
+window with that batch size: a decoder made per call compiles and captures again each time.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import types
 from collections.abc import Callable
 
@@ -31,26 +38,26 @@ from jukebox_cli.engine.errors import ConfigError
 from jukebox_cli.engine.models.packed import PackedWeights
 from jukebox_cli.engine.models.prior import Prior
 from jukebox_cli.engine.models.static_step import block_step, decode_step, embed_step, head_step
-from jukebox_cli.engine.models.transformer import CROSS, with_linear_dtype
+from jukebox_cli.engine.models.transformer import CROSS, KVCache, with_linear_dtype
 
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "eager", "static", "compiled", "graph")
 _HALF = (torch.bfloat16, torch.float16)
-_PACK_MAX_WIDTH = (
-    512  # wider priors spend so long per step that a packed copy of their weights is not worth it
-)
+# Wider priors spend so long per step that a packed copy of their weights (packed.py) is not worth it.
+_PACK_MAX_WIDTH = 512
 
-# CPU measurements behind ``auto`` (one thread, fp32, 2-core Xeon with AVX-512, upsampler layout; ms per decode
-# step of eager / compiled after warm-up, and the compile on the first step):
-#   width 64, depth 4, n_ctx 256, batch 1:     0.74 / 0.17 ms, 15 s
-#   width 128, depth 4, n_ctx 256, batch 2:    0.92 / 0.31 ms, 10 s
-#   width 256, depth 8, n_ctx 512, batch 1:    1.81 / 0.67 ms, 4-17 s
-#   width 256, depth 8, n_ctx 512, batch 4:    2.07 / 0.85 ms, 23 s
-#   width 1024, depth 16, n_ctx 1024, batch 1: 20.2 / 16.2 ms, 37 s
-# (static, uncompiled, is 5-20% slower than eager everywhere on a CPU: same kernels, more of them.) A compile
-# pays for itself after some 20,000 steps at every size measured, so auto compiles when a level will run at
-# least that many.
+# CPU measurements behind ``auto`` (one thread, fp32, idle 2-core Xeon with AVX-512, upsampler layout; ms per
+# decode step of eager / static / compiled after warm-up; the compile's first step, with an empty Inductor
+# cache, on a busier machine):
+#   width 64, depth 4, n_ctx 256, batch 1:     0.64 / 0.59 / 0.11 ms, 15 s
+#   width 128, depth 4, n_ctx 256, batch 2:    0.78 / 0.73 / 0.22 ms, 10 s
+#   width 256, depth 8, n_ctx 512, batch 1:    1.62 / 1.58 / 0.54 ms, 17 s
+#   width 256, depth 8, n_ctx 512, batch 4:    1.82 / 1.78 / 0.64 ms, 23 s
+#   width 1024, depth 16, n_ctx 1024, batch 1: 18.4 / 18.3 / 13.4 ms, 37 s
+# Compiled is the fastest per step at every size, static is eager's speed (the same kernels), so the choice
+# is eager or compiled: a compile pays for itself after 7,000 (width 1024) to 28,000 (width 64) steps, so
+# auto compiles when a level will run at least 20,000.
 _CPU_COMPILE_MIN_STEPS = 20_000
 
 
@@ -74,9 +81,14 @@ def resolve_mode(mode: str, device: torch.device, *, steps: int | None = None) -
         return mode
     if device.type == "cuda":
         return "graph"
-    if device.type == "cpu" and steps is not None and steps >= _CPU_COMPILE_MIN_STEPS:
+    if device.type == "cpu" and steps is not None and steps >= _CPU_COMPILE_MIN_STEPS and _cpp_compiler():
         return "compiled"
     return "eager"
+
+
+def _cpp_compiler() -> bool:
+    """Whether torch.compile can build CPU kernels here (it needs a C++ compiler)."""
+    return any(shutil.which(name) for name in filter(None, (os.environ.get("CXX"), "c++", "g++", "clang++")))
 
 
 def _own_copy(fn: Callable, name: str) -> Callable:
@@ -96,6 +108,9 @@ def _compile(fn: Callable, name: str, device: torch.device, dtype: torch.dtype) 
     options: dict = {"guard_filter_fn": torch.compiler.skip_all_guards_unsafe}
     if device.type == "cpu":
         options["cpp_wrapper"] = True  # the kernels are called from C++, not one Python call each
+        # A decode step's fused kernels are tiny; an OpenMP region each (Inductor's default with several
+        # threads) made a step 8x slower on a shared 2-core machine. Matrix products still use torch's threads.
+        options["cpp.threads"] = 1
         if dtype in _HALF:
             # Compute a LayerNorm or activation output once before the dot products that read it (by default
             # Inductor recomputes such a small expression inside each of them, once per output), and round
@@ -115,7 +130,7 @@ def prepare(prior: Prior, dtype: torch.dtype, device: torch.device | str, mode: 
     return with_linear_dtype(prior, dtype, out_major=out_major)
 
 
-def prime_cache(prior: Prior, cache, tokens: torch.Tensor, x_cond: torch.Tensor, y_cond: torch.Tensor | None,
+def prime_cache(prior: Prior, cache: KVCache, tokens: torch.Tensor, x_cond: torch.Tensor, y_cond: torch.Tensor | None,
                 encoder_kv: torch.Tensor | None, dtype: torch.dtype, chunk_size: int) -> None:  # fmt: skip
     """Push the known positions [0, K) of a window (``tokens`` [B, K]) through the Transformer in chunks,
     filling ``cache`` (the outputs are not needed)."""

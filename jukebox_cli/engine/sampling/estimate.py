@@ -31,9 +31,9 @@ from jukebox_cli.engine.sampling.request import CascadeRequest
 from jukebox_cli.engine.sampling.windows import plan_level, window_advance
 from jukebox_cli.engine.weights.bundle import Bundle
 
-# Compiled / eager time per decode step on the CPU, by width (one thread, fp32, batch 1; measured with
-# bench/sampling.py on a 2-core Xeon with AVX-512; see sampling/decode.py for the table behind it).
-_CPU_COMPILED_SPEEDUP = {64: 0.23, 128: 0.34, 256: 0.37, 1024: 0.80}
+# Compiled / eager time per decode step on the CPU, by width (one thread, fp32; measured on an idle 2-core
+# Xeon with AVX-512: the table in sampling/decode.py, whose batch-1 rows these ratios are).
+_CPU_COMPILED_SPEEDUP = {64: 0.17, 128: 0.28, 256: 0.34, 1024: 0.73}
 # Compiling one CPU decoder, seconds (the same measurements: 4 to 37 s, growing with width).
 _CPU_COMPILE_SECONDS = {64: 15.0, 128: 10.0, 256: 17.0, 1024: 37.0}
 _PROBE_TOKENS = (4, 12)  # two window lengths: their difference is the time of the extra steps
@@ -192,10 +192,14 @@ def estimate_cascade(
         windows = plan_level(plan.total_codes, plan.existing_codes, config.n_ctx,
                              window_advance(request.hop_fraction[plan.level], config.n_ctx))  # fmt: skip
         mode = resolve_mode(decode, device, steps=pieces * plan.new_tokens)
-        cost = probe(config, batch=batch, dtype=dtype, device=device, mode=mode, chunk_size=request.chunk_size)
+        cost = probe(
+            config, batch=batch, dtype=dtype, device=device, mode=mode, chunk_size=request.chunk_size
+        )
         lyrics = config.n_tokens if config.single_enc_dec else 0  # 1b_lyrics primes its lyrics every window
         primed = sum(w.n_context + lyrics for w in windows)
-        per_piece = plan.new_tokens * cost.step + primed * cost.prime_per_code + len(windows) * cost.per_window
+        per_piece = (
+            plan.new_tokens * cost.step + primed * cost.prime_per_code + len(windows) * cost.per_window
+        )
         estimates.append(LevelEstimate(plan.level, mode, cost.step, cost.prime_per_code, cost.per_window,
                                        pieces * per_piece, cost.one_off if windows else 0.0, cost.how))  # fmt: skip
     return estimates
