@@ -106,6 +106,9 @@ def _compile(fn: Callable, name: str, device: torch.device, dtype: torch.dtype) 
     # every tensor's shape, dtype and device and every module attribute on each call, tens of microseconds for
     # a whole prior) could only ever pass: skip them.
     options: dict = {"guard_filter_fn": torch.compiler.skip_all_guards_unsafe}
+    # Inductor's C++ toolchain lookup warns "No CUDA runtime is found" on any machine with a CUDA build of
+    # torch and no GPU; it is harmless there and would land in the middle of the progress bars.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     if device.type == "cpu":
         options["cpp_wrapper"] = True  # the kernels are called from C++, not one Python call each
         # A decode step's fused kernels are tiny; an OpenMP region each (Inductor's default with several
