@@ -1,4 +1,4 @@
-"""Priors: the top-level prior and the upsamplers, one class configured by flags (spec section 5).
+"""Priors: the top-level prior and the upsamplers, one class configured by flags.
 
 Module names mirror the released checkpoints: ``conditioner_blocks.0`` (upsamplers), ``y_emb`` (labels),
 ``prime_prior``/``prime_state_proj``/``prime_state_ln``/``prime_x_out`` (the 5b_lyrics lyric encoder) and
@@ -39,7 +39,7 @@ class SimpleEmbedding(nn.Module):
 
 
 class RangeEmbedding(nn.Module):
-    """Embeds positions in [pos_min, pos_max) by binning them into ``bins`` buckets (spec 5.5).
+    """Embeds positions in [pos_min, pos_max) by binning them into ``bins`` buckets.
 
     With ``n_time`` > 1 it interpolates ``n_time`` positions from start to end (end excluded). All arithmetic
     is float32 so the bins match the original's at their edges.
@@ -88,7 +88,8 @@ class LabelConditioner(nn.Module):
             )
 
     def check(self, labels: torch.Tensor) -> None:
-        """Raise a clear ConfigError where the original would fail an assertion (spec 5.5)."""
+        """Raise a clear ConfigError where the original would fail an assertion: a timing value outside the
+        range its embedding bins."""
         if not self.include_timing:
             return
         total, offset, length = labels[:, 0].double(), labels[:, 1].double(), labels[:, 2].double()
@@ -108,7 +109,7 @@ class LabelConditioner(nn.Module):
         total, offset, length = labels[:, 0:1], labels[:, 1:2], labels[:, 2:3]
         artist, genres = labels[:, 3:4], labels[:, 4:]
         artist_emb = self.artist_emb(artist)  # (N, 1, W)
-        # -1 pads the genre slots; an unknown genre is id 0 and is *not* masked (spec 5.5).
+        # -1 pads the genre slots; an unknown genre is id 0, a real embedding, so it is *not* masked.
         mask = (genres >= 0).float().unsqueeze(2)
         genre_emb = (self.bow_genre_emb(genres.clamp(min=0)) * mask).sum(dim=1, keepdim=True)  # (N, 1, W)
         start = genre_emb + artist_emb
@@ -133,7 +134,7 @@ class PositionEmbedding(nn.Module):
 
 
 class Conditioner(nn.Module):
-    """Upsampler conditioning: embed the upper level's codes and upsample them x4 with a conv stack (spec 5.4)."""
+    """Upsampler conditioning: embed the upper level's codes and upsample them x4 with a conv stack."""
 
     def __init__(self, config: PriorConfig) -> None:
         super().__init__()
@@ -155,7 +156,7 @@ class Conditioner(nn.Module):
 
 
 class AutoregressiveCore(nn.Module):
-    """Token embedding, position table, Transformer and output head over one sequence (spec 5.3)."""
+    """Token embedding, position table, Transformer and output head over one sequence."""
 
     def __init__(
         self,
@@ -250,7 +251,7 @@ class AutoregressiveCore(nn.Module):
 
 @dataclass(frozen=True)
 class ConditionerConfig:
-    """The upsamplers' conv stack over the upper level's codes (spec 5.1 "conditioner")."""
+    """The upsamplers' conv stack over the upper level's codes."""
 
     width: int = 1024
     depth: int = 16
@@ -281,7 +282,7 @@ class LyricEncoderConfig:
 
 @dataclass(frozen=True)
 class PriorConfig(DictConfig):
-    """Hyperparameters of one prior (spec 5.1; original names in comments)."""
+    """Hyperparameters of one prior (original names in comments; released values in ``presets.py``)."""
 
     config_name = "prior config"
 
@@ -394,7 +395,7 @@ class PriorOutput:
 
 
 class Prior(nn.Module):
-    """A top-level prior or an upsampler (spec 5.3-5.7)."""
+    """A top-level prior or an upsampler."""
 
     def __init__(self, config: PriorConfig) -> None:
         super().__init__()
@@ -437,7 +438,7 @@ class Prior(nn.Module):
         """(x_cond [N, L or 1, W], y_cond [N, 1, W], lyric tokens [N, n_tokens] or None) for one window.
 
         Args:
-            labels: [N, label_length] label vectors (spec 7.1) for this window.
+            labels: [N, label_length] label vectors (``labels.Labeller.label_vector``) for this window.
             upper_codes: upsamplers only: [N, n_ctx / 4] codes of the level above for this window.
         """
         c = self.config
@@ -459,7 +460,7 @@ class Prior(nn.Module):
         return x_cond, y_cond, lyrics
 
     def encode_lyrics(self, lyrics: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """5b_lyrics: lyric tokens [N, n_tokens] -> encoder_kv [N, n_tokens, W] (spec 5.6)."""
+        """5b_lyrics: lyric tokens [N, n_tokens] -> encoder_kv [N, n_tokens, W]."""
         acts = self.prime_prior(lyrics, dtype=dtype)
         return self.prime_state_ln(self.prime_state_proj(acts))
 
@@ -468,7 +469,7 @@ class Prior(nn.Module):
     def forward(
         self, codes: torch.Tensor, labels: torch.Tensor, upper_codes: torch.Tensor | None = None
     ) -> PriorOutput:
-        """Teacher-forced losses in bits per token for one window of codes [N, n_ctx] (spec 5.7)."""
+        """Teacher-forced losses in bits per token for one window of codes [N, n_ctx]."""
         logits, targets, encoder_kv = self._teacher_forced(codes, labels, upper_codes)
         c = self.config
         ln2 = math.log(2.0)

@@ -1,7 +1,7 @@
-"""The sparse Transformer shared by every prior and by the 5b_lyrics lyric encoder (spec section 4).
+"""The sparse Transformer shared by every prior and by the 5b_lyrics lyric encoder.
 
 Module names mirror the released checkpoints (``_attn_mods.{d}.attn.c_attn.w``, ``ln_0``, ``mlp.c_fc``), so the
-original layout loads without renaming. Attention types (``attn_func``, spec 4.5):
+original layout loads without renaming. Attention types (``attn_func``, the original's numbers):
 
     0 dense, 1 block ("row"), 2 transpose block ("column"), 3 previous block ("previous row"),
     6 cross attention to the lyric encoder, 7 "prime" attention to the first P positions (1b_lyrics lyrics).
@@ -39,7 +39,7 @@ M = TypeVar("M", bound=nn.Module)
 
 
 def attention_pattern(attn_order: int, depth: int) -> list[int]:
-    """The ``attn_func`` of every layer for one of the released ``attn_order`` rules (spec 4.6)."""
+    """The ``attn_func`` of every layer for one of the released ``attn_order`` rules."""
     lyrics_79 = [1, 2, 3] * 3 + ([1, 2, 3] * 3 + [CROSS]) * 7
     rules = {
         0: lambda d: DENSE,
@@ -78,7 +78,7 @@ class Conv1D(nn.Module):
 
 
 def linear_weight_keys(model: nn.Module) -> set[str]:
-    """State-dict keys of every Conv1D weight (what the released 5B priors store in float16, spec 8.3)."""
+    """State-dict keys of every Conv1D weight (what the released 5B priors store in float16)."""
     return {f"{name}.w" for name, module in model.named_modules() if isinstance(module, Conv1D)}
 
 
@@ -114,7 +114,7 @@ def with_linear_dtype(model: M, dtype: torch.dtype, *, out_major: bool = False) 
 
 
 class LayerNorm(nn.LayerNorm):
-    """LayerNorm computed in float32 whatever the input dtype (spec 4.2)."""
+    """LayerNorm computed in float32 whatever the input dtype, as the original does."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias, self.eps).to(x.dtype)
@@ -195,7 +195,7 @@ def _attend(
     mask: torch.Tensor | None,
     keep: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """softmax(q k^T / sqrt(head_dim)) v per head; scores masked and normalised in float32 (spec 4.5).
+    """softmax(q k^T / sqrt(head_dim)) v per head; scores masked and normalised in float32.
 
     q [N, Lq, n_state], k/v [N, Lk, n_state], mask [Lq, Lk] or [N, Lq, Lk] (1 = may attend) or None.
     ``keep`` receives the probabilities [N, heads, Lq, Lk] (lyric alignment reads them).
@@ -323,7 +323,7 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         end = start + q.shape[1]
         if self.attn_func == PRIME and start < self.prime_keys:
-            keep = min(end, self.prime_keys) - start  # later keys are never stored (spec 4.8)
+            keep = min(end, self.prime_keys) - start  # no query reads keys past P: never stored
             layer.write(start, k[:, :keep], v[:, :keep])
         elif self.attn_func != PRIME:
             layer.write(start, k, v)
@@ -380,7 +380,7 @@ class Attention(nn.Module):
 
 
 class ResAttnBlock(nn.Module):
-    """Pre-LN block: a = attn(ln_0(x)); m = mlp(ln_1(x + a)); x + a + m (spec 4.4)."""
+    """Pre-LN block: a = attn(ln_0(x)); m = mlp(ln_1(x + a)); x + a + m."""
 
     def __init__(
         self, width: int, attention: Attention, *, m_mlp: float, init_scale: float, zero_out: bool
@@ -398,7 +398,7 @@ class ResAttnBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-    """``depth`` attention blocks, the pattern given per layer (no final LayerNorm, spec 4.4)."""
+    """``depth`` attention blocks, the pattern given per layer (no final LayerNorm: the original has none)."""
 
     def __init__(
         self,
@@ -419,7 +419,7 @@ class Transformer(nn.Module):
         self.n_ctx = n_ctx
         self._attn_mods = nn.ModuleList()
         for func in attn_funcs[:depth]:
-            zero_out = func == CROSS  # cross-attention layers start as the identity (spec 4.5 notes)
+            zero_out = func == CROSS  # cross-attention layers start as the identity, as in the original
             attention = Attention(
                 width, n_state, heads, func, n_ctx, blocks, prime_len=prime_len, init_scale=init_scale,
                 zero_out=zero_out,

@@ -104,8 +104,9 @@ def run_cascade(
                 run.save_codes(lv, level_codes, windows_done=count)
                 done[0] = count
 
-            # Half-precision sampling on an accelerator loads the Conv1D weights in that dtype directly.
-            linear_dtype = dtype if device.type != "cpu" and dtype != torch.float32 else None
+            # The Conv1D weights are read straight into the working dtype: the decoders use them resident in it,
+            # so a float16-stored 5B prior sampled in float32 is never held twice.
+            linear_dtype = dtype
             prior = None
             try:
                 prior = bundle.load_prior(level, device, linear_dtype)

@@ -1,7 +1,7 @@
-"""Turning logits into tokens: temperature, top-k / top-p filtering and the categorical draw (spec 6.4).
+"""Turning logits into tokens: temperature, top-k / top-p filtering and the categorical draw.
 
-The released settings use neither filter (top_k 0, top_p 0.0; spec 6.5); they are here because the
-original implements them. Draws are ``torch.multinomial``'s single-sample computation (see :func:`draw`) with an
+The released settings use neither filter (top_k 0, top_p 0.0); they are here because the original
+implements them. Draws are ``torch.multinomial``'s single-sample computation (see :func:`draw`) with an
 explicit ``torch.Generator``, so a seeded run gives the same tokens every time on the same device.
 """
 
@@ -71,12 +71,12 @@ def sample_logits(
 ) -> torch.Tensor:
     """Draw one token per row: ``softmax(filter(logits / temperature))``, then a categorical draw (:func:`draw`).
 
-    The division and the filtering run in float32 whatever the dtype of ``logits`` (spec 6.6: logits and the
-    categorical draw are float32 even under fp16).
+    The division and the filtering run in float32 whatever the dtype of ``logits``: the original draws from
+    float32 logits even when the Transformer runs in half precision.
 
     Args:
         logits: ``[..., V]`` scores.
-        temperature: Divides the logits; must be positive (the released settings use 0.98-0.99, spec 6.5).
+        temperature: Divides the logits; must be positive (the original uses 0.98-0.99).
         top_k: See ``filter_logits``.
         top_p: See ``filter_logits``.
         generator: The random source (on the logits' device); None uses torch's global one.

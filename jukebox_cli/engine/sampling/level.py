@@ -1,5 +1,5 @@
 """Sampling codes from a prior: one window with a key/value cache, and a whole level window by window
-(spec sections 6.2-6.6).
+("Windows" in docs/ARCHITECTURE.md).
 
 Randomness is drawn from a generator seeded per (seed, level, window, batch piece), so a run that resumes
 from its last finished window draws exactly the tokens an uninterrupted run would have drawn.
@@ -25,7 +25,7 @@ from jukebox_cli.engine.sampling.windows import Window, plan_level, window_advan
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """How one level is sampled (spec 6.5 for the released defaults)."""
+    """How one level is sampled; the defaults are the original ``sample.py``'s for an upsampler."""
 
     temperature: float = 0.99
     top_k: int = 0
@@ -81,7 +81,7 @@ def sample_window(
     stage: str = "tokens",
     decoder: Decoder | None = None,
 ) -> torch.Tensor:
-    """Sample ``n_new`` codes after ``context`` within one window (spec 6.4).
+    """Sample ``n_new`` codes after ``context`` within one window.
 
     Args:
         prior: the prior of the level being sampled (eval mode).
@@ -156,7 +156,7 @@ def sample_level(
     on_window: Callable[[torch.Tensor, int], None] | None = None,
     progress: ProgressCallback = noop,
 ) -> torch.Tensor:
-    """Extend one level's codes [N, K] to ``total`` codes, window by window (spec 6.2).
+    """Extend one level's codes [N, K] to ``total`` codes, window by window (``windows.plan_level``).
 
     Args:
         prior: this level's prior.

@@ -192,8 +192,15 @@ class PriorTask:
         codes, upper = self._codes(chunks[0].audio[None], device)
         labels = self._labels(chunks).to(device)
         generator = torch.Generator(device).manual_seed(self.seed + step)
-        sampled = sample_window(model, codes[:, :0], codes.shape[1], labels, upper_codes=upper,
-                                settings=SamplingSettings(temperature=1.0), generator=generator)  # fmt: skip
+        sampled = sample_window(
+            model,
+            codes[:, :0],
+            codes.shape[1],
+            labels,
+            upper_codes=upper,
+            settings=SamplingSettings(temperature=1.0, decode="eager"),  # one window now and then:
+            generator=generator,
+        )  # compiling or capturing it would cost more than it saves
         level, rate = model.config.level, self.vqvae.sample_rate
         items = {}
         for name, tokens in (("sample_T1", sampled), ("truth", codes)):
