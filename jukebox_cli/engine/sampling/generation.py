@@ -354,7 +354,6 @@ def prepare_continue(
         metas = [SampleMeta(artist or m["artist"], genre or m["genre"], lyrics or m["lyrics"])
                  for m in recorded["samples"]]  # fmt: skip
         prompt = {"run": str(source), "seconds": prompt_seconds}
-        default_output = Path("runs") / f"{_slug(source.stem)}-continued-seed{seed}"
     else:
         audio_io.audio_info(source)  # a bad file fails before the model loads
         seconds = DEFAULT_PROMPT_SECONDS if prompt_seconds is None else prompt_seconds
@@ -363,7 +362,6 @@ def prepare_continue(
         bundle = _bundle(DEMO if model is None else model, cache_dir, progress)
         metas = [SampleMeta(artist or "unknown", genre or "unknown", lyrics or "")] * samples
         prompt = {"file": str(source), "seconds": seconds}
-        default_output = Path("runs") / f"{_slug(source.stem)}-continued-seed{seed}"
         initial = None
     request = build_request(
         bundle, model=bundle.spec, samples=metas, duration=duration, total_duration=total_duration,
@@ -378,7 +376,8 @@ def prepare_continue(
         raise ConfigError(
             f"The prompt is already {top_samples / bundle.sample_rate:.2f} s long; ask for a longer --duration."
         )
-    return _job(bundle, request, output or default_output, initial_codes=initial)
+    output = output or Path("runs") / f"{_slug(source.stem)}-continued-seed{seed}"
+    return _job(bundle, request, output, initial_codes=initial)
 
 
 def prepare_upsample(
