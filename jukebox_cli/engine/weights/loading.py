@@ -70,12 +70,7 @@ def model_files(
             released.download_model(source.released, cache_dir=cache_dir, progress=progress)
         return released.model_files(source.released, cache_dir=cache_dir)
     if kind in ("url", "repo"):
-        if kind == "url":
-            vqvae, priors = remote.fetch_url(source.url, cache_dir=cache_dir, progress=progress)
-        else:
-            vqvae, priors = remote.fetch_repo(
-                source.repo, source.revision, cache_dir=cache_dir, progress=progress
-            )
+        vqvae, priors = _fetch(source, cache_dir=cache_dir, progress=progress)
         if not priors:
             raise CheckpointNotFound(f"{source.spec} holds a VQ-VAE but no priors; it cannot generate.")
         return vqvae, priors
@@ -84,6 +79,21 @@ def model_files(
         f"{source.spec} is {what}, not a whole model with priors (give a model folder, {known_names()}, a hub "
         "repo or a URL)."
     )
+
+
+def _fetch(
+    source: ModelSource,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    progress: ProgressCallback = noop,
+) -> tuple[Path, dict[int, Path]]:
+    """(VQ-VAE file, level -> prior file) of a URL or a hub repository (a released model's repository at
+    ``revision``, too), fetched into the cache."""
+    if source.kind == "url":
+        return remote.fetch_url(source.url, cache_dir=cache_dir, progress=progress)
+    repo = source.repo or MODELS[source.released].hub_repo
+    return remote.fetch_repo(repo, revision or source.revision, cache_dir=cache_dir, progress=progress)
 
 
 @dataclass(frozen=True)
@@ -126,16 +136,14 @@ def download(
                                           progress=progress)  # fmt: skip
         files = {p.part.id: p.path for p in status.parts}
         return Downloaded(found.released, files, status)
-    if found.kind in ("released", "repo"):
-        repo = found.repo or MODELS[found.released].hub_repo
-        rev = revision or found.revision
-        vqvae, priors = remote.fetch_repo(repo, rev, cache_dir=cache_dir, progress=progress)
-        name = repo + (f"@{rev}" if rev else "")
-    elif found.kind == "url":
-        vqvae, priors = remote.fetch_url(found.url, cache_dir=cache_dir, progress=progress)
+    if found.kind not in ("released", "repo", "url"):
+        raise ConfigError(f"{spec} is a {found.kind.replace('-', ' ')}, not something to download.")
+    vqvae, priors = _fetch(found, revision=revision, cache_dir=cache_dir, progress=progress)
+    if found.kind == "url":
         name = found.url
     else:
-        raise ConfigError(f"{spec} is a {found.kind.replace('-', ' ')}, not something to download.")
+        rev = revision or found.revision
+        name = (found.repo or MODELS[found.released].hub_repo) + (f"@{rev}" if rev else "")
     return Downloaded(
         name, {"vqvae": vqvae, **{Path(prior_file(lv)).stem: p for lv, p in sorted(priors.items())}}
     )
@@ -234,10 +242,7 @@ def load_vqvae(
             )
         return LoadedVQVAE(load_native(cache.part_file("vqvae"), kind="vqvae", device=device), name, True)
     if kind in ("url", "repo"):
-        if kind == "url":
-            file, _ = remote.fetch_url(source.url, cache_dir=cache_dir, progress=progress)
-        else:
-            file, _ = remote.fetch_repo(source.repo, source.revision, cache_dir=cache_dir, progress=progress)
+        file, _ = _fetch(source, cache_dir=cache_dir, progress=progress)
         return LoadedVQVAE(_vqvae_from_file(file, device), source.name, True)
     if kind == "file":
         return LoadedVQVAE(_vqvae_from_file(source.path, device), str(source.path), True)
