@@ -99,7 +99,7 @@ def _read_lyrics(lyrics: str | None, lyrics_file: Path | None) -> str | None:
         raise ConfigError(f"Lyrics file {lyrics_file} is not UTF-8 text.") from err
 
 
-def _print_plan(console: Console, job, plans, estimates) -> None:
+def _print_plan(console: Console, job, plans, estimates, device: str) -> None:
     bundle, request = job.bundle, job.request
     table = Table(title=f"Plan: {request.sample_length / bundle.sample_rate:.2f} s x {len(request.samples)} "
                         f"sample(s) with {bundle.name}")  # fmt: skip
@@ -111,7 +111,7 @@ def _print_plan(console: Console, job, plans, estimates) -> None:
         table.add_row(str(p.level), f"{p.total_codes:,}", f"{p.existing_codes:,}", str(p.windows),
                       f"{p.new_tokens:,}", _size(p.cache_bytes_per_sample), _size(p.weight_bytes), e.mode,
                       _duration(e.seconds))  # fmt: skip
-    table.caption = (f"expected time on {job.device_name}: {_duration(sum(e.seconds for e in estimates))} "
+    table.caption = (f"expected time on {device}: {_duration(sum(e.seconds for e in estimates))} "
                      "(a probe of each prior's decode step; VQ-VAE decoding not counted)")  # fmt: skip
     console.print(table)
 
@@ -138,11 +138,14 @@ def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_
     console = Console(stderr=True, soft_wrap=True)
     for warning in job.warnings if not quiet else []:
         console.print(f"[yellow]warning:[/] {warning}")
-    plans = job.plan(device)
+    from jukebox_cli.engine.devices import device_description, resolve_device
+
+    torch_device = resolve_device(device)  # once, for the plan, its estimate and the run
+    plans = job.plan(torch_device)
     show = not quiet and not json_output
-    estimates = job.estimate(device, compile) if show or (dry_run and json_output) else None
+    estimates = job.estimate(torch_device, compile, plans) if show or (dry_run and json_output) else None
     if show:
-        _print_plan(console, job, plans, estimates)
+        _print_plan(console, job, plans, estimates, device_description(torch_device))
     if dry_run:
         if json_output:
             typer.echo(json.dumps({"plan": [p.__dict__ for p in plans],
@@ -152,7 +155,8 @@ def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_
     if job.resumes and not quiet:
         console.print(f"resuming {job.output} from its saved codes")
     with RichProgress(enabled=not quiet) as progress:
-        result = job.run(device=device, progress=progress, force=force, alignment=alignment, compile=compile)
+        result = job.run(device=torch_device, progress=progress, force=force, alignment=alignment,
+                         compile=compile)  # fmt: skip
     if json_output:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return

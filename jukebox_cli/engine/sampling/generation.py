@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from jukebox_cli.engine.audio import io as audio_io
-from jukebox_cli.engine.devices import device_description, resolve_device
+from jukebox_cli.engine.devices import resolve_device
 from jukebox_cli.engine.dtypes import working_dtype
 from jukebox_cli.engine.errors import ConfigError
 from jukebox_cli.engine.progress import ProgressCallback, noop
@@ -92,7 +92,6 @@ class GenerationJob:
         initial_codes: level -> [N, K] codes the run starts from (a prompt; kept verbatim).
         given_levels: level -> [N, T] codes taken as finished levels (the top level, for ``upsample``).
         warnings: things the user should know before sampling (dropped lyric characters, ignored lyrics).
-        resume_only: the job continues an existing run folder with its own settings.
     """
 
     bundle: Bundle
@@ -101,7 +100,6 @@ class GenerationJob:
     initial_codes: dict[int, torch.Tensor] = field(default_factory=dict)
     given_levels: dict[int, torch.Tensor] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    resume_only: bool = False
 
     @property
     def notes(self) -> list[str]:
@@ -111,11 +109,6 @@ class GenerationJob:
         return [f"{self.bundle.name} has untrained random weights: expect noise, not music."]
 
     @property
-    def device_name(self) -> str:
-        """Set by :meth:`estimate` and :meth:`run`: the device they resolved (for messages)."""
-        return getattr(self, "_device_name", "the device")
-
-    @property
     def resumes(self) -> bool:
         """Whether :meth:`run` will continue a run already in the output folder (same settings)."""
         return Run.would_resume(self.output, self.request.settings())
@@ -123,20 +116,22 @@ class GenerationJob:
     def plan(self, device: str | torch.device = "auto") -> list[LevelPlan]:
         """Codes, windows, new tokens and memory per level (the working dtype on ``device`` sizes the cache)."""
         existing = {level: codes.shape[1] for level, codes in self.initial_codes.items()}
-        torch_device = resolve_device(device) if isinstance(device, str) else device
+        torch_device = _device(device)
         return plan_cascade(
             self.bundle, self.request, existing, working_dtype(self.request.dtype, torch_device)
         )
 
-    def estimate(self, device: str | torch.device = "auto", compile: str = "auto") -> list[LevelEstimate]:
+    def estimate(
+        self, device: str | torch.device = "auto", compile: str = "auto", plans: list[LevelPlan] | None = None
+    ) -> list[LevelEstimate]:
         """Expected time per level on ``device``, from a probe of a slice of each prior (seconds per level).
 
-        Needs no weights: the probe builds one block of each attention type with random values.
+        Needs no weights: the probe builds one block of each attention type with random values. ``plans``:
+        this job's :meth:`plan` on the same device, if already made.
         """
-        torch_device = resolve_device(device) if isinstance(device, str) else device
-        self._device_name = device_description(torch_device)
+        torch_device = _device(device)
         dtype = working_dtype(self.request.dtype, torch_device)
-        return estimate_cascade(self.bundle, self.request, self.plan(torch_device), device=torch_device,
+        return estimate_cascade(self.bundle, self.request, plans or self.plan(torch_device), device=torch_device,
                                 decode=decode_mode(compile, torch_device), dtype=dtype)  # fmt: skip
 
     def run(
@@ -163,11 +158,9 @@ class GenerationJob:
             OutputExistsError: the folder holds a run with other settings (and ``force`` is off).
             DeviceError: an unavailable device, or out of memory.
         """
-        torch_device = resolve_device(device) if isinstance(device, str) else device
+        torch_device = _device(device)
         decode = decode_mode(compile, torch_device)
-        run, _ = Run.create_or_resume(
-            self.output, self.request.settings(), force=force and not self.resume_only
-        )
+        run, _ = Run.create_or_resume(self.output, self.request.settings(), force=force)
         run.update(device=str(torch_device), model=self.bundle.describe())
         for level, codes in self.given_levels.items():  # finished as they are
             if run.load_codes(level)[0] is None:
@@ -190,6 +183,10 @@ class GenerationJob:
             files=sorted(p for level in self.request.levels for p in run.level_dir(level).glob("item_*.wav")),
             alignments=sorted(run.level_dir(top).glob("item_*.alignment.json")),
         )
+
+
+def _device(device: str | torch.device) -> torch.device:
+    return resolve_device(device) if isinstance(device, str) else device
 
 
 def decode_mode(compile: str, device: torch.device) -> str:
@@ -447,7 +444,7 @@ def prepare_resume(
     request = CascadeRequest.from_settings(run.settings)
     bundle = model if model is not None else _bundle(request.model, cache_dir, progress)
     validate_request(bundle, request)  # a hand-edited run.json is checked like new settings
-    return _job(bundle, request, Path(run_dir), resume_only=True)
+    return _job(bundle, request, Path(run_dir))
 
 
 # -- one call -------------------------------------------------------------------------------------------------
