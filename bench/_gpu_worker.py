@@ -118,13 +118,14 @@ def ours_runner(prior, mode: str, batch: int, device: torch.device, seed: int) -
 
     decoder = make_decoder(prior, mode, batch, device)
     extra = {} if decoder is None else {"decoder": decoder}
-    settings = SamplingSettings(greedy=True)  # the decoder, not settings.decode, sets the mode
+    # The whole sampling path (filter and draw), as the reference's top_k=1 runs it; the decoder, not
+    # settings.decode, sets the mode.
+    settings = SamplingSettings(temperature=1.0, top_k=1)
     codes, labels, upper = make_inputs(prior.config, batch, device, seed=seed)
-    generator = torch.Generator(device=device).manual_seed(seed)
 
     def call(n_known: int, n_new: int) -> torch.Tensor:
         return sample_window(prior, codes[:, :n_known], n_new, labels, upper_codes=upper, settings=settings,
-                             dtype=DTYPE, generator=generator, **extra)  # fmt: skip
+                             dtype=DTYPE, **extra)  # fmt: skip
 
     return Runner(call, device)
 

@@ -14,9 +14,8 @@ reference, each on:
   fill the key/value caches (timed as a window with that context and one new token);
 * a primed window: the same context, then ``--tokens`` new codes.
 
-All sides decode greedily (ours: ``SamplingSettings(greedy=True)``; the reference: its own sampler with
-temperature 1 and top_k=1, i.e. argmax), so the codes must agree token for token; the table says whether
-they do. Our decoder (with its compiled step) is built and warmed up once, outside the timings, as a level's
+All sides run their whole sampling path (filter, then the categorical draw) with temperature 1 and top_k=1,
+so every draw is the argmax and the codes must agree token for token; the table says whether they do. Our decoder (with its compiled step) is built and warmed up once, outside the timings, as a level's
 sampling does. Prints the median tokens/s per side over ``--repeats`` runs (the sides alternate, so all see
 the same machine load) and the ratios to the reference (above 1: ours is faster).
 jukebox-infer is a test-only dependency: ``pip install -e .[test]``.
@@ -142,7 +141,8 @@ def run(args: argparse.Namespace) -> tuple[list[dict], object, object, str, floa
                 for mode in ("eager", args.decode)}  # fmt: skip
 
     def ours_fn(mode, context, n_new):
-        settings = SamplingSettings(greedy=True, chunk_size=args.chunk_size, decode=decoders[mode].mode)
+        settings = SamplingSettings(temperature=1.0, top_k=1, chunk_size=args.chunk_size,
+                                    decode=decoders[mode].mode)  # fmt: skip
         return lambda: sample_window(ours, context, n_new, labels, upper_codes=upper, settings=settings,
                                      dtype=dtype, decoder=decoders[mode])  # fmt: skip
 

@@ -1,8 +1,10 @@
 """Fixed-seed runs whose codes, audio and metrics must not change when the code is reorganised.
 
 ``tests/data/golden.json`` was recorded by ``python -m tests.golden --record`` on the code as it was before the
-engine was regrouped into subpackages; ``tests/integration/test_golden.py`` repeats every case through the CLI
-and compares. Codes are compared exactly (sha256 of the int64 tensors). Audio is compared by the sha256 of its
+engine was regrouped into subpackages, and recorded again, on purpose, when each sample got its own random
+stream (the runs of several samples changed then; single-sample runs kept their codes, since sample 0's
+stream is seeded as the first batch's generator was); ``tests/integration/test_golden.py`` repeats every case
+through the CLI and compares. Codes are compared exactly (sha256 of the int64 tensors). Audio is compared by the sha256 of its
 16-bit samples on a machine with the recording's CPU features and torch version (where float kernels give
 the same bits); elsewhere by summary numbers within a tolerance, since another instruction set may round
 the last bit of a float differently.

@@ -52,8 +52,8 @@ Dtype = Annotated[str, typer.Option(help="auto (bf16/fp16 on GPUs, fp32 on the C
 MaxBatch = Annotated[
     str,
     typer.Option(
-        help="Samples per prior call: one value or one per sampled level, e.g. 3,16,16 (lower it when out of "
-        "memory)."
+        help="Samples per prior call: auto (as many as free memory holds) or a number, one value or one per "
+        "sampled level, e.g. 3,16,16. It does not change the samples."
     ),
 ]
 ChunkSize = Annotated[
@@ -103,13 +103,14 @@ def _print_plan(console: Console, job, plans, estimates, device: str) -> None:
     bundle, request = job.bundle, job.request
     table = Table(title=f"Plan: {request.sample_length / bundle.sample_rate:.2f} s x {len(request.samples)} "
                         f"sample(s) with {bundle.name}")  # fmt: skip
-    columns = ("level", "codes", "existing", "windows", "new tokens", "KV cache/sample", "weights", "decode",
-               "expected time")  # fmt: skip
+    columns = ("level", "codes", "existing", "windows", "new tokens", "batch", "KV cache/sample", "weights",
+               "decode", "expected time")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="left" if column == "decode" else "right")
     for p, e in zip(plans, estimates, strict=True):
         table.add_row(str(p.level), f"{p.total_codes:,}", f"{p.existing_codes:,}", str(p.windows),
-                      f"{p.new_tokens:,}", _size(p.cache_bytes_per_sample), _size(p.weight_bytes), e.mode,
+                      f"{p.new_tokens:,}", str(p.batch_size), _size(p.cache_bytes_per_sample), _size(p.weight_bytes),
+                      e.mode,
                       _duration(e.seconds))  # fmt: skip
     table.caption = (f"expected time on {device}: {_duration(sum(e.seconds for e in estimates))} "
                      "(a probe of each prior's decode step; VQ-VAE decoding not counted)")  # fmt: skip
@@ -194,7 +195,7 @@ def generate(
     device: Device = "auto",
     cache_dir: CacheDir = None,
     dtype: Dtype = "auto",
-    max_batch_size: MaxBatch = "16",
+    max_batch_size: MaxBatch = "auto",
     chunk_size: ChunkSize = 32,
     allow_unknown: AllowUnknown = False,
     alignment: Alignment = True,
@@ -266,7 +267,7 @@ def continue_(
     device: Device = "auto",
     cache_dir: CacheDir = None,
     dtype: Dtype = "auto",
-    max_batch_size: MaxBatch = "16",
+    max_batch_size: MaxBatch = "auto",
     chunk_size: ChunkSize = 32,
     allow_unknown: AllowUnknown = False,
     alignment: Alignment = True,
@@ -316,7 +317,7 @@ def upsample(
     device: Device = "auto",
     cache_dir: CacheDir = None,
     dtype: Dtype = "auto",
-    max_batch_size: MaxBatch = "16",
+    max_batch_size: MaxBatch = "auto",
     chunk_size: ChunkSize = 32,
     output: Output = None,
     compile: Compile = CompileChoice.auto,

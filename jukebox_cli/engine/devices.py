@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from jukebox_cli.engine.errors import DeviceError
@@ -41,3 +43,23 @@ def device_description(device: torch.device) -> str:
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return str(device)
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes that new tensors on ``device`` can still take: free memory on a GPU (what the driver reports,
+    plus what torch's allocator holds unused), available RAM on the CPU and on Apple's unified memory."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return _available_ram()
+
+
+def _available_ram() -> int:
+    try:  # Linux: MemAvailable counts the page cache the kernel would give back, MemFree does not
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

@@ -175,6 +175,24 @@ def test_primed_generate_and_per_level_batches(run_cli, tmp_path: Path) -> None:
     assert settings["prompt"] == {"file": str(song), "seconds": 0.3}
 
 
+def test_each_take_is_its_own_whatever_the_batching(run_cli, tmp_path: Path) -> None:
+    """Each sample draws from its own stream: one batch, three batches and one take alone agree."""
+    args = (*COMMON, "--genre", "rock", "--duration", "1", "--seed", "11")
+    for name, extra in {
+        "auto": ("-n", "3"),
+        "ones": ("-n", "3", "--max-batch-size", "1"),
+        "one": ("-n", "1"),
+    }.items():
+        assert run_cli("generate", *args, *extra, "-o", tmp_path / name).exit_code == 0
+    state = json.loads((tmp_path / "auto" / "run.json").read_text())["state"]
+    assert state["batch_sizes"] == {"2": 3, "1": 3, "0": 3}  # auto: all three fit in memory
+    for level in (2, 1, 0):
+        together = _codes(tmp_path / "auto", level)
+        assert torch.equal(_codes(tmp_path / "ones", level), together)
+        assert torch.equal(_codes(tmp_path / "one", level)[0], together[0])
+        assert not torch.equal(together[0], together[1])
+
+
 def test_continue_bad_input(run_cli, tmp_path: Path) -> None:
     song = tmp_path / "song.wav"
     sf.write(song, music_like(1.0, 22050), 22050)

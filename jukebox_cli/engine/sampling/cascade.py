@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from jukebox_cli.engine.audio import io as audio_io
+from jukebox_cli.engine.devices import free_memory
 from jukebox_cli.engine.dtypes import working_dtype
 from jukebox_cli.engine.errors import ConfigError, DeviceError
 from jukebox_cli.engine.progress import (
@@ -22,8 +23,10 @@ from jukebox_cli.engine.progress import (
     noop,
 )
 from jukebox_cli.engine.sampling.alignment import missing_alignments, write_alignments
+from jukebox_cli.engine.sampling.batching import batch_size, bytes_per_sample
 from jukebox_cli.engine.sampling.conditioning import encode_metadata, labels_for
 from jukebox_cli.engine.sampling.level import SamplingSettings, sample_level
+from jukebox_cli.engine.sampling.plan import cache_bytes
 from jukebox_cli.engine.sampling.request import CascadeRequest
 from jukebox_cli.engine.sampling.runs import Run
 from jukebox_cli.engine.weights.bundle import Bundle
@@ -92,11 +95,6 @@ def run_cascade(
         if not finished:
             labeller = bundle.labellers[level]
             encoded, _ = encode_metadata(labeller, request.samples, allow_unknown=request.allow_unknown)
-            settings = SamplingSettings(
-                temperature=request.temperature[level], top_k=request.top_k, top_p=request.top_p,
-                hop_fraction=request.hop_fraction[level], chunk_size=request.chunk_size,
-                max_batch_size=request.max_batch_size[level], decode=decode,
-            )  # fmt: skip
             upper = codes.get(level + 1) if config.is_upsampler else None
             done = [windows_done]
 
@@ -110,6 +108,19 @@ def run_cascade(
             prior = None
             try:
                 prior = bundle.load_prior(level, device, linear_dtype)
+                batch = batch_size(
+                    request.max_batch_size[level],
+                    n_samples,
+                    device=device,
+                    free_bytes=free_memory(device),
+                    per_sample=bytes_per_sample(config, cache_bytes(prior, dtype), dtype, request.chunk_size),
+                )
+                run.update(batch_sizes={**run.state.get("batch_sizes", {}), str(level): batch})
+                settings = SamplingSettings(
+                    temperature=request.temperature[level], top_k=request.top_k, top_p=request.top_p,
+                    hop_fraction=request.hop_fraction[level], chunk_size=request.chunk_size,
+                    max_batch_size=batch, decode=decode,
+                )  # fmt: skip
                 current = sample_level(
                     prior, current[:, :total], total,
                     labels_for(labeller, encoded, config, request.total_length, device),

@@ -1,8 +1,9 @@
 """Turning logits into tokens: temperature, top-k / top-p filtering and the categorical draw.
 
 The released settings use neither filter (top_k 0, top_p 0.0); they are here because the original
-implements them. Draws are ``torch.multinomial``'s single-sample computation (see :func:`draw`) with an
-explicit ``torch.Generator``, so a seeded run gives the same tokens every time on the same device.
+implements them. Draws are ``torch.multinomial``'s single-sample computation (see :func:`draw`), racing
+against Exp(1) values from an explicit ``torch.Generator`` or given by the caller (``noise.RaceNoise``: one
+stream per sample), so a seeded run gives the same tokens every time on the same device.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def sample_logits(
     top_k: int = 0,
     top_p: float = 0.0,
     generator: torch.Generator | None = None,
+    race: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Draw one token per row: ``softmax(filter(logits / temperature))``, then a categorical draw (:func:`draw`).
 
@@ -80,6 +82,7 @@ def sample_logits(
         top_k: See ``filter_logits``.
         top_p: See ``filter_logits``.
         generator: The random source (on the logits' device); None uses torch's global one.
+        race: Exp(1) values shaped like ``logits`` to draw with instead of ``generator`` (see :func:`draw`).
 
     Returns:
         ``[...]`` int64 token ids.
@@ -91,18 +94,22 @@ def sample_logits(
         raise ConfigError(f"temperature must be a positive number, got {temperature}.")
     scaled = logits.float() / temperature
     probs = torch.softmax(filter_logits(scaled, top_k=top_k, top_p=top_p), dim=-1)
-    return draw(probs, generator)
+    return draw(probs, generator, race=race)
 
 
-def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def draw(
+    probs: torch.Tensor, generator: torch.Generator | None = None, *, race: torch.Tensor | None = None
+) -> torch.Tensor:
     """One categorical draw per row of ``probs`` [..., V] -> [...] int64, without waiting for the device.
 
     This is the computation ``torch.multinomial(probs, 1)`` performs for a single sample: argmax(p / q) with
     q ~ Exp(1) drawn by ``exponential_`` from ``generator`` (the exponential-race form of the Gumbel-max
     trick). Written out, it gives the same tokens from the same generator state, but skips multinomial's
     validity checks of ``probs``, which on some versions read a value back to the host on every call; a
-    decode loop that launches work ahead of the device must not stall on each token.
+    decode loop that launches work ahead of the device must not stall on each token. ``race``: the q values
+    (shaped like ``probs``), when the caller keeps its own streams; ``generator`` is then unused.
     """
     flat = probs.reshape(-1, probs.shape[-1])  # (rows, V)
-    race = torch.empty_like(flat).exponential_(1, generator=generator)
-    return (flat / race).argmax(dim=-1).reshape(probs.shape[:-1])
+    if race is None:
+        race = torch.empty_like(flat).exponential_(1, generator=generator)
+    return (flat / race.reshape(flat.shape)).argmax(dim=-1).reshape(probs.shape[:-1])

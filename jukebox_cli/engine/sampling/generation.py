@@ -118,7 +118,7 @@ class GenerationJob:
         existing = {level: codes.shape[1] for level, codes in self.initial_codes.items()}
         torch_device = _device(device)
         return plan_cascade(
-            self.bundle, self.request, existing, working_dtype(self.request.dtype, torch_device)
+            self.bundle, self.request, existing, working_dtype(self.request.dtype, torch_device), torch_device
         )
 
     def estimate(
@@ -160,6 +160,7 @@ class GenerationJob:
         """
         torch_device = _device(device)
         decode = decode_mode(compile, torch_device)
+        self.bundle = self.bundle.fetched(progress)  # a released model is downloaded now, not when planned
         run, _ = Run.create_or_resume(self.output, self.request.settings(), force=force)
         run.update(device=str(torch_device), model=self.bundle.describe())
         for level, codes in self.given_levels.items():  # finished as they are
@@ -208,7 +209,8 @@ def decode_mode(compile: str, device: torch.device) -> str:
 def _bundle(model: ModelArg, cache_dir: str | Path | None, progress: ProgressCallback) -> Bundle:
     if isinstance(model, Bundle):
         return model
-    return load_bundle(model, cache_dir=cache_dir, download=True, progress=progress)
+    # A released model not in the cache stays pending until the job runs: planning needs no download.
+    return load_bundle(model, cache_dir=cache_dir, download=True, defer=True, progress=progress)
 
 
 def _slug(text: str) -> str:
@@ -250,7 +252,7 @@ def prepare_generate(
     prime: str | Path | None = None,
     prompt_seconds: float = DEFAULT_PROMPT_SECONDS,
     dtype: str = "auto",
-    max_batch_size: PerLevel = 16,
+    max_batch_size: PerLevel = "auto",
     chunk_size: int = 32,
     allow_unknown: bool = False,
     output: str | Path | None = None,
@@ -266,8 +268,10 @@ def prepare_generate(
             raised to the model's shortest song).
         samples: how many takes, sampled together.
         levels: the levels to sample, top first (default: all).
-        temperature, max_batch_size: one value, or one per sampled level (top first).
-        top_k, top_p: filters (0: off); ``seed``: the same seed and settings give the same codes.
+        temperature, max_batch_size: one value, or one per sampled level (top first); ``max_batch_size``
+            may be ``auto`` (as many samples per prior call as free memory holds; it never changes the draws).
+        top_k, top_p: filters (0: off); ``seed``: the same seed and settings give the same codes, and each
+            sample's draws depend only on the seed and its index, not on how many samples run.
         prime: an audio file whose first ``prompt_seconds`` the samples continue.
         dtype: ``auto`` (bf16/fp16 on GPUs, fp32 on the CPU), ``fp32``, ``fp16`` or ``bf16``.
         chunk_size: known codes pushed through the prior at once when priming.
@@ -317,7 +321,7 @@ def prepare_continue(
     top_p: float = 0.0,
     seed: int = 0,
     dtype: str = "auto",
-    max_batch_size: PerLevel = 16,
+    max_batch_size: PerLevel = "auto",
     chunk_size: int = 32,
     allow_unknown: bool = False,
     output: str | Path | None = None,
@@ -366,6 +370,7 @@ def prepare_continue(
         max_batch_size=max_batch_size, chunk_size=chunk_size, allow_unknown=allow_unknown, prompt=prompt,
     )  # fmt: skip
     if initial is None:
+        bundle = bundle.fetched(progress)  # encoding the prompt needs the VQ-VAE's weights
         initial = encode_prompt(bundle, source, prompt["seconds"], len(metas), request.levels)
     initial = {level: codes for level, codes in initial.items() if level in request.levels}
     top_samples = initial[bundle.top_level].shape[1] * bundle.vqvae.hop_lengths[-1]
@@ -387,7 +392,7 @@ def prepare_upsample(
     top_p: float = 0.0,
     seed: int = 0,
     dtype: str = "auto",
-    max_batch_size: PerLevel = 16,
+    max_batch_size: PerLevel = "auto",
     chunk_size: int = 32,
     output: str | Path | None = None,
     cache_dir: str | Path | None = None,

@@ -1,14 +1,14 @@
 """Sampling codes from a prior: one window with a key/value cache, and a whole level window by window
 ("Windows" in docs/ARCHITECTURE.md).
 
-Randomness is drawn from a generator seeded per (seed, level, window, batch piece), so a run that resumes
-from its last finished window draws exactly the tokens an uninterrupted run would have drawn.
+Each sample draws from its own stream, seeded per (seed, level, window, sample) (``noise.py``), so a run that
+resumes from its last finished window draws exactly the tokens an uninterrupted run would have drawn, and
+how the samples are split into batches does not change them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -20,6 +20,7 @@ from jukebox_cli.engine.progress import Advanced, ProgressCallback, StageFinishe
 from jukebox_cli.engine.sampling.decode import MODES as DECODE_MODES
 from jukebox_cli.engine.sampling.decode import Decoder, make_decoder, prepare, resolve_mode
 from jukebox_cli.engine.sampling.filtering import sample_logits
+from jukebox_cli.engine.sampling.noise import RaceNoise, stream_seed
 from jukebox_cli.engine.sampling.windows import Window, plan_level, window_advance
 
 
@@ -46,12 +47,6 @@ class SamplingSettings:
 PROGRESS_EVERY = 32  # tokens per Advanced event: one event per token costs more than a fast step
 
 
-def window_seed(seed: int, level: int, window: int, piece: int) -> int:
-    """A 63-bit seed for one window's batch piece, independent of how many windows ran before."""
-    digest = hashlib.sha256(f"{seed}:{level}:{window}:{piece}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
 @contextlib.contextmanager
 def _threads_for(prior: Prior, device: torch.device) -> Iterator[None]:
     """Small priors on the CPU sample faster on one thread: per-token matmuls are too small to split, and
@@ -76,7 +71,7 @@ def sample_window(
     upper_codes: torch.Tensor | None = None,
     settings: SamplingSettings = SamplingSettings(),
     dtype: torch.dtype = torch.float32,
-    generator: torch.Generator | None = None,
+    noise: RaceNoise | None = None,
     progress: ProgressCallback = noop,
     stage: str = "tokens",
     decoder: Decoder | None = None,
@@ -91,7 +86,8 @@ def sample_window(
         upper_codes: upsamplers: [N, n_ctx / 4] codes of the level above covering this window.
         settings: temperature, filters, chunk size, decode mode.
         dtype: the Transformer's working dtype (float16/bfloat16 on GPU; softmax and LayerNorm stay float32).
-        generator: random source (on the prior's device).
+        noise: each row's random stream (on the prior's device); None seeds one per row from torch's global
+            generator.
         progress: receives a ``stage`` counted in sampled tokens (in steps of ``PROGRESS_EVERY``).
         decoder: reuse this decoder (for ``prior``, N sequences, ``dtype``) and its buffers instead of making
             one for this window from ``settings.decode``.
@@ -106,6 +102,8 @@ def sample_window(
     device = labels.device
     if decoder is None:
         decoder = make_decoder(prior, batch, dtype=dtype, device=device, mode=settings.decode, steps=n_new)
+    if noise is None and not settings.greedy:
+        noise = RaceNoise.from_global(batch, device)
     prior = decoder.prior  # Conv1D weights resident in dtype
     x_cond, y_cond, lyrics = prior.conditioning(labels, upper_codes)
     encoder_kv = prior.encode_lyrics(lyrics, dtype) if c.lyric_encoder is not None else None
@@ -124,7 +122,7 @@ def sample_window(
             token = logits.argmax(dim=-1)
         else:
             token = sample_logits(logits, temperature=settings.temperature, top_k=settings.top_k,
-                                  top_p=settings.top_p, generator=generator)  # fmt: skip
+                                  top_p=settings.top_p, race=noise.take(logits.shape[-1]))  # fmt: skip
         tokens[:, t] = token
         decoder.advance(token)
         done = t + 1 - prefix.shape[1]
@@ -218,13 +216,12 @@ def _run_windows(prior, codes, plan, labels_for, upper_codes, settings, seed, dt
             factor = c.conditioner.upsampling
             upper = upper_codes[:, window.start // factor : window.end // factor]
         pieces = []
-        for piece, rows in enumerate(torch.arange(codes.shape[0]).split(settings.max_batch_size)):
-            generator = torch.Generator(device=codes.device)
-            generator.manual_seed(window_seed(seed, c.level, index, piece))
+        for rows in torch.arange(codes.shape[0]).split(settings.max_batch_size):
+            noise = RaceNoise([stream_seed(seed, c.level, index, int(row)) for row in rows], codes.device)
             out = sample_window(
                 prior, context[rows], window.n_new, labels[rows],
                 upper_codes=None if upper is None else upper[rows], settings=settings, dtype=dtype,
-                generator=generator, progress=progress, stage=f"window {index + 1} tokens",
+                noise=noise, progress=progress, stage=f"window {index + 1} tokens",
                 decoder=decoder_for(len(rows)),
             )  # fmt: skip
             pieces.append(out[:, -window.n_new :])

@@ -1,4 +1,4 @@
-"""The plan of a run before anything is sampled: per level, codes, windows, new tokens and memory.
+"""The plan of a run before anything is sampled: per level, codes, windows, new tokens, batch and memory.
 
 ``--dry-run`` prints it; it needs only the priors' configs (a released model's plan needs no download of its
 priors: their architecture is known from the registry).
@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
+from jukebox_cli.engine.devices import free_memory
 from jukebox_cli.engine.models.prior import Prior
+from jukebox_cli.engine.sampling.batching import AUTO, batch_size, bytes_per_sample
 from jukebox_cli.engine.sampling.request import CascadeRequest
 from jukebox_cli.engine.sampling.windows import plan_level, window_advance
 from jukebox_cli.engine.weights.bundle import Bundle
@@ -27,6 +29,7 @@ class LevelPlan:
     new_tokens: int
     cache_bytes_per_sample: int
     weight_bytes: int
+    batch_size: int  # samples per prior call (``auto``: what free memory holds now, before the weights load)
 
 
 def cache_bytes(prior: Prior, dtype: torch.dtype) -> int:
@@ -40,6 +43,7 @@ def plan_cascade(
     request: CascadeRequest,
     existing: dict[int, int] | None = None,
     dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
 ) -> list[LevelPlan]:
     """One :class:`LevelPlan` per requested level, top first.
 
@@ -48,8 +52,11 @@ def plan_cascade(
         request: a validated request.
         existing: level -> codes already present (a prompt, or a run being resumed).
         dtype: the working dtype, which sizes the key/value cache.
+        device: where the run will sample (its free memory sizes ``auto`` batches).
     """
     existing = existing or {}
+    device = torch.device(device)
+    free = free_memory(device) if AUTO in request.max_batch_size.values() else 0
     plans = []
     for level in request.levels:
         prior = bundle.skeleton(level)
@@ -59,6 +66,10 @@ def plan_cascade(
             total, existing.get(level, 0), c.n_ctx, window_advance(request.hop_fraction[level], c.n_ctx)
         )
         weights = sum(p.numel() * p.element_size() for p in prior.parameters())
+        cache = cache_bytes(prior, dtype)
+        batch = batch_size(request.max_batch_size[level], len(request.samples), device=device,
+                           per_sample=bytes_per_sample(c, cache, dtype, request.chunk_size),
+                           free_bytes=max(free - weights, 0))  # fmt: skip
         plans.append(LevelPlan(level, total, existing.get(level, 0), len(windows),
-                               sum(w.n_new for w in windows), cache_bytes(prior, dtype), weights))  # fmt: skip
+                               sum(w.n_new for w in windows), cache, weights, batch))  # fmt: skip
     return plans

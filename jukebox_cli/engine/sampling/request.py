@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from jukebox_cli.engine.errors import ConfigError
+from jukebox_cli.engine.sampling.batching import AUTO, parse_batch_size
 from jukebox_cli.engine.sampling.windows import sample_length
 from jukebox_cli.engine.weights.bundle import Bundle
 
@@ -42,7 +43,8 @@ class CascadeRequest:
     top_p: float = 0.0
     seed: int = 0
     chunk_size: int = 32
-    max_batch_size: dict[int, int] = field(default_factory=lambda: {2: 16, 1: 16, 0: 16})
+    # Samples per prior call per level: a number or "auto" (batching.py); it does not change the draws.
+    max_batch_size: dict[int, int | str] = field(default_factory=lambda: {2: AUTO, 1: AUTO, 0: AUTO})
     hop_fraction: dict[int, float] = field(default_factory=lambda: dict(DEFAULT_HOP_FRACTIONS))
     dtype: str = "auto"
     allow_unknown: bool = False
@@ -146,6 +148,25 @@ def per_level(value: PerLevel, levels: Sequence[int], name: str) -> dict[int, fl
     return dict(zip(levels, values, strict=True))
 
 
+def per_level_batch(value: PerLevel, levels: Sequence[int]) -> dict[int, int | str]:
+    """``--max-batch-size`` per sampled level: like :func:`per_level`, with ``auto`` allowed for any level."""
+    if isinstance(value, Mapping):
+        items = [value[level] for level in levels if level in value]
+    elif isinstance(value, str):
+        items = [part.strip() for part in value.split(",")]
+    elif isinstance(value, int | float):
+        items = [value]
+    else:
+        items = list(value)
+    if len(items) == 1:
+        items = items * len(levels)
+    if len(items) != len(levels):
+        raise ConfigError(
+            f"--max-batch-size needs one value or one per sampled level ({len(levels)}); got {value!r}."
+        )
+    return {level: parse_batch_size(item) for level, item in zip(levels, items, strict=True)}
+
+
 def song_lengths(bundle: Bundle, duration: float, total_duration: float | None = None) -> tuple[int, int]:
     """(samples to generate, samples in the whole song) for durations in seconds.
 
@@ -176,7 +197,7 @@ def build_request(
     top_p: float = 0.0,
     seed: int = 0,
     dtype: str = "auto",
-    max_batch_size: PerLevel = 16,
+    max_batch_size: PerLevel = AUTO,
     chunk_size: int = 32,
     allow_unknown: bool = False,
     prompt: dict | None = None,
@@ -191,7 +212,8 @@ def build_request(
         duration: seconds to generate (rounded down to whole top-level codes).
         total_duration: the whole song's length in seconds (default: see :func:`song_lengths`).
         levels: the levels to sample, top first (default: all).
-        temperature, max_batch_size: one value, one per sampled level, or a level -> value mapping.
+        temperature, max_batch_size: one value, one per sampled level, or a level -> value mapping
+            (``max_batch_size``: whole numbers or ``auto``).
         top_k, top_p, seed, dtype, chunk_size, allow_unknown: as in :class:`CascadeRequest`.
         prompt: a description of what the run continues, for the record.
         first_level: the highest level sampled (default: the top; upsampling starts one below it).
@@ -204,15 +226,13 @@ def build_request(
     if not samples:
         raise ConfigError("Ask for at least one sample.")
     length, total = song_lengths(bundle, duration, total_duration)
-    batches = per_level(max_batch_size, chosen, "max-batch-size")
-    if any(b < 1 or b != int(b) for b in batches.values()):
-        raise ConfigError(f"--max-batch-size must be positive whole numbers; got {max_batch_size!r}.")
+    batches = per_level_batch(max_batch_size, chosen)
     if chunk_size < 1:
         raise ConfigError(f"--chunk-size must be positive; got {chunk_size}.")
     request = CascadeRequest(
         model=model, samples=tuple(samples), sample_length=length, total_length=total, levels=chosen,
         temperature=per_level(temperature, chosen, "temperature"), top_k=top_k, top_p=top_p, seed=seed,
-        chunk_size=chunk_size, max_batch_size={level: int(b) for level, b in batches.items()}, dtype=dtype,
+        chunk_size=chunk_size, max_batch_size=batches, dtype=dtype,
         allow_unknown=allow_unknown, prompt=prompt,
         hop_fraction={level: DEFAULT_HOP_FRACTIONS[level] for level in chosen},
     )  # fmt: skip

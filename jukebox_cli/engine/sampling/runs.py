@@ -10,8 +10,8 @@ Layout of a run directory::
 
 Every file is written atomically (``files.atomic_write``), so a crash or Ctrl-C leaves the previous version
 of a file intact and a run can be resumed from its last finished window. Resuming gives bit-identical codes
-when the sampler draws each window from a generator seeded by (seed, level, window), since the plan from the
-saved codes is the tail of the full plan (``windows.plan_level``).
+when the sampler draws each window from generators seeded by (seed, level, window, sample), since the plan
+from the saved codes is the tail of the full plan (``windows.plan_level``).
 
 ``settings`` are everything that decides the codes (model, labels, lyrics, seed, temperatures, ...): a run is
 resumed only with exactly the same settings (floats compared exactly). Anything that may change between

@@ -39,6 +39,20 @@ class Bundle:
     labellers: dict[int, Labeller] = field(default_factory=dict)
     resident: bool = False  # priors live in memory (moved, not reloaded, between devices)
     source: str | None = None  # the --model value it was loaded from (default: its name)
+    # A released model not yet in the cache: the architecture only (a meta-device VQ-VAE, no prior loader), so
+    # a plan and its time estimate need no download; ``fetch(progress)`` downloads it and returns the real one.
+    fetch: Callable[..., Bundle] | None = None
+
+    @property
+    def pending(self) -> bool:
+        """The weights are not here yet (see ``fetch``)."""
+        return self.fetch is not None
+
+    def fetched(self, progress: Callable | None = None) -> Bundle:
+        """This bundle with its weights: itself, or what ``fetch`` downloads and loads."""
+        if self.fetch is None:
+            return self
+        return self.fetch() if progress is None else self.fetch(progress=progress)
 
     def __post_init__(self) -> None:
         for level, c in self.prior_configs.items():

@@ -25,7 +25,7 @@ from jukebox_cli.engine.checkpoints.layouts import (
 from jukebox_cli.engine.checkpoints.native import FORMAT_NAME, load_native, read_native_metadata
 from jukebox_cli.engine.errors import CheckpointNotFound, ConfigError, IncompatibleCheckpoint
 from jukebox_cli.engine.models.builders import build_prior, build_vqvae
-from jukebox_cli.engine.models.presets import NEEDS_WEIGHTS, vqvae_config
+from jukebox_cli.engine.models.presets import NEEDS_WEIGHTS, prior_config, vqvae_config
 from jukebox_cli.engine.models.vqvae import VQVAEConfig
 from jukebox_cli.engine.progress import ProgressCallback, noop
 from jukebox_cli.engine.weights import released, remote
@@ -154,6 +154,7 @@ def load_bundle(
     *,
     cache_dir: str | Path | None = None,
     download: bool = False,
+    defer: bool = False,
     progress: ProgressCallback = noop,
 ) -> Bundle:
     """A whole model (VQ-VAE on the CPU, priors loaded on demand) from any ``--model`` value.
@@ -163,6 +164,9 @@ def load_bundle(
         cache_dir: the model cache (default: ``$JUKEBOX_CACHE`` or the user cache folder).
         download: fetch a released model's missing parts instead of failing (repositories and URLs are
             always fetched).
+        defer: a released model that is not all in the cache comes back pending (``Bundle.fetch``): its
+            architecture is known without a download, so it can be planned offline; nothing is fetched
+            until ``bundle.fetched()``.
         progress: download and conversion events.
 
     Raises:
@@ -172,10 +176,32 @@ def load_bundle(
     source = resolve(spec)
     if source.kind == "tiny-random":
         return tiny_random()
+    if (
+        defer
+        and source.kind == "released"
+        and not released.model_status(source.released, cache_dir=cache_dir).complete
+    ):
+        return _released_architecture(source, cache_dir)
     vqvae, priors = model_files(source, cache_dir=cache_dir, download=download, progress=progress)
     bundle = Bundle.from_files(source.name, vqvae, priors)
     bundle.source = source.spec
     return bundle
+
+
+def _released_architecture(source: ModelSource, cache_dir: str | Path | None) -> Bundle:
+    """A pending bundle of a released model: its registry presets on the meta device, fetched on demand."""
+    parts = MODELS[source.released].part_list()
+    configs = {p.level: prior_config(p.preset) for p in parts if p.kind == "prior"}
+    vqvae = next(p for p in parts if p.kind == "vqvae")
+
+    def not_fetched(level: int, device: torch.device, linear_dtype: torch.dtype | None):
+        raise CheckpointNotFound(f"{source.spec} is not downloaded yet; call bundle.fetched() first.")
+
+    def fetch(progress: ProgressCallback = noop) -> Bundle:
+        return load_bundle(source.spec, cache_dir=cache_dir, download=True, progress=progress)
+
+    return Bundle(source.name, build_vqvae(vqvae.preset, "meta"), configs, not_fetched, pretrained=True,
+                  source=source.spec, fetch=fetch)  # fmt: skip
 
 
 def tiny_random(seed: int = 0) -> Bundle:
