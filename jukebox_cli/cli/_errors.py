@@ -11,6 +11,7 @@ from jukebox_cli.engine import errors as e
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
+EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 # (type, exit code, hint shown under the message)
@@ -28,14 +29,14 @@ ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
     (e.CheckpointError, 3, ""),
     (e.DeviceError, 5, "Try --device cpu."),
     (e.LabelError, 2, ""),
-    (e.ConfigError, 2, "See the command's --help."),
+    (e.ConfigError, 2, ""),  # the message names the option to change
     (e.TrainingError, 8, "See `jukebox train --help`."),
     (e.JukeboxError, 1, ""),
 ]
 
 
 def lookup(error: BaseException) -> tuple[int, str]:
-    """Exit code and hint for ``error`` (unexpected errors: 1 and a pointer to --debug)."""
+    """Exit code and hint for ``error`` (unexpected errors: 1, no hint)."""
     for kind, code, hint in ERROR_TABLE:
         if isinstance(error, kind):
             return code, hint

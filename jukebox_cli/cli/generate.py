@@ -29,7 +29,8 @@ Alignment = Annotated[
     ),
 ]
 LyricsFile = Annotated[Path | None, typer.Option(help="Read the lyrics from this UTF-8 file.")]
-Duration = Annotated[float, typer.Option(min=0.0, help="Seconds of audio to generate.")]
+# Float options carry no min/max here: the engine checks them, and names NaN for what it is.
+Duration = Annotated[float, typer.Option(help="Seconds of audio to generate.")]
 TotalDuration = Annotated[
     float | None,
     typer.Option(
@@ -46,7 +47,7 @@ Temperature = Annotated[
     ),
 ]
 TopK = Annotated[int, typer.Option(min=0, help="Keep only the k most likely codes (0: off).")]
-TopP = Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling threshold (0: off).")]
+TopP = Annotated[float, typer.Option(help="Nucleus sampling threshold (0: off).")]
 Seed = Annotated[int, typer.Option(help="Random seed; the same command and seed give the same codes.")]
 Dtype = Annotated[str, typer.Option(help="auto (bf16/fp16 on GPUs, fp32 on the CPU), fp32, fp16 or bf16.")]
 MaxBatch = Annotated[
@@ -190,7 +191,7 @@ def generate(
     top_p: TopP = 0.0,
     seed: Seed = 0,
     prime: Annotated[Path | None, typer.Option(help="Start from this audio file (primed sampling).")] = None,
-    prompt_seconds: Annotated[float, typer.Option(min=0.0, help="Seconds of --prime to keep.")] = 5.0,
+    prompt_seconds: Annotated[float, typer.Option(help="Seconds of --prime to keep.")] = 5.0,
     device: Device = "auto",
     cache_dir: CacheDir = None,
     dtype: Dtype = "auto",
@@ -249,7 +250,7 @@ def continue_(
     model: OptionalModel = None,
     prompt_seconds: Annotated[
         float | None,
-        typer.Option(min=0.0, help="Seconds of the source to keep (default: 5 s of audio, or all of a run)."),
+        typer.Option(help="Seconds of the source to keep (default: 5 s of audio, or all of a run)."),
     ] = None,
     duration: Duration = 10.0,
     total_duration: TotalDuration = None,

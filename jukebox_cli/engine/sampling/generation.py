@@ -40,6 +40,7 @@ from jukebox_cli.engine.sampling.request import (
     SampleMeta,
     build_request,
     check_levels,
+    check_number,
     validate_request,
 )
 from jukebox_cli.engine.sampling.runs import Run
@@ -279,6 +280,7 @@ def prepare_generate(
         ConfigError, LabelError, InvalidAudio, CheckpointError: before anything is sampled or written.
     """
     if prime is not None:
+        check_number("--prompt-seconds", prompt_seconds, 0.0)
         audio_io.audio_info(prime)  # a bad prompt fails before the model loads
         if prompt_seconds >= duration:
             raise ConfigError(
@@ -338,6 +340,9 @@ def prepare_continue(
         ConfigError, LabelError, InvalidAudio, CheckpointError: before anything is sampled or written.
     """
     source = Path(source)
+    if prompt_seconds is not None:
+        check_number("--prompt-seconds", prompt_seconds, 0.0)
+    check_number("--duration", duration, 0.0)
     if source.is_dir():
         source_run = Run.open(source)
         recorded = source_run.settings
