@@ -19,6 +19,14 @@ class OutputExistsError(JukeboxError, FileExistsError):
     """An output path exists and overwriting it was not allowed."""
 
 
+class OutputWriteError(JukeboxError, OSError):
+    """An output cannot be written: a read-only or missing folder, permission denied, a path that is a file."""
+
+
+class OutputDiskFull(OutputWriteError):
+    """The disk (or quota) filled up while an output was written; the previous version is intact."""
+
+
 class CheckpointError(JukeboxError):
     """A checkpoint cannot be found, read or used."""
 

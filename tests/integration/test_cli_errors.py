@@ -44,3 +44,51 @@ def test_debug_is_accepted_before_and_after_the_command(run_cli, tmp_path: Path,
     args = ["--debug", *args] if where == "before" else [*args, "--debug"]
     with pytest.raises(Exception, match="polka"):  # --debug lets the error through, traceback and all
         run_cli(*args)
+
+
+def _fail_writes(monkeypatch, code: int) -> None:
+    """Every atomic write fails as a full disk (ENOSPC) or a read-only folder (EROFS) would make it fail.
+
+    Moving the finished temporary file into place is the one step every writer shares.
+    """
+    import os
+
+    def refuse(src, dst) -> None:
+        raise OSError(code, os.strerror(code), str(src))
+
+    monkeypatch.setattr(os, "replace", refuse)
+
+
+@pytest.mark.parametrize(
+    ("command", "failure", "code", "fragment"),
+    [
+        ("generate", "ENOSPC", 3, "the disk is full"),
+        ("generate", "EROFS", 4, "Read-only file system"),
+        ("generate", "under-a-file", 4, "a-file is a file, not a folder"),
+        ("analyze", "EROFS", 4, "Read-only file system"),
+        ("analyze", "under-a-file", 4, "a-file is a file, not a folder"),
+        ("reconstruct", "ENOSPC", 3, "the disk is full"),
+    ],
+)
+def test_output_write_failures(
+    run_cli, tmp_path: Path, song: Path, monkeypatch, command: str, failure: str, code: int, fragment: str
+) -> None:
+    import errno
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = blocker / "out" if failure == "under-a-file" else tmp_path / "out"
+    if failure != "under-a-file":
+        _fail_writes(monkeypatch, getattr(errno, failure))
+    if command == "generate":
+        args = ["generate", *TINY, "-o", out]
+    elif command == "analyze":
+        args = ["analyze", song, "-o", out.with_suffix(".png")]
+    else:
+        args = ["reconstruct", song, "--model", "tiny", "-q", "-o", out]
+    result = run_cli(*args)
+    errors = [line for line in _error_lines(result.stderr) if line.startswith("error:")]
+    assert result.exit_code == code, result.stderr
+    assert len(errors) == 1 and fragment in errors[0] and "unexpected" not in errors[0], result.stderr
+    assert "corrupt" not in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.rglob(".*.tmp")), "no temporary file is left behind"

@@ -305,8 +305,9 @@ class Run:
         }
         atomic_write(
             self.level_dir(level) / CODES_FILE,
-            # Looked up at call time (not imported by name) so tests can make the write fail.
-            lambda tmp: safetensors.torch.save_file({"codes": tensor}, str(tmp), metadata=metadata),
+            # Serialised in memory and written by Python, so that a full disk is an OSError with its errno
+            # (safetensors' own writer reports it as an untyped SafetensorError).
+            lambda tmp: tmp.write_bytes(safetensors.torch.save({"codes": tensor}, metadata=metadata)),
             overwrite=True,
         )
 
