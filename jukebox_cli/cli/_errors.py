@@ -21,6 +21,7 @@ ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
     (e.OutputWriteError, 4, "Choose an output folder you can write to with -o."),
     (e.InvalidAudio, 6, "Check the input file: it must hold finite samples and be long enough."),
     (e.AudioNotFound, 4, "Check the path."),
+    (e.AudioPermissionDenied, 4, "Check the file's permissions (or read it as its owner)."),
     (e.UnsupportedAudioFormat, 4, "Convert the file to WAV or FLAC (e.g. with ffmpeg) and try again."),
     (e.AudioError, 4, "The file may be truncated or corrupt; try re-exporting it."),
     (e.CheckpointNotFound, 3, "See `jukebox --help` for what --model accepts."),

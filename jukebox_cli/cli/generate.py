@@ -92,12 +92,16 @@ def _read_lyrics(lyrics: str | None, lyrics_file: Path | None) -> str | None:
         raise ConfigError("Give --lyrics or --lyrics-file, not both.")
     if lyrics_file is None:
         return lyrics
+    if lyrics_file.is_dir():
+        raise ConfigError(f"Lyrics file {lyrics_file} is a folder, not a text file.")
     if not lyrics_file.is_file():
         raise ConfigError(f"Lyrics file {lyrics_file} does not exist.")
     try:
         return lyrics_file.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(f"Lyrics file {lyrics_file} is not UTF-8 text.") from err
+    except OSError as err:
+        raise ConfigError(f"Cannot read lyrics file {lyrics_file}: {err.strerror or err}.") from err
 
 
 def _print_plan(console: Console, job, plans, estimates, device: str) -> None:
@@ -190,7 +194,9 @@ def generate(
     top_k: TopK = 0,
     top_p: TopP = 0.0,
     seed: Seed = 0,
-    prime: Annotated[Path | None, typer.Option(help="Start from this audio file (primed sampling).")] = None,
+    prime: Annotated[
+        Path | None, typer.Option(readable=False, help="Start from this audio file (primed sampling).")
+    ] = None,
     prompt_seconds: Annotated[float, typer.Option(help="Seconds of --prime to keep.")] = 5.0,
     device: Device = "auto",
     cache_dir: CacheDir = None,
@@ -245,7 +251,9 @@ def generate(
 
 
 def continue_(
-    source: Annotated[Path, typer.Argument(help="An audio file to continue, or a run folder to extend.")],
+    source: Annotated[
+        Path, typer.Argument(readable=False, help="An audio file to continue, or a run folder to extend.")
+    ],
     *,
     model: OptionalModel = None,
     prompt_seconds: Annotated[

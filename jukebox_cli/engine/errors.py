@@ -63,6 +63,10 @@ class AudioNotFound(AudioError, FileNotFoundError):
     """The audio path does not exist or is not a regular file."""
 
 
+class AudioPermissionDenied(AudioError, PermissionError):
+    """An audio file this process may not read."""
+
+
 class UnsupportedAudioFormat(AudioError):
     """A file no decoder we have can read (or a format we cannot write)."""
 

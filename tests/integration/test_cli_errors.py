@@ -92,3 +92,30 @@ def test_output_write_failures(
     assert len(errors) == 1 and fragment in errors[0] and "unexpected" not in errors[0], result.stderr
     assert "corrupt" not in result.stderr and "Traceback" not in result.stderr
     assert not list(tmp_path.rglob(".*.tmp")), "no temporary file is left behind"
+
+
+@pytest.mark.parametrize("command", ["analyze", "reconstruct", "continue", "generate --prime"])
+def test_unreadable_input_is_an_audio_error(
+    run_cli, tmp_path: Path, song: Path, monkeypatch, command
+) -> None:
+    # chmod 000 does not stop root, so the refusal is simulated where the engine first opens the file.
+    real_open = Path.open
+
+    def refuse(self, *args, **kwargs):
+        if self == song:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    out = tmp_path / "out"
+    args = {
+        "analyze": ["analyze", song, "-o", out.with_suffix(".png")],
+        "reconstruct": ["reconstruct", song, "--model", "tiny", "-o", out],
+        "continue": ["continue", song, *TINY, "--prompt-seconds", "1", "-o", out],
+        "generate --prime": ["generate", *TINY, "--prime", song, "--prompt-seconds", "1", "-o", out],
+    }[command]
+    result = run_cli(*args)
+    errors = [line for line in _error_lines(result.stderr) if line.startswith("error:")]
+    assert result.exit_code == 4, result.stderr
+    assert errors == [f"error: Cannot read {song}: permission denied."], result.stderr
+    assert "corrupt" not in result.stderr

@@ -31,6 +31,7 @@ from jukebox_cli.engine.errors import (
     AudioDecodeError,
     AudioError,
     AudioNotFound,
+    AudioPermissionDenied,
     ConfigError,
     InvalidAudio,
     OutputExistsError,
@@ -246,6 +247,7 @@ def _check_input_path(path: str | os.PathLike[str]) -> Path:
     Raises:
         AudioNotFound: if it does not exist, is a directory or is not a regular file.
         AudioDecodeError: if the file has 0 bytes.
+        AudioPermissionDenied: if this process may not read it.
     """
     path = Path(path)
     if path.is_dir():
@@ -256,6 +258,10 @@ def _check_input_path(path: str | os.PathLike[str]) -> Path:
         raise AudioNotFound(f"{path} is not a regular file.")
     if path.stat().st_size == 0:
         raise AudioDecodeError(f"Audio file {path} is empty (0 bytes).")
+    try:  # libsndfile would report a refused open as a bare "System error"
+        path.open("rb").close()
+    except PermissionError as err:
+        raise AudioPermissionDenied(f"Cannot read {path}: permission denied.") from err
     return path
 
 
