@@ -119,3 +119,36 @@ def test_unreadable_input_is_an_audio_error(
     assert result.exit_code == 4, result.stderr
     assert errors == [f"error: Cannot read {song}: permission denied."], result.stderr
     assert "corrupt" not in result.stderr
+
+
+def test_a_config_that_is_not_json_is_a_checkpoint_error(run_cli, tmp_path: Path, song: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    bad = tmp_path / "vqvae.safetensors"
+    save_file(
+        {"x": torch.zeros(1)}, str(bad), metadata={"format": "jukebox-cli", "kind": "vqvae", "config": "{x"}
+    )
+    result = run_cli("reconstruct", song, "--model", bad, "-o", tmp_path / "out")
+    errors = [line for line in _error_lines(result.stderr) if line.startswith("error:")]
+    assert result.exit_code == 3, result.stderr
+    assert len(errors) == 1 and "unreadable 'config' metadata" in errors[0], result.stderr
+
+
+@pytest.mark.parametrize("command", ["continue", "upsample"])
+def test_codes_outside_the_named_models_codebook(run_cli, tmp_path: Path, command: str) -> None:
+    import torch
+
+    from jukebox_cli.engine.sampling.runs import Run
+
+    run = tmp_path / "run"
+    assert run_cli("generate", *TINY, "-o", run).exit_code == 0
+    codes, windows, finished = Run.open(run).load_codes(2)
+    Run.open(run).save_codes(2, torch.full_like(codes, 510), windows_done=windows, finished=finished)
+    extra = ("--duration", "3") if command == "continue" else ()
+    result = run_cli(command, run, *extra, "-q", "--device", "cpu", "-o", tmp_path / "out")
+    errors = [line for line in _error_lines(result.stderr) if line.startswith("error:")]
+    assert result.exit_code == 2, result.stderr
+    assert len(errors) == 1 and "codes run up to 510, but tiny-random has 64 codes" in errors[0], (
+        result.stderr
+    )

@@ -33,7 +33,7 @@ from jukebox_cli.engine.sampling.cascade import run_cascade, write_level_audio
 from jukebox_cli.engine.sampling.conditioning import encode_metadata
 from jukebox_cli.engine.sampling.estimate import LevelEstimate, estimate_cascade
 from jukebox_cli.engine.sampling.plan import LevelPlan, plan_cascade
-from jukebox_cli.engine.sampling.prompt import encode_prompt, run_prompt
+from jukebox_cli.engine.sampling.prompt import check_codes, encode_prompt, run_prompt
 from jukebox_cli.engine.sampling.request import (
     CascadeRequest,
     PerLevel,
@@ -418,6 +418,7 @@ def prepare_upsample(
     codes, _, finished = source.load_codes(top)
     if codes is None or not finished:
         raise ConfigError(f"{run_dir} has no finished top-level (level {top}) codes to upsample.")
+    check_codes(bundle, source, top, codes)
     rows = list(range(codes.shape[0])) if samples is None else list(samples)
     bad = [r for r in rows if not 0 <= r < codes.shape[0]]
     if bad or not rows:
