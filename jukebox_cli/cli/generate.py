@@ -234,7 +234,8 @@ def generate(
     if resume is not None:
         with RichProgress(enabled=not quiet) as progress:
             job = prepare_resume(resume, cache_dir=cache_dir, progress=progress)
-        _execute(job, device=device, force=False, dry_run=dry_run, quiet=quiet, json_output=json_output,
+        # Its settings are the run's own: --force can only mean starting a run with unreadable codes over.
+        _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
                  alignment=alignment, compile=compile.value)  # fmt: skip
         return
     text = _read_lyrics(lyrics, lyrics_file)

@@ -152,3 +152,17 @@ def test_codes_outside_the_named_models_codebook(run_cli, tmp_path: Path, comman
     assert len(errors) == 1 and "codes run up to 510, but tiny-random has 64 codes" in errors[0], (
         result.stderr
     )
+
+
+def test_a_run_with_truncated_codes_is_refused_then_forced_over(run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert run_cli("generate", *TINY, "-o", run).exit_code == 0
+    codes = run / "level_2" / "codes.safetensors"
+    for args in (("generate", *TINY, "-o", run), ("generate", "--resume", run, "-q")):
+        codes.write_bytes(codes.read_bytes()[:100])
+        result = run_cli(*args)
+        errors = [line for line in _error_lines(result.stderr) if line.startswith("error:")]
+        assert result.exit_code == 2, result.stderr
+        assert len(errors) == 1 and "re-run with --force to start the run over" in errors[0], result.stderr
+        assert run_cli(*args, "--force").exit_code == 0
+        assert run_cli(*args).exit_code == 0, "the run is whole again"
