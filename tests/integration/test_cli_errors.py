@@ -166,3 +166,19 @@ def test_a_run_with_truncated_codes_is_refused_then_forced_over(run_cli, tmp_pat
         assert len(errors) == 1 and "re-run with --force to start the run over" in errors[0], result.stderr
         assert run_cli(*args, "--force").exit_code == 0
         assert run_cli(*args).exit_code == 0, "the run is whole again"
+
+
+@pytest.mark.parametrize("name", ["one-sample", "silent"])
+def test_library_warnings_stay_off_stderr(run_cli, tmp_path: Path, name: str, recwarn) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    path = tmp_path / f"{name}.wav"
+    sf.write(
+        path, np.full(1, 0.5, np.float32) if name == "one-sample" else np.zeros(22050, np.float32), 22050
+    )
+    result = run_cli("analyze", path, "-o", tmp_path / "a.png")
+    assert result.exit_code == 0, result.stderr
+    assert "Warning" not in result.stderr and result.stderr.strip() == "", result.stderr
+    # pytest records warnings instead of printing them: what escaped would have reached stderr.
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)], [str(w.message) for w in recwarn]
