@@ -1,7 +1,7 @@
 """The one table from exception type to exit code and hint (subclasses first).
 
-Exit codes: 0 ok; 1 unexpected; 2 usage/config; 3 checkpoint/network; 4 audio cannot be read or written;
-5 device/out of memory; 6 audio unusable (NaN/inf, too short); 7 output exists (use --force); 8 training cannot
+Exit codes: 0 ok; 1 unexpected; 2 usage/config; 3 checkpoint/network, or a full disk; 4 audio cannot be read
+or an output cannot be written; 5 device/out of memory; 6 audio unusable (NaN/inf, too short); 7 output exists (use --force); 8 training cannot
 start or continue (no usable data, a run that exists or changed, losses that stay NaN); 130 Ctrl-C.
 """
 
@@ -11,13 +11,17 @@ from jukebox_cli.engine import errors as e
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
+EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 # (type, exit code, hint shown under the message)
 ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
     (e.OutputExistsError, 7, "Pass --force to overwrite, or choose another output with -o."),
+    (e.OutputDiskFull, 3, "Free some space, or choose an output on another disk with -o."),
+    (e.OutputWriteError, 4, "Choose an output folder you can write to with -o."),
     (e.InvalidAudio, 6, "Check the input file: it must hold finite samples and be long enough."),
     (e.AudioNotFound, 4, "Check the path."),
+    (e.AudioPermissionDenied, 4, "Check the file's permissions (or read it as its owner)."),
     (e.UnsupportedAudioFormat, 4, "Convert the file to WAV or FLAC (e.g. with ffmpeg) and try again."),
     (e.AudioError, 4, "The file may be truncated or corrupt; try re-exporting it."),
     (e.CheckpointNotFound, 3, "See `jukebox --help` for what --model accepts."),
@@ -28,14 +32,14 @@ ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
     (e.CheckpointError, 3, ""),
     (e.DeviceError, 5, "Try --device cpu."),
     (e.LabelError, 2, ""),
-    (e.ConfigError, 2, "See the command's --help."),
+    (e.ConfigError, 2, ""),  # the message names the option to change
     (e.TrainingError, 8, "See `jukebox train --help`."),
     (e.JukeboxError, 1, ""),
 ]
 
 
 def lookup(error: BaseException) -> tuple[int, str]:
-    """Exit code and hint for ``error`` (unexpected errors: 1 and a pointer to --debug)."""
+    """Exit code and hint for ``error`` (unexpected errors: 1, no hint)."""
     for kind, code, hint in ERROR_TABLE:
         if isinstance(error, kind):
             return code, hint

@@ -21,7 +21,9 @@ Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing o
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
 Json = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
 AudioIn = Annotated[
-    Path, typer.Argument(help="Audio file (wav, flac, ogg, mp3, ...; any rate, any channels).")
+    Path,
+    # readable=False: the engine reports an unreadable file as an audio error (exit 4), not a usage error.
+    typer.Argument(readable=False, help="Audio file (wav, flac, ogg, mp3, ...; any rate, any channels)."),
 ]
 CacheDir = Annotated[
     Path | None,

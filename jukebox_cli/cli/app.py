@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from jukebox_cli import __version__
 from jukebox_cli.cli import analyze, generate, labels, models, reconstruct, train
-from jukebox_cli.cli._errors import EXIT_INTERRUPTED, lookup
+from jukebox_cli.cli._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, lookup
 from jukebox_cli.engine.errors import JukeboxError
 
 app = typer.Typer(
@@ -54,25 +54,71 @@ app.add_typer(models.app, name="models")
 app.add_typer(train.app, name="train")
 
 
+def _take_debug(args: list[str]) -> tuple[list[str], bool]:
+    """``args`` without ``--debug`` (accepted before or after the command, up to a ``--``), and whether it was there.
+
+    The root callback declares ``--debug`` for ``--help``; taking it out here is what lets it follow a
+    subcommand too, where Typer would answer "No such option".
+    """
+    end = args.index("--") if "--" in args else len(args)
+    kept = [a for a in args[:end] if a != "--debug"] + args[end:]
+    return kept, len(kept) != len(args)
+
+
+def _print_error(message: str, hint: str = "") -> None:
+    """One red line (the message, whitespace folded), then a dim hint line when there is one."""
+    console = Console(stderr=True, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False)
+    if hint:
+        console.print(f"[dim]{escape(hint)}[/]", highlight=False)
+
+
+# Typer re-exports click's BadParameter but, in recent versions, raises from its own copy of click: the base
+# classes are found through it so that either kind is caught.
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _usage_message(error) -> str:
+    """Click's message with the command it concerns, e.g. "jukebox generate: Invalid value for '--top-p': ..."."""
+    # Typer validates through pydantic, whose "Value error, " prefix says nothing to a user.
+    message = error.format_message().replace(": Value error, ", ": ").rstrip(".") + "."
+    return f"{error.ctx.command_path}: {message}" if error.ctx is not None else message
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; map engine errors to one red line, a hint and an exit code (see ``_errors.py``)."""
-    args = sys.argv[1:] if argv is None else list(argv)
-    debug = "--debug" in args or os.environ.get("JUKEBOX_DEBUG", "") not in ("", "0")
+    """Run the CLI; map engine errors to one red line, a hint and an exit code (see ``_errors.py``).
+
+    Click runs in non-standalone mode so that its usage errors come here too and print as one line instead of
+    Typer's usage box.
+    """
+    args, debug = _take_debug(sys.argv[1:] if argv is None else list(argv))
+    debug = debug or os.environ.get("JUKEBOX_DEBUG", "") not in ("", "0")
     try:
-        app(args=args, prog_name="jukebox")
+        result = app(args=args, prog_name="jukebox", standalone_mode=False)
     except KeyboardInterrupt:  # raised outside a command (commands get 130 from Typer itself)
         sys.exit(EXIT_INTERRUPTED)
+    except _USAGE_ERROR as error:
+        if type(error).__name__ == "NoArgsIsHelpError":
+            sys.exit(EXIT_USAGE)  # the help was printed when the error was made
+        _print_error(_usage_message(error))  # one line: it names the command, whose --help is one step away
+        sys.exit(EXIT_USAGE)
+    except typer.Abort:  # end of input at a prompt
+        _print_error("aborted.")
+        sys.exit(EXIT_UNEXPECTED)
+    except _CLICK_ERROR as error:
+        _print_error(error.format_message())
+        sys.exit(error.exit_code)
     except Exception as error:
         if debug:
             raise
         code, hint = lookup(error)
         if isinstance(error, JukeboxError):
-            message = str(error)
-        else:
-            message = f"unexpected {type(error).__name__}: {error}"
-        console = Console(stderr=True, soft_wrap=True)
-        console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False)
-        console.print(
-            f"[dim]{escape(hint)} Re-run with --debug for the traceback.[/]".replace("[dim] ", "[dim]")
-        )
+            _print_error(str(error), hint)
+        else:  # a bug: the traceback is what a report needs
+            _print_error(
+                f"unexpected {type(error).__name__}: {error}", "Re-run with --debug for the traceback."
+            )
         sys.exit(code)
+    # Non-standalone click returns what ends the command: None, or the code of a typer.Exit.
+    sys.exit(result if isinstance(result, int) else EXIT_OK)

@@ -29,7 +29,8 @@ Alignment = Annotated[
     ),
 ]
 LyricsFile = Annotated[Path | None, typer.Option(help="Read the lyrics from this UTF-8 file.")]
-Duration = Annotated[float, typer.Option(min=0.0, help="Seconds of audio to generate.")]
+# Float options carry no min/max here: the engine checks them, and names NaN for what it is.
+Duration = Annotated[float, typer.Option(help="Seconds of audio to generate.")]
 TotalDuration = Annotated[
     float | None,
     typer.Option(
@@ -46,7 +47,7 @@ Temperature = Annotated[
     ),
 ]
 TopK = Annotated[int, typer.Option(min=0, help="Keep only the k most likely codes (0: off).")]
-TopP = Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling threshold (0: off).")]
+TopP = Annotated[float, typer.Option(help="Nucleus sampling threshold (0: off).")]
 Seed = Annotated[int, typer.Option(help="Random seed; the same command and seed give the same codes.")]
 Dtype = Annotated[str, typer.Option(help="auto (bf16/fp16 on GPUs, fp32 on the CPU), fp32, fp16 or bf16.")]
 MaxBatch = Annotated[
@@ -91,12 +92,16 @@ def _read_lyrics(lyrics: str | None, lyrics_file: Path | None) -> str | None:
         raise ConfigError("Give --lyrics or --lyrics-file, not both.")
     if lyrics_file is None:
         return lyrics
+    if lyrics_file.is_dir():
+        raise ConfigError(f"Lyrics file {lyrics_file} is a folder, not a text file.")
     if not lyrics_file.is_file():
         raise ConfigError(f"Lyrics file {lyrics_file} does not exist.")
     try:
         return lyrics_file.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(f"Lyrics file {lyrics_file} is not UTF-8 text.") from err
+    except OSError as err:
+        raise ConfigError(f"Cannot read lyrics file {lyrics_file}: {err.strerror or err}.") from err
 
 
 def _print_plan(console: Console, job, plans, estimates, device: str) -> None:
@@ -190,8 +195,10 @@ def generate(
     top_k: TopK = 0,
     top_p: TopP = 0.0,
     seed: Seed = 0,
-    prime: Annotated[Path | None, typer.Option(help="Start from this audio file (primed sampling).")] = None,
-    prompt_seconds: Annotated[float, typer.Option(min=0.0, help="Seconds of --prime to keep.")] = 5.0,
+    prime: Annotated[
+        Path | None, typer.Option(readable=False, help="Start from this audio file (primed sampling).")
+    ] = None,
+    prompt_seconds: Annotated[float, typer.Option(help="Seconds of --prime to keep.")] = 5.0,
     device: Device = "auto",
     cache_dir: CacheDir = None,
     dtype: Dtype = "auto",
@@ -228,7 +235,8 @@ def generate(
     if resume is not None:
         with RichProgress(enabled=not quiet) as progress:
             job = prepare_resume(resume, cache_dir=cache_dir, progress=progress)
-        _execute(job, device=device, force=False, dry_run=dry_run, quiet=quiet, json_output=json_output,
+        # Its settings are the run's own: --force can only mean starting a run with unreadable codes over.
+        _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
                  alignment=alignment, compile=compile.value)  # fmt: skip
         return
     text = _read_lyrics(lyrics, lyrics_file)
@@ -245,12 +253,14 @@ def generate(
 
 
 def continue_(
-    source: Annotated[Path, typer.Argument(help="An audio file to continue, or a run folder to extend.")],
+    source: Annotated[
+        Path, typer.Argument(readable=False, help="An audio file to continue, or a run folder to extend.")
+    ],
     *,
     model: OptionalModel = None,
     prompt_seconds: Annotated[
         float | None,
-        typer.Option(min=0.0, help="Seconds of the source to keep (default: 5 s of audio, or all of a run)."),
+        typer.Option(help="Seconds of the source to keep (default: 5 s of audio, or all of a run)."),
     ] = None,
     duration: Duration = 10.0,
     total_duration: TotalDuration = None,

@@ -19,6 +19,14 @@ class OutputExistsError(JukeboxError, FileExistsError):
     """An output path exists and overwriting it was not allowed."""
 
 
+class OutputWriteError(JukeboxError, OSError):
+    """An output cannot be written: a read-only or missing folder, permission denied, a path that is a file."""
+
+
+class OutputDiskFull(OutputWriteError):
+    """The disk (or quota) filled up while an output was written; the previous version is intact."""
+
+
 class CheckpointError(JukeboxError):
     """A checkpoint cannot be found, read or used."""
 
@@ -53,6 +61,10 @@ class AudioError(JukeboxError):
 
 class AudioNotFound(AudioError, FileNotFoundError):
     """The audio path does not exist or is not a regular file."""
+
+
+class AudioPermissionDenied(AudioError, PermissionError):
+    """An audio file this process may not read."""
 
 
 class UnsupportedAudioFormat(AudioError):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from jukebox_cli.engine.errors import OutputExistsError
+from jukebox_cli.engine.errors import OutputDiskFull, OutputExistsError, OutputWriteError
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None], *, overwrite: bool = False) -> Path:
@@ -21,19 +23,44 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], *, overwrite: 
 
     Raises:
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        OutputDiskFull: the disk filled up (``path`` keeps its old content).
+        OutputWriteError: the folder cannot be made or written (read-only, permission denied, ...).
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists.")
-    path.parent.mkdir(parents=True, exist_ok=True)
     # A random name rather than mkstemp: mkstemp's 0600 mode would survive the rename.
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(OSError):  # on a read-only disk even a missing file may not be unlinked
+                tmp.unlink(missing_ok=True)
+    except OutputWriteError:
+        raise
+    except OSError as err:
+        raise output_error(path, err, tmp) from err
     return path
+
+
+def output_error(path: Path, err: OSError, tmp: Path | None = None) -> OutputWriteError:
+    """The typed error for an OSError met while writing ``path`` (disk full, read-only, missing folder, ...).
+
+    The temporary file's name is replaced by ``path``'s: it is gone by now and means nothing to a user.
+    """
+    reason = err.strerror or str(err)
+    where = err.filename if err.filename not in (None, str(tmp), str(path)) else None
+    detail = f"{where}: {reason}" if where else reason
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OutputDiskFull(f"Cannot write {path}: the disk is full ({detail}).")
+    # mkdir answers "File exists" (or "Not a directory") when a folder on the way is a file; name that file.
+    blocker = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        return OutputWriteError(f"Cannot write {path}: {blocker} is a file, not a folder.")
+    return OutputWriteError(f"Cannot write {path}: {detail}.")
 
 
 def write_json(path: str | Path, data: object, *, overwrite: bool = False) -> Path:

@@ -140,7 +140,8 @@ def test_dry_run_prints_the_plan(run_cli, tmp_path: Path) -> None:
     ("args", "code", "fragment"),
     [
         (("--genre", "polka"), 2, "polka"),
-        (("--model", "5b_lyrics"), 3, "offline mode is on"),
+        (("--model", "5b_lyrics"), 2, "needs at least 5.94 s"),  # checked before any download
+        (("--model", "5b_lyrics", "--duration", "20", "-q"), 3, "offline mode is on"),
         (("--levels", "1,0"), 2, "top level"),
         (("--duration", "0.2"), 2, "upsampler needs at least"),
         (("--temperature", "0.9,0.9"), 2, "one per sampled level"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -23,10 +24,10 @@ from jukebox_cli.engine.audio.io import (
 )
 from jukebox_cli.engine.errors import (
     AudioDecodeError,
-    AudioError,
     AudioNotFound,
     ConfigError,
     InvalidAudio,
+    OutputDiskFull,
     OutputExistsError,
     UnsupportedAudioFormat,
 )
@@ -449,12 +450,15 @@ def test_failed_write_keeps_old_file_and_removes_temp(tmp_path, monkeypatch):
     path = save_audio(tmp_path / "a.wav", sine(440), SR).path
     before = path.read_bytes()
 
-    def half_write(file, *args, **kwargs):
-        Path(file).write_bytes(b"RIFF partial")  # the crash happens after bytes hit the disk
-        raise OSError(28, "No space left on device")
+    real_write_bytes = Path.write_bytes
 
-    monkeypatch.setattr(sf, "write", half_write)
-    assert_raises_naming(AudioError, path, save_audio, path, sine(880), SR, overwrite=True)
+    def half_write(self, data):
+        real_write_bytes(self, b"RIFF partial")  # the disk fills up after some bytes hit it
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", half_write)
+    assert_raises_naming(OutputDiskFull, path, save_audio, path, sine(880), SR, overwrite=True)
+    monkeypatch.undo()
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["a.wav"]
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
 import pytest
-import safetensors.torch
 import torch
 
 from jukebox_cli import __version__
-from jukebox_cli.engine.errors import ConfigError, OutputExistsError
+from jukebox_cli.engine.errors import ConfigError, OutputDiskFull, OutputExistsError
 from jukebox_cli.engine.sampling.runs import RUN_FORMAT_VERSION, Run
 
 SETTINGS = {
@@ -97,12 +97,14 @@ def test_a_failing_write_leaves_the_previous_codes_intact(
     before = _codes(seed=1)
     run.save_codes(1, before, windows_done=2)
 
-    def broken_save(tensors: dict, filename: str, metadata: dict | None = None) -> None:
-        Path(filename).write_bytes(b"\x00" * 17)  # half a header, then the disk "fills up"
-        raise OSError("No space left on device")
+    real_write_bytes = Path.write_bytes
 
-    monkeypatch.setattr(safetensors.torch, "save_file", broken_save)
-    with pytest.raises(OSError, match="No space"):
+    def half_write(self: Path, data: bytes) -> None:
+        real_write_bytes(self, b"\x00" * 17)  # half a header, then the disk fills up
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", half_write)
+    with pytest.raises(OutputDiskFull, match="disk is full"):
         run.save_codes(1, _codes(seed=2, t=200), windows_done=3)
     monkeypatch.undo()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -45,8 +46,11 @@ def summarize(audio: np.ndarray, sample_rate: int) -> AudioSummary:
     import librosa
 
     audio = np.asarray(audio, dtype=np.float32)
-    flatness = librosa.feature.spectral_flatness(y=audio, n_fft=2048, hop_length=512)
-    chroma = librosa.feature.chroma_stft(y=audio, sr=sample_rate, n_fft=2048, hop_length=512)
+    # librosa warns (on stderr) for audio shorter than a frame or without pitch; the measures still hold.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        flatness = librosa.feature.spectral_flatness(y=audio, n_fft=2048, hop_length=512)
+        chroma = librosa.feature.chroma_stft(y=audio, sr=sample_rate, n_fft=2048, hop_length=512)
     profile = chroma.mean(axis=1)
     # A whole-excerpt profile can be even for music that moves through keys; per frame, music still has
     # a few strong pitch classes while noise spreads evenly over all twelve.

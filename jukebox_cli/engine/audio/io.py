@@ -14,6 +14,7 @@ ffmpeg when it is installed (m4a, aac, wma, ...).
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import warnings
@@ -30,9 +31,11 @@ from jukebox_cli.engine.errors import (
     AudioDecodeError,
     AudioError,
     AudioNotFound,
+    AudioPermissionDenied,
     ConfigError,
     InvalidAudio,
     OutputExistsError,
+    OutputWriteError,
     UnsupportedAudioFormat,
 )
 from jukebox_cli.engine.files import atomic_write
@@ -244,6 +247,7 @@ def _check_input_path(path: str | os.PathLike[str]) -> Path:
     Raises:
         AudioNotFound: if it does not exist, is a directory or is not a regular file.
         AudioDecodeError: if the file has 0 bytes.
+        AudioPermissionDenied: if this process may not read it.
     """
     path = Path(path)
     if path.is_dir():
@@ -254,6 +258,10 @@ def _check_input_path(path: str | os.PathLike[str]) -> Path:
         raise AudioNotFound(f"{path} is not a regular file.")
     if path.stat().st_size == 0:
         raise AudioDecodeError(f"Audio file {path} is empty (0 bytes).")
+    try:  # libsndfile would report a refused open as a bare "System error"
+        path.open("rb").close()
+    except PermissionError as err:
+        raise AudioPermissionDenied(f"Cannot read {path}: permission denied.") from err
     return path
 
 
@@ -650,23 +658,27 @@ def _clip(samples: np.ndarray) -> tuple[np.ndarray, int]:
     return np.clip(samples, -1.0, 1.0), n_clipped
 
 
+def _encode_to(tmp: Path, samples: np.ndarray, sample_rate: int, fmt: str, subtype: str) -> None:
+    """Encodes in memory, then writes the bytes: libsndfile reports a full disk as a bare "System error",
+    Python's write as an OSError whose errno says what happened."""
+    buffer = io.BytesIO()
+    # `format` is explicit because a buffer has no extension.
+    sf.write(buffer, samples.T, sample_rate, subtype=subtype, format=fmt)
+    tmp.write_bytes(buffer.getbuffer())
+
+
 def _write_atomically(path: Path, samples: np.ndarray, sample_rate: int, fmt: str, subtype: str) -> None:
     """Writes ``samples`` ``[C, T]`` to a hidden temporary file beside ``path``, then renames it over.
 
     A reader never sees a half-written file, and on failure ``path`` keeps its old content.
 
     Raises:
-        AudioError: if writing or renaming fails (disk full, permission denied, ...).
+        OutputWriteError: if writing or renaming fails (OutputDiskFull for a full disk).
     """
     try:
-        # `format` is explicit because the temporary name's extension says nothing.
-        atomic_write(
-            path,
-            lambda tmp: sf.write(str(tmp), samples.T, sample_rate, subtype=subtype, format=fmt),
-            overwrite=True,
-        )
-    except (sf.SoundFileError, OSError) as err:
-        raise AudioError(f"Cannot write {path}: {err}") from err
+        atomic_write(path, lambda tmp: _encode_to(tmp, samples, sample_rate, fmt, subtype), overwrite=True)
+    except sf.SoundFileError as err:  # libsndfile's own write failures carry no errno
+        raise OutputWriteError(f"Cannot write {path}: {err}") from err
 
 
 def save_audio(
@@ -697,7 +709,7 @@ def save_audio(
         OutputExistsError: if ``path`` exists and ``overwrite`` is False, or is a directory.
         InvalidAudio: if ``audio`` is empty, badly shaped, or holds NaN/inf.
         ConfigError: if ``sample_rate`` is not a positive integer.
-        AudioError: if the file system refuses the write.
+        OutputWriteError: if the file system refuses the write (OutputDiskFull: the disk is full).
     """
     path = Path(path)
     fmt, subtype = _write_format(path, subtype)

@@ -10,10 +10,12 @@ registered with pyplot, so this works headless and in threads. Features use libr
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import librosa
@@ -33,6 +35,14 @@ _TARGET_HOP_S = 0.0125
 _SAVE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
 # Metric keys of `plot_reconstruction` with a nicer label than the key itself.
 _METRIC_LABELS = {"sc_db": "SC {:.1f} dB", "snr_db": "SNR {:.1f} dB", "sc": "SC {:.3f}"}
+
+
+@contextlib.contextmanager
+def _quiet_librosa() -> Iterator[None]:
+    """Silences librosa's UserWarnings (a frame longer than a very short input): the plot is still drawn."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
 
 
 def analysis_hop(sample_rate: int) -> int:
@@ -96,13 +106,15 @@ def chromagram(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     hop, n_fft, _ = _stft_sizes(sample_rate)
     # Short inputs: shrink the window rather than let librosa warn and zero-pad a window past the signal.
     n_fft = min(n_fft, max(2 ** int(math.log2(audio.size)), 16))
-    return librosa.feature.chroma_stft(y=audio, sr=sample_rate, n_fft=n_fft, hop_length=hop, tuning=0.0)
+    with _quiet_librosa():
+        return librosa.feature.chroma_stft(y=audio, sr=sample_rate, n_fft=n_fft, hop_length=hop, tuning=0.0)
 
 
 def _magnitude(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     hop, _, n_fft = _stft_sizes(sample_rate)
     n_fft = min(n_fft, max(2 ** int(math.log2(audio.size)), 16))
-    return np.abs(librosa.stft(audio, n_fft=n_fft, hop_length=hop))
+    with _quiet_librosa():
+        return np.abs(librosa.stft(audio, n_fft=n_fft, hop_length=hop))
 
 
 def log_spectrogram(

@@ -48,7 +48,24 @@ def read_config(path: str | Path, kind: str) -> DictConfig:
     metadata = read_native_metadata(Path(path))
     if metadata.get("format") != FORMAT_NAME or metadata.get("kind") != kind:
         raise IncompatibleCheckpoint(f"{path} is not a jukebox-cli {kind} file.")
-    return _CONFIGS[kind].from_dict(json.loads(metadata["config"]))
+    return _stored_config(path, metadata, kind)
+
+
+def _stored_config(path: str | Path, metadata: dict[str, str], kind: str) -> DictConfig:
+    """The config a native file carries in its metadata.
+
+    Raises:
+        IncompatibleCheckpoint: no config, or one that is not JSON or not this kind's fields.
+    """
+    try:
+        values = json.loads(metadata["config"])
+        if not isinstance(values, dict):
+            raise TypeError(f"a JSON {type(values).__name__}, not an object")
+        return _CONFIGS[kind].from_dict(values)
+    except KeyError:
+        raise IncompatibleCheckpoint(f"{path} has no 'config' metadata.") from None
+    except (ValueError, TypeError) as err:  # JSONDecodeError and ConfigError are ValueErrors
+        raise IncompatibleCheckpoint(f"{path} has unreadable 'config' metadata ({err}).") from err
 
 
 def _atomic_path(path: Path) -> tuple[int, Path]:
@@ -122,7 +139,7 @@ def load_native(
     if found not in ("vqvae", "prior") or (kind is not None and found != kind):
         names = {"vqvae": "VQ-VAE", "prior": "prior", None: "jukebox-cli model"}
         raise IncompatibleCheckpoint(f"{path} holds a {found or 'unknown'} model, not a {names[kind]}.")
-    model = build_model(_CONFIGS[found].from_dict(json.loads(metadata["config"])), "meta")
+    model = build_model(_stored_config(path, metadata, found), "meta")
     expected = model.state_dict()
     targets = {k: t.dtype for k, t in expected.items()}
     if linear_dtype is None and getattr(model.config, "fp16_params", False):

@@ -33,13 +33,14 @@ from jukebox_cli.engine.sampling.cascade import run_cascade, write_level_audio
 from jukebox_cli.engine.sampling.conditioning import encode_metadata
 from jukebox_cli.engine.sampling.estimate import LevelEstimate, estimate_cascade
 from jukebox_cli.engine.sampling.plan import LevelPlan, plan_cascade
-from jukebox_cli.engine.sampling.prompt import encode_prompt, run_prompt
+from jukebox_cli.engine.sampling.prompt import check_codes, encode_prompt, run_prompt
 from jukebox_cli.engine.sampling.request import (
     CascadeRequest,
     PerLevel,
     SampleMeta,
     build_request,
     check_levels,
+    check_number,
     validate_request,
 )
 from jukebox_cli.engine.sampling.runs import Run
@@ -283,6 +284,7 @@ def prepare_generate(
         ConfigError, LabelError, InvalidAudio, CheckpointError: before anything is sampled or written.
     """
     if prime is not None:
+        check_number("--prompt-seconds", prompt_seconds, 0.0)
         audio_io.audio_info(prime)  # a bad prompt fails before the model loads
         if prompt_seconds >= duration:
             raise ConfigError(
@@ -342,6 +344,9 @@ def prepare_continue(
         ConfigError, LabelError, InvalidAudio, CheckpointError: before anything is sampled or written.
     """
     source = Path(source)
+    if prompt_seconds is not None:
+        check_number("--prompt-seconds", prompt_seconds, 0.0)
+    check_number("--duration", duration, 0.0)
     if source.is_dir():
         source_run = Run.open(source)
         recorded = source_run.settings
@@ -418,6 +423,7 @@ def prepare_upsample(
     codes, _, finished = source.load_codes(top)
     if codes is None or not finished:
         raise ConfigError(f"{run_dir} has no finished top-level (level {top}) codes to upsample.")
+    check_codes(bundle, source, top, codes)
     rows = list(range(codes.shape[0])) if samples is None else list(samples)
     bad = [r for r in rows if not 0 <= r < codes.shape[0]]
     if bad or not rows:

@@ -47,7 +47,7 @@ def run_prompt(
     Levels the run does not hold are left out; the top level must be there.
 
     Raises:
-        ConfigError: the run has no top-level codes.
+        ConfigError: the run has no top-level codes, or codes this model's codebook does not hold.
     """
     codes = {}
     for level in levels:
@@ -59,7 +59,22 @@ def run_prompt(
             if seconds is None
             else int(seconds * bundle.sample_rate) // bundle.vqvae.hop_lengths[level]
         )
+        check_codes(bundle, run, level, saved)
         codes[level] = saved[:, :keep]
     if bundle.top_level not in codes:
         raise ConfigError(f"{run.path} has no top-level codes to continue.")
     return codes
+
+
+def check_codes(bundle: Bundle, run: Run, level: int, codes: torch.Tensor) -> None:
+    """Fail on saved codes outside the model's codebook: a run.json that names another model than made them.
+
+    Raises:
+        ConfigError: codes below 0 or at least the codebook size.
+    """
+    size = bundle.vqvae.config.codebook_size
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= size):
+        raise ConfigError(
+            f"{run.path}'s level-{level} codes run up to {int(codes.max())}, but {bundle.name} has {size} codes: "
+            f"the run was made with another model than the {run.settings['model']!r} its run.json names."
+        )

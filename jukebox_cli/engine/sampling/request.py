@@ -127,7 +127,7 @@ def per_level(value: PerLevel, levels: Sequence[int], name: str) -> dict[int, fl
         missing = [level for level in levels if level not in value]
         if missing:
             raise ConfigError(f"--{name} has no value for level(s) {missing}.")
-        return {level: float(value[level]) for level in levels}
+        return _finite({level: float(value[level]) for level in levels}, name, value)
     if isinstance(value, str):
         try:
             values = [float(p) for p in value.split(",")]
@@ -145,7 +145,31 @@ def per_level(value: PerLevel, levels: Sequence[int], name: str) -> dict[int, fl
         raise ConfigError(
             f"--{name} needs one value or one per sampled level ({len(levels)}); got {value!r}."
         )
-    return dict(zip(levels, values, strict=True))
+    return _finite(dict(zip(levels, values, strict=True)), name, value)
+
+
+def _finite(values: dict[int, float], name: str, given: PerLevel) -> dict[int, float]:
+    # float() reads "nan" and "inf"; they would reach the sampler (or run.json, which refuses them).
+    if not all(math.isfinite(v) for v in values.values()):
+        raise ConfigError(f"--{name} must be finite numbers; got {given!r}.")
+    return values
+
+
+def check_number(
+    option: str, value: float, minimum: float, maximum: float | None = None, *, above: bool = False
+) -> float:
+    """``value`` if it is a finite number in range (above ``minimum`` when ``above``), else a ConfigError.
+
+    NaN compares false with everything, so it is named as such rather than reported as out of range.
+    """
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise ConfigError(f"{option} must be a finite number; got {value!r}.")
+    low_ok = value > minimum if above else value >= minimum
+    if not low_ok or (maximum is not None and value > maximum):
+        bound = (f"between {minimum:g} and {maximum:g}" if maximum is not None
+                 else f"{'above' if above else 'at least'} {minimum:g}")  # fmt: skip
+        raise ConfigError(f"{option} must be {bound}; got {value:g}.")
+    return value
 
 
 def per_level_batch(value: PerLevel, levels: Sequence[int]) -> dict[int, int | str]:
@@ -221,6 +245,11 @@ def build_request(
     Raises:
         ConfigError: settings the model cannot honour (the message says which and why).
     """
+    check_number("--duration", duration, 0.0)
+    if total_duration is not None:
+        check_number("--total-duration", total_duration, 0.0)
+    check_number("--top-p", top_p, 0.0, 1.0)
+    check_number("--top-k", top_k, 0)
     top = bundle.top_level if first_level is None else first_level
     chosen = check_levels(tuple(range(top, -1, -1)) if levels is None else levels, top)
     if not samples:
@@ -229,9 +258,12 @@ def build_request(
     batches = per_level_batch(max_batch_size, chosen)
     if chunk_size < 1:
         raise ConfigError(f"--chunk-size must be positive; got {chunk_size}.")
+    temperatures = per_level(temperature, chosen, "temperature")
+    if any(t <= 0 for t in temperatures.values()):
+        raise ConfigError(f"--temperature must be positive; got {temperature!r}.")
     request = CascadeRequest(
         model=model, samples=tuple(samples), sample_length=length, total_length=total, levels=chosen,
-        temperature=per_level(temperature, chosen, "temperature"), top_k=top_k, top_p=top_p, seed=seed,
+        temperature=temperatures, top_k=top_k, top_p=top_p, seed=seed,
         chunk_size=chunk_size, max_batch_size=batches, dtype=dtype,
         allow_unknown=allow_unknown, prompt=prompt,
         hop_fraction={level: DEFAULT_HOP_FRACTIONS[level] for level in chosen},

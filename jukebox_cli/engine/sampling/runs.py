@@ -197,14 +197,14 @@ class Run:
         """Resume the run in ``path`` if it has the same settings, otherwise start one.
 
         With identical settings the run is resumed even when ``force`` is set: the result equals a fresh
-        run's.
+        run's. A run whose saved codes cannot be read is started over with ``force`` and refused without.
 
         Returns:
             The run, and whether it was resumed (True) or newly created (False).
 
         Raises:
-            ConfigError: the run has different settings (the message names the first ones) and ``force`` is
-                not set, or it cannot be read.
+            ConfigError: the run has different settings (the message names the first ones) or unreadable
+                codes, and ``force`` is not set; or its run.json cannot be read.
             OutputExistsError: ``path`` is a non-empty directory that is not a run (even with ``force``).
         """
         path = Path(path)
@@ -213,7 +213,11 @@ class Run:
         run = cls.open(path)
         diffs = _differences(_to_json(settings, "settings"), run._record["settings"])
         if not diffs:
-            return run, True
+            damage = run._damage()
+            if damage is None:
+                return run, True
+            if not force:  # resuming cannot get past a file it cannot read, so say how to get out
+                raise ConfigError(f"{damage.rstrip('.')}; re-run with --force to start the run over.")
         if force:
             return cls.create(path, settings, force=True), False
         shown = ", ".join(f"{key} {_show(new)} != {_show(old)}" for key, new, old in diffs[:_MAX_DIFFS_SHOWN])
@@ -305,8 +309,9 @@ class Run:
         }
         atomic_write(
             self.level_dir(level) / CODES_FILE,
-            # Looked up at call time (not imported by name) so tests can make the write fail.
-            lambda tmp: safetensors.torch.save_file({"codes": tensor}, str(tmp), metadata=metadata),
+            # Serialised in memory and written by Python, so that a full disk is an OSError with its errno
+            # (safetensors' own writer reports it as an untyped SafetensorError).
+            lambda tmp: tmp.write_bytes(safetensors.torch.save({"codes": tensor}, metadata=metadata)),
             overwrite=True,
         )
 
@@ -335,6 +340,18 @@ class Run:
         except (KeyError, ValueError) as e:
             raise ConfigError(f"{file} lacks its windows_done/finished metadata.") from e
         return codes, windows_done, finished
+
+    def _damage(self) -> str | None:
+        """Why a saved codes file cannot be read (truncated, corrupt, no metadata), or None if all can."""
+        for file in sorted(self.path.glob(f"level_*/{CODES_FILE}")):
+            level = file.parent.name.removeprefix("level_")
+            if not level.isdigit():
+                continue
+            try:
+                self.load_codes(int(level))
+            except ConfigError as err:
+                return str(err)
+        return None
 
     def update(self, **fields: Any) -> None:
         """Merge ``fields`` into the ``state`` section of ``run.json`` and rewrite it atomically.
