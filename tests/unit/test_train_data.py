@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 
 from jukebox_cli.engine.audio.io import load_audio
+from jukebox_cli.engine.audio.quality import median_level_db
 from jukebox_cli.engine.errors import ConfigError, TrainingError
 from jukebox_cli.engine.progress import Advanced, StageFinished, StageStarted
 from jukebox_cli.engine.train import data
@@ -314,3 +315,24 @@ def test_corpus_pickles_for_dataloader_workers(root: Path, tmp_path: Path) -> No
     clone = pickle.loads(pickle.dumps(corpus))
     assert torch.equal(clone.chunk(1, 10).audio, corpus.chunk(1, 10).audio)
     assert os.fspath(clone.root) == os.fspath(corpus.root)
+
+
+def test_quiet_training_chunks_are_drawn_again(tmp_path: Path) -> None:
+    folder = tmp_path / "fade"
+    folder.mkdir()
+    loud = music_like(1.0, SR)
+    sf.write(folder / "song.wav", np.concatenate([loud, 0.001 * loud]), SR)  # a second at about -60 dB
+    plain = scan(folder, tmp_path)
+    cleaned = scan(folder, tmp_path, min_level_db=-35.0)
+
+    def levels(corpus: AudioCorpus) -> list[float]:
+        batch = corpus.sample_batch("train", 32, seed=0, step=1)
+        return [median_level_db(c.audio.numpy()) for c in batch]
+
+    assert min(levels(plain)) < -35  # without the option, quiet chunks get through
+    assert min(levels(cleaned)) >= -35
+    assert levels(cleaned) == levels(scan(folder, tmp_path, min_level_db=-35.0))  # still deterministic
+    assert plain.fingerprint() != cleaned.fingerprint()  # a resumed run notices the change
+    assert cleaned.describe()["min_level_db"] == -35.0
+    with pytest.raises(ConfigError, match="min_level_db"):
+        scan(folder, tmp_path, min_level_db=6.0)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from jukebox_cli.engine.audio.io import load_audio
+from jukebox_cli.engine.audio.quality import median_level_db
 from jukebox_cli.engine.errors import AudioError, ConfigError, TrainingError
 from jukebox_cli.engine.files import atomic_write
 from jukebox_cli.engine.progress import Advanced, ProgressCallback, StageFinished, StageStarted, noop
@@ -38,6 +39,9 @@ LABEL_KEYS = ("artist", "genre", "lyrics")
 _DEFAULTS = {"artist": "unknown", "genre": "unknown", "lyrics": ""}
 _CACHE_VERSION = 1  # part of every cache key: bump it when the decoded format changes
 _BUCKETS = 10_000
+# Redraws per chunk when quiet chunks are skipped: enough that a corpus with a few quiet passages never keeps
+# one, bounded so that a corpus of nothing but quiet audio still yields batches (of its loudest draws' kind).
+_QUIET_REDRAWS = 50
 
 
 @dataclass(frozen=True)
@@ -224,8 +228,10 @@ class AudioCorpus:
         sample_rate: int,
         sample_length: int,
         held_out: float,
+        min_level_db: float | None = None,
     ) -> None:
         self.root, self.songs, self.skipped = root, songs, skipped
+        self.min_level_db = min_level_db
         self.sample_rate, self.sample_length = sample_rate, sample_length
         self._relatives = [s.path.relative_to(root).as_posix() for s in songs]
         self._cache_files = cache_files
@@ -246,6 +252,7 @@ class AudioCorpus:
         metadata: str | Path | None = None,
         cache_dir: str | Path | None = None,
         held_out: float = 0.1,
+        min_level_db: float | None = None,
         progress: ProgressCallback = noop,
     ) -> AudioCorpus:
         """Finds the audio files under ``root``, decodes the new or changed ones into the cache, and labels them.
@@ -257,6 +264,8 @@ class AudioCorpus:
             metadata: optional CSV or JSON-lines file with ``path`` and any of ``artist``, ``genre``, ``lyrics``.
             cache_dir: the cache root (default: ``cache_root()``); decoded songs go in its ``audio/`` folder.
             held_out: fraction of songs (by a hash of their path) held out for evaluation; 0 for none.
+            min_level_db: training chunks whose median frame level (dBFS) is below this are drawn again
+                (fade-ins, fade-outs, pauses); None keeps every chunk. Evaluation chunks are never skipped.
             progress: receives a "decode" stage advanced once per file.
 
         Returns:
@@ -271,6 +280,10 @@ class AudioCorpus:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
         if not 0 <= held_out < 1:
             raise ConfigError(f"held_out must be a fraction in [0, 1), got {held_out!r}.")
+        if min_level_db is not None and not -200 < min_level_db < 0:
+            raise ConfigError(
+                f"min_level_db must be a level in dBFS between -200 and 0, got {min_level_db!r}."
+            )
         root = Path(root).expanduser()
         if not root.is_dir():
             state = "is not a folder" if root.exists() else "does not exist"
@@ -314,7 +327,9 @@ class AudioCorpus:
             SongInfo(path=path, n_samples=n, split=split, **{**_DEFAULTS, **labels.get(path.resolve(), {})})
             for (path, _, n), split in zip(kept, _assign_splits(relatives, held_out), strict=True)
         ]
-        return cls(root, songs, [c for _, c, _ in kept], skipped, sample_rate, sample_length, held_out)
+        return cls(
+            root, songs, [c for _, c, _ in kept], skipped, sample_rate, sample_length, held_out, min_level_db
+        )
 
     def split(self, name: str) -> list[int]:
         """Indices into ``songs`` of split ``name`` ("train" or "eval").
@@ -365,6 +380,7 @@ class AudioCorpus:
 
         A pure function of its arguments (no iterator state), so a resumed run redraws the same batches and
         ranks draw different ones. Drawing by length is what the original's end-to-end layout amounts to.
+        With ``min_level_db`` set, a quiet training chunk is replaced by a fresh draw (song and offset).
 
         Args:
             split: "train" or "eval".
@@ -389,12 +405,30 @@ class AudioCorpus:
         entropy = [v % 2**64 for v in (seed, step, rank, ("train", "eval").index(split), batch_size)]
         rng = np.random.default_rng(entropy)
         lengths = np.array([self.songs[i].n_samples for i in indices], dtype=np.float64)
-        picks = rng.choice(len(indices), size=batch_size, p=lengths / lengths.sum())
-        chunks = []
-        for pick in picks:
-            song = indices[int(pick)]
+        probabilities = lengths / lengths.sum()
+        redraws = _QUIET_REDRAWS if self.min_level_db is not None and split == "train" else 0
+
+        def draw() -> Chunk:
+            song = indices[int(rng.choice(len(indices), p=probabilities))]
             offset = int(rng.integers(0, self.songs[song].n_samples - self.sample_length + 1))
-            chunks.append(self.chunk(song, offset))
+            return self.chunk(song, offset)
+
+        if not redraws:  # the original order of random draws, so runs without the option keep their batches
+            picks = rng.choice(len(indices), size=batch_size, p=probabilities)
+            chunks = []
+            for pick in picks:
+                song = indices[int(pick)]
+                offset = int(rng.integers(0, self.songs[song].n_samples - self.sample_length + 1))
+                chunks.append(self.chunk(song, offset))
+            return chunks
+        chunks = []
+        for _ in range(batch_size):
+            chunk = draw()
+            for _ in range(redraws):
+                if median_level_db(chunk.audio.numpy()) >= self.min_level_db:
+                    break
+                chunk = draw()
+            chunks.append(chunk)
         return chunks
 
     def eval_chunks(self, n: int) -> list[Chunk]:
@@ -425,7 +459,10 @@ class AudioCorpus:
             [rel, s.n_samples, s.artist, s.genre, s.lyrics, s.split]
             for rel, s in zip(self._relatives, self.songs, strict=True)
         ]
-        payload = json.dumps([self.sample_rate, self.sample_length, rows], ensure_ascii=False)
+        shape = [self.sample_rate, self.sample_length]
+        if self.min_level_db is not None:  # only then, so that fingerprints of earlier runs stay as they were
+            shape.append(self.min_level_db)
+        payload = json.dumps([*shape, rows], ensure_ascii=False)
         return hashlib.sha1(payload.encode()).hexdigest()
 
     def describe(self) -> dict:
@@ -439,6 +476,7 @@ class AudioCorpus:
             "root": str(self.root),
             "sample_rate": self.sample_rate,
             "sample_length": self.sample_length,
+            "min_level_db": self.min_level_db,
             "songs": len(self.songs),
             "train": summary("train"),
             # A lone song is trained and evaluated on; the CLI should say so.
