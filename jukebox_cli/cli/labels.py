@@ -32,7 +32,7 @@ def labels(
         str | None,
         typer.Option("--search", "-s", help="Only names containing this text (case and accents ignored)."),
     ] = None,
-    model: Model = "1b_lyrics",
+    model: Model = "demo",
     limit: Annotated[int, typer.Option(min=0, help="Show at most this many names (0: all).")] = 50,
     json_output: Json = False,
 ) -> None:

@@ -194,6 +194,16 @@ def test_each_take_is_its_own_whatever_the_batching(run_cli, tmp_path: Path) -> 
         assert not torch.equal(together[0], together[1])
 
 
+def test_an_unknown_label_names_the_model_and_one_that_knows_it(run_cli, tmp_path: Path) -> None:
+    result = run_cli("generate", "--genre", "country", "--artist", "zac brown band", "--duration", "3", "-q",
+                     "-o", tmp_path / "run")  # fmt: skip
+    assert result.exit_code == 2
+    line = result.stderr.strip().splitlines()[0]
+    assert line.startswith("error: demo: unknown artist 'zac brown band'"), line
+    assert line.endswith("1b_lyrics knows it: add --model 1b_lyrics."), line
+    assert not (tmp_path / "run").exists()
+
+
 def test_continue_bad_input(run_cli, tmp_path: Path) -> None:
     song = tmp_path / "song.wav"
     sf.write(song, music_like(1.0, 22050), 22050)

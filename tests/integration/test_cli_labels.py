@@ -35,7 +35,7 @@ def _assert_clean_error(result, code: int, fragment: str) -> None:
 
 
 def test_search_artists_table(cli) -> None:
-    result = cli("labels", "--artists", "--search", "jackson")
+    result = cli("labels", "-m", "1b_lyrics", "--artists", "--search", "jackson")
     assert result.exit_code == 0, result.stderr
     assert "alan jackson" in result.stdout and "6785" in result.stdout
     assert "artists of 1b_lyrics (v3 ids)" in result.stdout
@@ -43,7 +43,7 @@ def test_search_artists_table(cli) -> None:
 
 
 def test_search_is_accent_insensitive(cli) -> None:
-    result = cli("labels", "--artists", "-s", "celine dion")
+    result = cli("labels", "-m", "1b_lyrics", "--artists", "-s", "celine dion")
     assert result.exit_code == 0, result.stderr
     assert "céline dion" in result.stdout and "5220" in result.stdout
 
@@ -58,28 +58,41 @@ def test_genres_json_parses(cli) -> None:
 
 
 def test_json_limit_and_total(cli) -> None:
-    result = cli("labels", "--artists", "--json", "--limit", "3")
+    result = cli("labels", "-m", "1b_lyrics", "--artists", "--json", "--limit", "3")
     data = json.loads(result.stdout)
     assert len(data["items"]) == 3
     assert data["total"] == len(load_label_set("v3").artists)
-    everything = json.loads(cli("labels", "--genres", "--json", "--limit", "0").stdout)
+    everything = json.loads(cli("labels", "-m", "1b_lyrics", "--genres", "--json", "--limit", "0").stdout)
     assert len(everything["items"]) == everything["total"] == len(load_label_set("v3").genres)
 
 
 def test_table_limit_caption(cli) -> None:
-    result = cli("labels", "--genres", "--limit", "5")
+    result = cli("labels", "-m", "1b_lyrics", "--genres", "--limit", "5")
     assert result.exit_code == 0, result.stderr
     assert "showing 5 of 604" in result.stdout
 
 
 def test_marked_genre_names_are_visible(cli) -> None:
     """The two "psychedelic rock" entries (one with a hidden U+200E) are told apart in the table."""
-    result = cli("labels", "--genres", "-s", "psychedelic rock")
+    result = cli("labels", "-m", "1b_lyrics", "--genres", "-s", "psychedelic rock")
     assert result.exit_code == 0, result.stderr
     assert "psychedelic rock\\u200e" in result.stdout
     assert "185" in result.stdout and "7" in result.stdout
-    data = json.loads(cli("labels", "--genres", "-s", "psychedelic rock", "--json").stdout)
+    data = json.loads(cli("labels", "-m", "1b_lyrics", "--genres", "-s", "psychedelic rock", "--json").stdout)
     assert {"name": "psychedelic rock\u200e", "id": 7} in data["items"]
+
+
+def test_the_default_model_is_generate_s(cli) -> None:
+    """One default model for every command: demo, whose genres are few, listed whole."""
+    data = json.loads(cli("labels", "--genres", "--json").stdout)
+    assert (data["model"], data["label_set"]) == ("demo", "custom")
+    assert {item["name"] for item in data["items"]} == {
+        "chiptune",
+        "electronic",
+        "orchestral",
+        "rock",
+        "unknown",
+    }
 
 
 def test_tiny_model(cli) -> None:
@@ -89,10 +102,13 @@ def test_tiny_model(cli) -> None:
 
 
 def test_no_match(cli) -> None:
-    result = cli("labels", "--artists", "-s", "zzzzzzzz")
+    result = cli("labels", "-m", "1b_lyrics", "--artists", "-s", "zzzzzzzz")
     assert result.exit_code == 0
     assert "no artists" in result.stdout
-    assert json.loads(cli("labels", "--artists", "-s", "zzzzzzzz", "--json").stdout)["items"] == []
+    assert (
+        json.loads(cli("labels", "-m", "1b_lyrics", "--artists", "-s", "zzzzzzzz", "--json").stdout)["items"]
+        == []
+    )
 
 
 @pytest.mark.parametrize("flags", [(), ("--artists", "--genres")])
@@ -108,7 +124,7 @@ def test_unknown_model(cli) -> None:
 
 
 def test_bad_limit_is_a_usage_error(cli) -> None:
-    assert cli("labels", "--artists", "--limit", "-1").exit_code == 2
+    assert cli("labels", "-m", "1b_lyrics", "--artists", "--limit", "-1").exit_code == 2
 
 
 def test_labels_does_not_import_torch() -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -27,7 +27,9 @@ import torch
 from jukebox_cli.engine.audio import io as audio_io
 from jukebox_cli.engine.devices import resolve_device
 from jukebox_cli.engine.dtypes import working_dtype
-from jukebox_cli.engine.errors import ConfigError
+from jukebox_cli.engine.errors import ConfigError, LabelError
+from jukebox_cli.engine.models.labels import Labeller
+from jukebox_cli.engine.models.presets import prior_config
 from jukebox_cli.engine.progress import ProgressCallback, noop
 from jukebox_cli.engine.sampling.cascade import run_cascade, write_level_audio
 from jukebox_cli.engine.sampling.conditioning import encode_metadata
@@ -46,6 +48,7 @@ from jukebox_cli.engine.sampling.request import (
 from jukebox_cli.engine.sampling.runs import Run
 from jukebox_cli.engine.weights.bundle import Bundle
 from jukebox_cli.engine.weights.loading import load_bundle
+from jukebox_cli.engine.weights.registry import MODELS
 from jukebox_cli.engine.weights.shipped import DEMO
 
 #: Seconds of an audio file kept as the prompt when none is given.
@@ -222,14 +225,33 @@ def _check_labels(bundle: Bundle, request: CascadeRequest) -> list[str]:
     """Fail on unknown labels before any sampling; warnings about the lyrics."""
     warnings = []
     for level in request.levels:
-        _, dropped = encode_metadata(
-            bundle.labellers[level], request.samples, allow_unknown=request.allow_unknown
-        )
+        try:
+            _, dropped = encode_metadata(
+                bundle.labellers[level], request.samples, allow_unknown=request.allow_unknown
+            )
+        except LabelError as err:
+            text = str(err).replace("--model MODEL", f"--model {bundle.spec}").rstrip(".")
+            raise LabelError(f"{bundle.name}: {text}.{_released_hint(bundle, request)}") from None
         warnings += [f"level {level}: {w}" for w in dropped]
     lyrics = any(s.lyrics for s in request.samples)
     if lyrics and not bundle.prior_configs[bundle.top_level].n_tokens:
         warnings.append(f"{bundle.name} has no lyrics conditioning; the lyrics are ignored.")
     return warnings
+
+
+def _released_hint(bundle: Bundle, request: CascadeRequest) -> str:
+    """Where another released model knows every artist and genre asked for: a hint that names it."""
+    for name in MODELS:  # the smallest first
+        if name == bundle.name:
+            continue
+        top = prior_config(name)
+        labeller = Labeller(top.label_set, top.max_genres, 0)
+        try:
+            encode_metadata(labeller, [replace(m, lyrics="") for m in request.samples], allow_unknown=False)
+        except LabelError:
+            continue
+        return f" {name} knows it: add --model {name}."
+    return ""
 
 
 def _job(bundle: Bundle, request: CascadeRequest, output: Path, **parts) -> GenerationJob:

@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from jukebox_cli.engine.checkpoints.folder import folder_files
+from jukebox_cli.engine.checkpoints.header import read_config_values
 from jukebox_cli.engine.errors import CheckpointNotFound
 from jukebox_cli.engine.models.labels import LabelSet, label_set_for_model, load_label_set
 from jukebox_cli.engine.weights import shipped
@@ -126,14 +128,11 @@ def label_tables(spec: str | Path) -> tuple[str, LabelSet]:
     """
     source = resolve(spec)
     if source.kind in ("folder", "shipped"):
-        # lazy: reading a prior's config needs torch, which naming a released model's labels must not import
-        from jukebox_cli.engine.checkpoints.folder import folder_files
-        from jukebox_cli.engine.checkpoints.native import read_config
-
         _, priors = folder_files(source.path)
-        config = read_config(priors[max(priors)], "prior")
-        tables = LabelSet.from_dict(config.labels) if config.labels else load_label_set(config.label_set)
-        return config.label_set, tables
+        config = read_config_values(priors[max(priors)])  # from the header: no torch, no weights
+        version = config.get("label_set", "v2")
+        tables = LabelSet.from_dict(config["labels"]) if config.get("labels") else load_label_set(version)
+        return version, tables
     name = source.released or source.name
     version = label_set_for_model(name)
     return version, load_label_set(version)
