@@ -262,7 +262,16 @@ def continue_(
         float | None,
         typer.Option(help="Seconds of the source to keep (default: 5 s of audio, or all of a run)."),
     ] = None,
-    duration: Duration = 10.0,
+    prompt_start: Annotated[
+        float | None,
+        typer.Option(
+            help="Audio: where the prompt starts in the file, in seconds (default: its last "
+            "--prompt-seconds, so the continuation follows the song's end)."
+        ),
+    ] = None,
+    duration: Annotated[
+        float, typer.Option(help="Seconds of audio in the result, the prompt included.")
+    ] = 10.0,
     total_duration: TotalDuration = None,
     artist: Annotated[str | None, typer.Option(help="Artist (default: the run's, or unknown).")] = None,
     genre: Annotated[str | None, typer.Option(help="Genre (default: the run's, or unknown).")] = None,
@@ -304,7 +313,7 @@ def continue_(
     text = _read_lyrics(lyrics, lyrics_file)
     with RichProgress(enabled=not quiet) as progress:
         job = prepare_continue(
-            source, model=model, prompt_seconds=prompt_seconds, duration=duration,
+            source, model=model, prompt_seconds=prompt_seconds, prompt_start=prompt_start, duration=duration,
             total_duration=total_duration, artist=artist, genre=genre, lyrics=text, samples=samples,
             levels=levels, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, dtype=dtype,
             max_batch_size=max_batch_size, chunk_size=chunk_size, allow_unknown=allow_unknown, output=output,

@@ -94,7 +94,8 @@ def test_continue_from_audio_keeps_the_prompt(run_cli, tmp_path: Path) -> None:
     song = tmp_path / "song.wav"
     sf.write(song, music_like(2.0, 44100), 44100)
     run = tmp_path / "cont"
-    result = run_cli("continue", song, *COMMON, "--prompt-seconds", "0.5", "--duration", "1.2", "-o", run)
+    result = run_cli("continue", song, *COMMON, "--prompt-seconds", "0.5", "--prompt-start", "0", "--duration", "1.2",
+                     "-o", run)  # fmt: skip
     assert result.exit_code == 0, result.stderr
     from jukebox_cli.engine.audio.io import load_audio
     from jukebox_cli.engine.weights.loading import load_bundle
@@ -202,6 +203,30 @@ def test_an_unknown_label_names_the_model_and_one_that_knows_it(run_cli, tmp_pat
     assert line.startswith("error: demo: unknown artist 'zac brown band'"), line
     assert line.endswith("1b_lyrics knows it: add --model 1b_lyrics."), line
     assert not (tmp_path / "run").exists()
+
+
+def test_an_audio_prompt_is_the_end_of_the_song_unless_told(run_cli, tmp_path: Path) -> None:
+    song = tmp_path / "song.wav"
+    sf.write(song, music_like(4.0, 22050), 22050)
+    prompt_codes = _expected_samples(1.0) // 128
+    runs = {}
+    for name, extra in {
+        "end": (),
+        "start": ("--prompt-start", "0"),
+        "three": ("--prompt-start", "3"),
+    }.items():
+        run = tmp_path / name
+        result = run_cli("continue", song, *COMMON, "--prompt-seconds", "1", "--duration", "2", "--levels", "2",
+                         *extra, "-o", run)  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        runs[name] = _codes(run, 2)[:, :prompt_codes]
+    assert torch.equal(runs["end"], runs["three"])  # the last second of a 4 s song starts at 3 s
+    assert not torch.equal(runs["end"], runs["start"])
+    prompt = json.loads((tmp_path / "end" / "run.json").read_text())["settings"]["prompt"]
+    assert prompt == {"file": str(song), "seconds": 1.0, "start": 3.0}
+    result = run_cli("continue", song, *COMMON, "--prompt-seconds", "1", "--prompt-start", "3.5", "-o",
+                     tmp_path / "bad")  # fmt: skip
+    assert result.exit_code == 2 and "--prompt-start must be between 0 and 3.00" in result.stderr
 
 
 def test_continue_bad_input(run_cli, tmp_path: Path) -> None:

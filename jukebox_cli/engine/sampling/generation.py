@@ -35,7 +35,7 @@ from jukebox_cli.engine.sampling.cascade import run_cascade, write_level_audio
 from jukebox_cli.engine.sampling.conditioning import encode_metadata
 from jukebox_cli.engine.sampling.estimate import LevelEstimate, estimate_cascade
 from jukebox_cli.engine.sampling.plan import LevelPlan, plan_cascade
-from jukebox_cli.engine.sampling.prompt import check_codes, encode_prompt, run_prompt
+from jukebox_cli.engine.sampling.prompt import audio_prompt_start, check_codes, encode_prompt, run_prompt
 from jukebox_cli.engine.sampling.request import (
     CascadeRequest,
     PerLevel,
@@ -333,6 +333,7 @@ def prepare_continue(
     *,
     model: ModelArg | None = None,
     prompt_seconds: float | None = None,
+    prompt_start: float | None = None,
     duration: float = 10.0,
     total_duration: float | None = None,
     artist: str | None = None,
@@ -359,6 +360,9 @@ def prepare_continue(
             folder (its codes are reused, all of them or the first ``prompt_seconds``; ``model`` defaults to
             the run's, and each take keeps its own artist, genre and lyrics unless given here).
         prompt_seconds: seconds of the source to keep (default: 5 s of audio, or all of a run).
+        prompt_start: audio files: where in the file the prompt starts, in seconds (default: the last
+            ``prompt_seconds`` of the file, so the continuation follows the song's end).
+        duration: the length of the result, prompt included.
         samples: takes to sample from an audio prompt (a run keeps its own number of takes).
         Others: as for :func:`prepare_generate`.
 
@@ -369,6 +373,10 @@ def prepare_continue(
     if prompt_seconds is not None:
         check_number("--prompt-seconds", prompt_seconds, 0.0)
     check_number("--duration", duration, 0.0)
+    if source.is_dir() and prompt_start is not None:
+        raise ConfigError(
+            "--prompt-start chooses where an audio prompt starts; a run is continued from its end."
+        )
     if source.is_dir():
         source_run = Run.open(source)
         recorded = source_run.settings
@@ -387,9 +395,10 @@ def prepare_continue(
         seconds = DEFAULT_PROMPT_SECONDS if prompt_seconds is None else prompt_seconds
         if seconds >= duration:
             raise ConfigError(f"The prompt ({seconds} s) must be shorter than --duration ({duration} s).")
+        start = audio_prompt_start(source, seconds, prompt_start)
         bundle = _bundle(DEMO if model is None else model, cache_dir, progress)
         metas = [SampleMeta(artist or "unknown", genre or "unknown", lyrics or "")] * samples
-        prompt = {"file": str(source), "seconds": seconds}
+        prompt = {"file": str(source), "seconds": seconds, "start": round(start, 6)}
         initial = None
     request = build_request(
         bundle, model=bundle.spec, samples=metas, duration=duration, total_duration=total_duration,
@@ -398,7 +407,9 @@ def prepare_continue(
     )  # fmt: skip
     if initial is None:
         bundle = bundle.fetched(progress)  # encoding the prompt needs the VQ-VAE's weights
-        initial = encode_prompt(bundle, source, prompt["seconds"], len(metas), request.levels)
+        initial = encode_prompt(
+            bundle, source, prompt["seconds"], len(metas), request.levels, prompt["start"]
+        )
     initial = {level: codes for level, codes in initial.items() if level in request.levels}
     top_samples = initial[bundle.top_level].shape[1] * bundle.vqvae.hop_lengths[-1]
     if top_samples >= request.sample_length:

@@ -13,10 +13,36 @@ from jukebox_cli.engine.sampling.runs import Run
 from jukebox_cli.engine.weights.bundle import Bundle
 
 
+def audio_prompt_start(path: str | Path, seconds: float, start: float | None) -> float:
+    """Where in the file an audio prompt of ``seconds`` begins: at ``start``, or (None) so that it ends where
+    the song ends, since a continuation usually follows the whole song.
+
+    Raises:
+        InvalidAudio: the file is shorter than the prompt.
+        ConfigError: ``start`` leaves too little audio after it.
+    """
+    length = audio_io.audio_info(path).duration
+    if length < seconds:
+        raise InvalidAudio(f"{path} is {length:.2f} s long, shorter than the {seconds} s prompt.")
+    if start is None:
+        return max(length - seconds, 0.0)
+    if not 0.0 <= start <= length - seconds:
+        raise ConfigError(
+            f"A {seconds} s prompt starting at {start} s does not fit in {path} ({length:.2f} s long); "
+            f"--prompt-start must be between 0 and {length - seconds:.2f}."
+        )
+    return start
+
+
 def encode_prompt(
-    bundle: Bundle, path: str | Path, seconds: float, n_samples: int, levels: Sequence[int]
+    bundle: Bundle,
+    path: str | Path,
+    seconds: float,
+    n_samples: int,
+    levels: Sequence[int],
+    start: float = 0.0,
 ) -> dict[int, torch.Tensor]:
-    """Codes of the first ``seconds`` of an audio file at every requested level, tiled over the samples.
+    """Codes of ``seconds`` of an audio file from ``start`` at every requested level, tiled over the samples.
 
     The prompt is cut to whole top-level codes, so every level's codes cover the same audio.
 
@@ -30,10 +56,12 @@ def encode_prompt(
         raise InvalidAudio(
             f"A prompt of {seconds} s is shorter than one top-level code ({top_hop / sr * 1000:.1f} ms)."
         )
-    samples = audio_io.load_audio(path, sr)
+    # A second more than the prompt, so the resampler's last filter taps see the audio that follows it.
+    samples = audio_io.load_audio(path, sr, offset=start, duration=length / sr + 1.0)
     if samples.shape[0] < length:
         raise InvalidAudio(
-            f"{path} is {samples.shape[0] / sr:.2f} s long, shorter than the {seconds} s prompt."
+            f"{path} has {samples.shape[0] / sr:.2f} s of audio from {start:.2f} s, less than the {seconds} s "
+            "prompt."
         )
     x = torch.from_numpy(samples[:length]).unsqueeze(0)
     return {level: bundle.vqvae.encode_level(x, level).repeat(n_samples, 1) for level in levels}
