@@ -182,3 +182,20 @@ def test_library_warnings_stay_off_stderr(run_cli, tmp_path: Path, name: str, re
     assert "Warning" not in result.stderr and result.stderr.strip() == "", result.stderr
     # pytest records warnings instead of printing them: what escaped would have reached stderr.
     assert not [w for w in recwarn if issubclass(w.category, UserWarning)], [str(w.message) for w in recwarn]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (("--device", "cpu:7"), 5, "Device 'cpu:7' does not exist: the CPU is one device"),
+        (("--model", "owner/name@../../x"), 2, "the revision '../../x' looks like a path"),
+    ],
+)
+def test_a_device_or_revision_that_names_nothing_real(
+    run_cli, tmp_path: Path, args, code: int, fragment: str
+) -> None:
+    result = run_cli("generate", *TINY, *args, "-o", tmp_path / "out")
+    errors = [line for line in _error_lines(result.stderr) if line.startswith("error:")]
+    assert result.exit_code == code, result.stderr
+    assert len(errors) == 1 and fragment in errors[0], result.stderr
+    assert not (tmp_path / "out").exists()
