@@ -199,3 +199,27 @@ def test_a_device_or_revision_that_names_nothing_real(
     assert result.exit_code == code, result.stderr
     assert len(errors) == 1 and fragment in errors[0], result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["generate", "train"])
+def test_a_folder_another_process_is_writing_is_refused_untouched(
+    run_cli, tmp_path: Path, song: Path, command: str
+) -> None:
+    from tests.conftest import held_by_another_process
+
+    out = tmp_path / "out"
+    if command == "generate":
+        args = ("generate", *TINY, "-o", out)
+    else:
+        data = tmp_path / "songs"
+        data.mkdir()
+        song.rename(data / song.name)
+        args = ("train", "vqvae", data, "--preset", "tiny", "--steps", "1", "--batch-size", "1",
+                "--chunk-seconds", "0.2", "--device", "cpu", "-q", "--cache-dir", tmp_path / "cache", "-o", out)  # fmt: skip
+    with held_by_another_process(out) as other:
+        result = run_cli(*args)
+        errors = [line for line in _error_lines(result.stderr) if line.startswith("error:")]
+        assert result.exit_code == 9, result.stderr
+        assert len(errors) == 1 and f"is in use by another jukebox process (pid {other.pid})" in errors[0]
+        assert [p.name for p in out.iterdir()] == [".jukebox.lock"], "nothing of the refused run is written"
+    assert run_cli(*args).exit_code == 0, "free again once the other process is gone (killed)"

@@ -28,6 +28,7 @@ from jukebox_cli.engine.audio import io as audio_io
 from jukebox_cli.engine.devices import resolve_device
 from jukebox_cli.engine.dtypes import working_dtype
 from jukebox_cli.engine.errors import ConfigError
+from jukebox_cli.engine.locks import hold_folder
 from jukebox_cli.engine.progress import ProgressCallback, noop
 from jukebox_cli.engine.sampling.cascade import run_cascade, write_level_audio
 from jukebox_cli.engine.sampling.conditioning import encode_metadata
@@ -157,11 +158,25 @@ class GenerationJob:
 
         Raises:
             OutputExistsError: the folder holds a run with other settings (and ``force`` is off).
+            OutputInUse: another process is writing the folder.
             DeviceError: an unavailable device, or out of memory.
         """
         torch_device = _device(device)
         decode = decode_mode(compile, torch_device)
         self.bundle = self.bundle.fetched(progress)  # a released model is downloaded now, not when planned
+        # Held from the first look at the folder to the last file: two processes would mix their windows.
+        with hold_folder(self.output, "run folder"):
+            return self._run(torch_device, decode, progress, force=force, alignment=alignment)
+
+    def _run(
+        self,
+        torch_device: torch.device,
+        decode: str,
+        progress: ProgressCallback,
+        *,
+        force: bool,
+        alignment: bool,
+    ) -> GenerationResult:
         run, _ = Run.create_or_resume(self.output, self.request.settings(), force=force)
         run.update(device=str(torch_device), model=self.bundle.describe())
         for level, codes in self.given_levels.items():  # finished as they are

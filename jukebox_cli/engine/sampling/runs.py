@@ -34,6 +34,7 @@ import torch
 from jukebox_cli import __version__
 from jukebox_cli.engine.errors import ConfigError, OutputExistsError
 from jukebox_cli.engine.files import atomic_write, write_json
+from jukebox_cli.engine.locks import LOCK_FILE
 
 RUN_FORMAT = "jukebox-cli-run"
 RUN_FORMAT_VERSION = 1
@@ -137,7 +138,9 @@ class Run:
             raise ConfigError(f"The run's settings must be a dict, got {type(settings).__name__}.")
         if path.exists() and not path.is_dir():
             raise OutputExistsError(f"{path} exists and is not a directory.")
-        if path.is_dir() and any(not _is_leftover(entry) for entry in path.iterdir()):
+        if path.is_dir() and any(
+            not _is_leftover(entry) and entry.name != LOCK_FILE for entry in path.iterdir()
+        ):
             if not _is_run_dir(path):
                 raise OutputExistsError(
                     f"{path} is not empty and is not a run directory; choose another folder."
