@@ -39,6 +39,7 @@ from jukebox_cli.engine.sampling.request import (
     CascadeRequest,
     PerLevel,
     SampleMeta,
+    bound_lyrics,
     build_request,
     check_levels,
     check_number,
@@ -248,7 +249,10 @@ def _check_labels(bundle: Bundle, request: CascadeRequest) -> list[str]:
 
 
 def _job(bundle: Bundle, request: CascadeRequest, output: Path, **parts) -> GenerationJob:
-    return GenerationJob(bundle, request, Path(output), warnings=_check_labels(bundle, request), **parts)
+    request, cut = bound_lyrics(bundle, request)
+    return GenerationJob(
+        bundle, request, Path(output), warnings=cut + _check_labels(bundle, request), **parts
+    )
 
 
 def prepare_generate(

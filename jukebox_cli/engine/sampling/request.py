@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from jukebox_cli.engine.errors import ConfigError
 from jukebox_cli.engine.sampling.batching import AUTO, parse_batch_size
-from jukebox_cli.engine.sampling.windows import sample_length
+from jukebox_cli.engine.sampling.windows import sample_length, window_advance, window_starts
 from jukebox_cli.engine.weights.bundle import Bundle
 
 # The released settings: window advance as a fraction of the context, per level.
@@ -270,3 +270,47 @@ def build_request(
     )  # fmt: skip
     validate_request(bundle, request)
     return request
+
+
+def lyrics_limit(bundle: Bundle, request: CascadeRequest, level: int) -> tuple[int, int]:
+    """(the most lyric characters a lyrics prior is ever shown over the song, its windows over the song).
+
+    Each window shows the prior ``n_tokens`` characters, and the song's length decides how many windows
+    cover it (at sampling's window advance): characters beyond ``n_tokens * windows`` are never shown.
+    """
+    c = bundle.prior_configs[level]
+    fraction = request.hop_fraction.get(
+        level, DEFAULT_HOP_FRACTIONS.get(level, min(DEFAULT_HOP_FRACTIONS.values()))
+    )
+    codes = max(math.ceil(request.total_length / c.hop_length), c.n_ctx)
+    windows = len(window_starts(codes, c.n_ctx, window_advance(fraction, c.n_ctx)))
+    return c.n_tokens * windows, windows
+
+
+def bound_lyrics(bundle: Bundle, request: CascadeRequest) -> tuple[CascadeRequest, list[str]]:
+    """``request`` with each sample's lyrics cut to what its lyrics priors can be shown, and warnings saying so.
+
+    Lyrics beyond that change nothing the model hears but cost memory and time in every window's label
+    vectors and in the alignment (a megabyte of lyrics took 20 GB); cut here, they are also what ``run.json``
+    records.
+    """
+    limits = [
+        (lyrics_limit(bundle, request, level), level)
+        for level, c in bundle.prior_configs.items()
+        if c.n_tokens
+    ]
+    if not limits:
+        return request, []
+    (limit, windows), level = min(limits)
+    labeller = bundle.labellers[level]
+    samples, warnings = [], set()
+    for meta in request.samples:
+        cut = labeller.cut(meta.lyrics, limit)
+        if cut != meta.lyrics:
+            warnings.add(
+                f"lyrics cut to {limit} characters: the model sees at most "
+                f"{bundle.prior_configs[level].n_tokens} per window, and {windows} windows cover the "
+                f"{request.total_length / bundle.sample_rate:.2f} s song (a longer --total-duration shows more)."
+            )
+        samples.append(replace(meta, lyrics=cut))
+    return replace(request, samples=tuple(samples)), sorted(warnings)
