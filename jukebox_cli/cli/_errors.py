@@ -17,6 +17,7 @@ EXIT_INTERRUPTED = 130
 
 # (type, exit code, hint shown under the message)
 ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
+    (e.OutputBlocked, 7, "--force replaces only a run; choose another output with -o, or empty that folder."),
     (e.OutputExistsError, 7, "Pass --force to overwrite, or choose another output with -o."),
     (e.OutputInUse, 9, ""),  # the message names the folder and the other process
     (e.OutputDiskFull, 3, "Free some space, or choose an output on another disk with -o."),

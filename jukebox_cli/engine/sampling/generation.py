@@ -17,6 +17,7 @@ returns a :class:`GenerationJob`; nothing is written until :meth:`GenerationJob.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from jukebox_cli.engine.sampling.request import (
     build_request,
     check_levels,
     check_number,
+    describe_setting,
     validate_request,
 )
 from jukebox_cli.engine.sampling.runs import Run
@@ -178,7 +180,8 @@ class GenerationJob:
         force: bool,
         alignment: bool,
     ) -> GenerationResult:
-        run, _ = Run.create_or_resume(self.output, self.request.settings(), force=force)
+        describe = functools.partial(describe_setting, sample_rate=self.bundle.sample_rate)
+        run, _ = Run.create_or_resume(self.output, self.request.settings(), force=force, describe=describe)
         run.update(device=str(torch_device), model=self.bundle.describe())
         for level, codes in self.given_levels.items():  # finished as they are
             if run.load_codes(level)[0] is None:
@@ -473,7 +476,14 @@ def prepare_resume(
     run = Run.open(run_dir)
     request = CascadeRequest.from_settings(run.settings)
     bundle = model if model is not None else _bundle(request.model, cache_dir, progress)
-    validate_request(bundle, request)  # a hand-edited run.json is checked like new settings
+    try:  # a hand-edited run.json is checked like new settings, but no option of this command can fix it
+        validate_request(bundle, request, options=False)
+    except ConfigError as err:
+        raise ConfigError(
+            f"{run_dir}: its run.json asks for settings its model {request.model!r} cannot honour: "
+            f"{str(err).rstrip('.')}. Was run.json edited (its model, its lengths)? Restore it, or start a new "
+            "run with `jukebox generate` and another -o."
+        ) from err
     return _job(bundle, request, Path(run_dir))
 
 
