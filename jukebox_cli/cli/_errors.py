@@ -2,7 +2,8 @@
 
 Exit codes: 0 ok; 1 unexpected; 2 usage/config; 3 checkpoint/network, or a full disk; 4 audio cannot be read
 or an output cannot be written; 5 device/out of memory; 6 audio unusable (NaN/inf, too short); 7 output exists (use --force); 8 training cannot
-start or continue (no usable data, a run that exists or changed, losses that stay NaN); 130 Ctrl-C.
+start or continue (no usable data, a run that exists or changed, losses that stay NaN); 9 the output folder is in use
+by another process; 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ EXIT_INTERRUPTED = 130
 
 # (type, exit code, hint shown under the message)
 ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
+    (e.OutputBlocked, 7, "--force replaces only a run; choose another output with -o, or empty that folder."),
     (e.OutputExistsError, 7, "Pass --force to overwrite, or choose another output with -o."),
+    (e.OutputInUse, 9, ""),  # the message names the folder and the other process
     (e.OutputDiskFull, 3, "Free some space, or choose an output on another disk with -o."),
     (e.OutputWriteError, 4, "Choose an output folder you can write to with -o."),
     (e.InvalidAudio, 6, "Check the input file: it must hold finite samples and be long enough."),

@@ -6,6 +6,7 @@ Engine imports sit inside the command functions (lazy): ``jukebox --help`` must 
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -72,6 +73,7 @@ def _run(kind: str, build, *, output: Path | None, data: Path, steps: int, batch
          grad_accum: int, precision: Precision, seed: int, save_every: int, eval_every: int, log_every: int,
          resume: bool, logger: LoggerKind, ema: float, device: str, quiet: bool, json_output: bool) -> None:  # fmt: skip
     """Shared by the three commands: set up (distributed if under torchrun), build the task, train, report."""
+    from jukebox_cli.engine.locks import hold_folder
     from jukebox_cli.engine.train import distributed
     from jukebox_cli.engine.train.logging import make_logger
     from jukebox_cli.engine.train.loop import TrainConfig, train
@@ -94,15 +96,18 @@ def _run(kind: str, build, *, output: Path | None, data: Path, steps: int, batch
                     console.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False)
                 for note in task.notes(world=info.world):
                     console.print(f"[yellow]note:[/] {note}", highlight=False)
-            log = make_logger(logger.value, run_dir, config={"train": config.to_dict(), "task": task.config()},
-                              name=run_dir.name, rank=info.rank)  # fmt: skip
-            if show and getattr(log, "notice", None):
-                console.print(f"[dim]{log.notice}[/]")
-            try:
-                result = train(task, config, run_dir, resume=resume, logger=log, device=info.device,
-                               progress=progress)  # fmt: skip
-            finally:
-                log.close()
+            # The logger writes into the run folder too, so the folder is held before it starts (train
+            # takes the same lock again).
+            with hold_folder(run_dir, "training run") if info.rank == 0 else nullcontext():
+                log = make_logger(logger.value, run_dir, config={"train": config.to_dict(), "task": task.config()},
+                                  name=run_dir.name, rank=info.rank)  # fmt: skip
+                if show and getattr(log, "notice", None):
+                    console.print(f"[dim]{log.notice}[/]")
+                try:
+                    result = train(task, config, run_dir, resume=resume, logger=log, device=info.device,
+                                   progress=progress)  # fmt: skip
+                finally:
+                    log.close()
     finally:
         distributed.teardown()
     if info.rank != 0:

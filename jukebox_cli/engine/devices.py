@@ -25,6 +25,9 @@ def resolve_device(name: str = "auto") -> torch.device:
         device = torch.device(name)
     except (RuntimeError, ValueError) as err:
         raise DeviceError(f"Unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps.") from err
+    # torch accepts any CPU index and ignores it, so cpu:7 would run on the CPU while claiming otherwise.
+    if device.type == "cpu" and device.index not in (None, 0):
+        raise DeviceError(f"Device {name!r} does not exist: the CPU is one device, cpu (or cpu:0).")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"Device {name!r} requested but CUDA is not available on this machine.")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():

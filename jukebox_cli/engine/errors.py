@@ -19,6 +19,14 @@ class OutputExistsError(JukeboxError, FileExistsError):
     """An output path exists and overwriting it was not allowed."""
 
 
+class OutputBlocked(OutputExistsError):
+    """An output path is taken by something ``force`` does not replace (a file, a folder that is not a run)."""
+
+
+class OutputInUse(JukeboxError):
+    """Another process is writing the same output folder (a run folder or a training run) right now."""
+
+
 class OutputWriteError(JukeboxError, OSError):
     """An output cannot be written: a read-only or missing folder, permission denied, a path that is a file."""
 

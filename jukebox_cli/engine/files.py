@@ -34,7 +34,13 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], *, overwrite: 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            # Created here first, so it gets the mode any new file gets (0666 less the umask), which is
+            # then restored: some writers (safetensors' save_file) replace the file with a 0600 one.
+            tmp.touch(exist_ok=False)
+            mode = tmp.stat().st_mode & 0o777
             write(tmp)
+            if tmp.stat().st_mode & 0o777 != mode:
+                os.chmod(tmp, mode)
             os.replace(tmp, path)
         finally:
             with contextlib.suppress(OSError):  # on a read-only disk even a missing file may not be unlinked

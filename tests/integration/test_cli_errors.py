@@ -182,3 +182,88 @@ def test_library_warnings_stay_off_stderr(run_cli, tmp_path: Path, name: str, re
     assert "Warning" not in result.stderr and result.stderr.strip() == "", result.stderr
     # pytest records warnings instead of printing them: what escaped would have reached stderr.
     assert not [w for w in recwarn if issubclass(w.category, UserWarning)], [str(w.message) for w in recwarn]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (("--device", "cpu:7"), 5, "Device 'cpu:7' does not exist: the CPU is one device"),
+        (("--model", "owner/name@../../x"), 2, "the revision '../../x' looks like a path"),
+    ],
+)
+def test_a_device_or_revision_that_names_nothing_real(
+    run_cli, tmp_path: Path, args, code: int, fragment: str
+) -> None:
+    result = run_cli("generate", *TINY, *args, "-o", tmp_path / "out")
+    errors = [line for line in _error_lines(result.stderr) if line.startswith("error:")]
+    assert result.exit_code == code, result.stderr
+    assert len(errors) == 1 and fragment in errors[0], result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["generate", "train"])
+def test_a_folder_another_process_is_writing_is_refused_untouched(
+    run_cli, tmp_path: Path, song: Path, command: str
+) -> None:
+    from tests.conftest import held_by_another_process
+
+    out = tmp_path / "out"
+    if command == "generate":
+        args = ("generate", *TINY, "-o", out)
+    else:
+        data = tmp_path / "songs"
+        data.mkdir()
+        song.rename(data / song.name)
+        args = ("train", "vqvae", data, "--preset", "tiny", "--steps", "1", "--batch-size", "1",
+                "--chunk-seconds", "0.2", "--device", "cpu", "-q", "--cache-dir", tmp_path / "cache", "-o", out)  # fmt: skip
+    with held_by_another_process(out) as other:
+        result = run_cli(*args)
+        errors = [line for line in _error_lines(result.stderr) if line.startswith("error:")]
+        assert result.exit_code == 9, result.stderr
+        assert len(errors) == 1 and f"is in use by another jukebox process (pid {other.pid})" in errors[0]
+        assert [p.name for p in out.iterdir()] == [".jukebox.lock"], "nothing of the refused run is written"
+    assert run_cli(*args).exit_code == 0, "free again once the other process is gone (killed)"
+
+
+@pytest.mark.parametrize("case", ["not-a-run", "other-duration", "edited-model", "pickle-model"])
+def test_messages_and_hints_say_what_can_actually_fix_it(
+    run_cli, tmp_path: Path, song: Path, case: str
+) -> None:
+    """Each failure names the option and values a user can act on, and nothing that would not help."""
+    import pickle
+
+    run = tmp_path / "run"
+    if case == "not-a-run":
+        run.mkdir()
+        (run / "notes.txt").write_text("mine")
+        args, code = ("generate", *TINY, "-o", run), 7
+        expected = ["is not empty and is not a run directory", "--force replaces only a run"]
+    elif case == "pickle-model":
+        model = tmp_path / "model.pth"
+        model.write_bytes(pickle.dumps({"model": Path("x")}))
+        args, code, expected = (
+            ("reconstruct", song, "--model", model, "-o", tmp_path / "out"),
+            3,
+            ["Cannot read"],
+        )
+    else:
+        assert run_cli("generate", *TINY, "-o", run).exit_code == 0
+        if case == "other-duration":
+            args, code = ("generate", *TINY, "--duration", "3", "-o", run), 2
+            expected = ["--duration: this run has 2.00 s, you asked for 3.00 s", "another -o, or --force"]
+        else:
+            record = (run / "run.json").read_text()
+            (run / "run.json").write_text(record.replace('"model": "tiny-random"', '"model": "demo"', 1))
+            args, code = ("generate", "--resume", run, "-q"), 2
+            expected = [
+                "its run.json asks for settings its model 'demo' cannot honour",
+                "Was run.json edited",
+            ]
+    result = run_cli(*args)
+    assert result.exit_code == code, result.stderr
+    assert result.stderr.lstrip().startswith("error: ") and "Warning" not in result.stderr, result.stderr
+    for fragment in expected:
+        assert fragment in " ".join(result.stderr.split()), result.stderr
+    assert "Pass --force" not in result.stderr, result.stderr
+    if case == "edited-model":  # no option of --resume can change the song's length
+        assert "--total-duration" not in result.stderr, result.stderr

@@ -335,3 +335,20 @@ def test_compile_option_reaches_the_sampler(run_cli, tmp_path: Path, monkeypatch
     result = run_cli("generate", *COMMON, "--duration", "1", "--compile", choice, "-o", tmp_path / "r")
     assert result.exit_code == 0, result.stderr
     assert seen["decode"] == mode and seen["device"].type == "cpu"
+
+
+def test_lyrics_are_cut_to_what_the_model_can_be_shown(tmp_path: Path) -> None:
+    from jukebox_cli.engine import prepare_generate
+
+    huge = "la love night fire " * 60_000  # about a megabyte: it once took 20 GB and a 464 MB alignment
+    job = prepare_generate("tiny-random", lyrics=huge, duration=2, levels=[2], output=tmp_path / "run")
+    cut = [w for w in job.warnings if w.startswith("lyrics cut to ")]
+    assert cut == [
+        "lyrics cut to 128 characters: the model sees at most 8 per window, and 16 windows cover the 2.00 s "
+        "song (a longer --total-duration shows more)."
+    ], job.warnings
+    assert job.request.samples[0].lyrics == huge[:128], "the start is kept, as written, and run.json holds it"
+    result = job.run(device="cpu", compile="off")
+    (alignment,) = result.alignments
+    assert len(json.loads(alignment.read_text())["lyrics"]) == 128
+    assert alignment.stat().st_size < 100_000 and (tmp_path / "run" / "run.json").stat().st_size < 5_000

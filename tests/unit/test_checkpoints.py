@@ -174,3 +174,17 @@ def test_truncated_file_is_a_clear_error(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(CheckpointError):
         load_vqvae(path)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_files_take_the_umask_like_any_new_file(tmp_path: Path, umask: int) -> None:
+    from jukebox_cli.engine.files import atomic_write
+
+    old = os.umask(umask)
+    try:
+        native = save_native(build_vqvae("tiny"), tmp_path / "vqvae.safetensors")
+        plain = atomic_write(tmp_path / "codes.safetensors", lambda tmp: tmp.write_bytes(b"x"))
+    finally:
+        os.umask(old)
+    for path in (native, plain):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path

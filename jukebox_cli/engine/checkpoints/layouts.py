@@ -14,6 +14,7 @@ Tensors are cast to the destination dtype (released priors store some weights in
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -195,6 +196,13 @@ def export_state_dict(model: nn.Module, layout: str) -> dict[str, torch.Tensor]:
 
 def load_torch_file(path: Path) -> Mapping:
     """``torch.load`` restricted to tensors and plain containers (never arbitrary pickled objects)."""
+    # torch warns about a plain pickle's protocol before refusing it; the refusal below says all there is.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        return _load_weights_only(path)
+
+
+def _load_weights_only(path: Path) -> Mapping:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError:

@@ -7,8 +7,6 @@ model is made of them; ``folder.py`` names the files of a model folder.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from jukebox_cli.engine.checkpoints.layouts import (
 )
 from jukebox_cli.engine.configs import DictConfig
 from jukebox_cli.engine.errors import CheckpointError, IncompatibleCheckpoint
+from jukebox_cli.engine.files import atomic_write
 from jukebox_cli.engine.models.builders import build_model
 from jukebox_cli.engine.models.prior import PriorConfig
 from jukebox_cli.engine.models.transformer import linear_weight_keys
@@ -68,12 +67,6 @@ def _stored_config(path: str | Path, metadata: dict[str, str], kind: str) -> Dic
         raise IncompatibleCheckpoint(f"{path} has unreadable 'config' metadata ({err}).") from err
 
 
-def _atomic_path(path: Path) -> tuple[int, Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    return fd, Path(tmp)
-
-
 def native_metadata(kind: str, config) -> dict[str, str]:
     """The safetensors metadata of a native file: format, version, kind and the config as JSON."""
     return {
@@ -86,16 +79,11 @@ def native_metadata(kind: str, config) -> dict[str, str]:
 
 def write_native(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> Path:
     """Write a safetensors file atomically (a temporary file beside it, then a rename)."""
-    path = Path(path)
-    fd, tmp = _atomic_path(path)
-    os.close(fd)
-    try:
-        save_file(dict(tensors), str(tmp), metadata=metadata)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    # files.atomic_write creates the file as open() does, so it gets the umask's permissions like every
+    # other output (mkstemp's 0600, or a fixed 0644, would not).
+    return atomic_write(
+        path, lambda tmp: save_file(dict(tensors), str(tmp), metadata=metadata), overwrite=True
+    )
 
 
 def save_native(model: nn.Module, path: str | Path) -> Path:

@@ -465,6 +465,19 @@ class Labeller:
             ids=tuple(self._char_ids[char] for char in kept), cleaned="".join(kept), dropped=dropped
         )
 
+    def cut(self, lyrics: str, limit: int) -> str:
+        """The longest start of ``lyrics`` whose cleaned text (see :meth:`tokenize`) has at most ``limit`` characters.
+
+        Cut in the raw text, so that what is kept reads as the user wrote it; each character is cleaned on its
+        own, as :meth:`tokenize` does, and the scan stops at the limit however long the lyrics are.
+        """
+        kept = 0
+        for i, char in enumerate(lyrics):
+            kept += sum(c in self._char_ids for c in unidecode(char).replace("\\", "\n"))
+            if kept > limit:
+                return lyrics[:i]
+        return lyrics
+
     def detokenize(self, ids: Sequence[int]) -> str:
         """The text of lyric ids (id 0, ``<unk>``/padding, decodes to "")."""
         vocab = self.label_set.vocab

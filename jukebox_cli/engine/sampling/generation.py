@@ -17,6 +17,7 @@ returns a :class:`GenerationJob`; nothing is written until :meth:`GenerationJob.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,7 @@ from jukebox_cli.engine.audio import io as audio_io
 from jukebox_cli.engine.devices import resolve_device
 from jukebox_cli.engine.dtypes import working_dtype
 from jukebox_cli.engine.errors import ConfigError, LabelError
+from jukebox_cli.engine.locks import hold_folder
 from jukebox_cli.engine.models.labels import Labeller
 from jukebox_cli.engine.models.presets import prior_config
 from jukebox_cli.engine.progress import ProgressCallback, noop
@@ -40,9 +42,11 @@ from jukebox_cli.engine.sampling.request import (
     CascadeRequest,
     PerLevel,
     SampleMeta,
+    bound_lyrics,
     build_request,
     check_levels,
     check_number,
+    describe_setting,
     validate_request,
 )
 from jukebox_cli.engine.sampling.runs import Run
@@ -160,12 +164,27 @@ class GenerationJob:
 
         Raises:
             OutputExistsError: the folder holds a run with other settings (and ``force`` is off).
+            OutputInUse: another process is writing the folder.
             DeviceError: an unavailable device, or out of memory.
         """
         torch_device = _device(device)
         decode = decode_mode(compile, torch_device)
         self.bundle = self.bundle.fetched(progress)  # a released model is downloaded now, not when planned
-        run, _ = Run.create_or_resume(self.output, self.request.settings(), force=force)
+        # Held from the first look at the folder to the last file: two processes would mix their windows.
+        with hold_folder(self.output, "run folder"):
+            return self._run(torch_device, decode, progress, force=force, alignment=alignment)
+
+    def _run(
+        self,
+        torch_device: torch.device,
+        decode: str,
+        progress: ProgressCallback,
+        *,
+        force: bool,
+        alignment: bool,
+    ) -> GenerationResult:
+        describe = functools.partial(describe_setting, sample_rate=self.bundle.sample_rate)
+        run, _ = Run.create_or_resume(self.output, self.request.settings(), force=force, describe=describe)
         run.update(device=str(torch_device), model=self.bundle.describe())
         for level, codes in self.given_levels.items():  # finished as they are
             if run.load_codes(level)[0] is None:
@@ -255,7 +274,10 @@ def _released_hint(bundle: Bundle, request: CascadeRequest) -> str:
 
 
 def _job(bundle: Bundle, request: CascadeRequest, output: Path, **parts) -> GenerationJob:
-    return GenerationJob(bundle, request, Path(output), warnings=_check_labels(bundle, request), **parts)
+    request, cut = bound_lyrics(bundle, request)
+    return GenerationJob(
+        bundle, request, Path(output), warnings=cut + _check_labels(bundle, request), **parts
+    )
 
 
 def prepare_generate(
@@ -487,7 +509,14 @@ def prepare_resume(
     run = Run.open(run_dir)
     request = CascadeRequest.from_settings(run.settings)
     bundle = model if model is not None else _bundle(request.model, cache_dir, progress)
-    validate_request(bundle, request)  # a hand-edited run.json is checked like new settings
+    try:  # a hand-edited run.json is checked like new settings, but no option of this command can fix it
+        validate_request(bundle, request, options=False)
+    except ConfigError as err:
+        raise ConfigError(
+            f"{run_dir}: its run.json asks for settings its model {request.model!r} cannot honour: "
+            f"{str(err).rstrip('.')}. Was run.json edited (its model, its lengths)? Restore it, or start a new "
+            "run with `jukebox generate` and another -o."
+        ) from err
     return _job(bundle, request, Path(run_dir))
 
 

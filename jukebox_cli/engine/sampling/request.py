@@ -7,13 +7,15 @@ or one per level, durations in seconds) and validates it once, before any model 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from jukebox_cli.engine.errors import ConfigError
 from jukebox_cli.engine.sampling.batching import AUTO, parse_batch_size
-from jukebox_cli.engine.sampling.windows import sample_length
+from jukebox_cli.engine.sampling.windows import sample_length, window_advance, window_starts
 from jukebox_cli.engine.weights.bundle import Bundle
 
 # The released settings: window advance as a fraction of the context, per level.
@@ -68,8 +70,11 @@ class CascadeRequest:
                       "levels": tuple(data["levels"])})  # fmt: skip
 
 
-def validate_request(bundle: Bundle, request: CascadeRequest) -> None:
-    """Fail early, before anything is sampled, on settings the models cannot honour."""
+def validate_request(bundle: Bundle, request: CascadeRequest, *, options: bool = True) -> None:
+    """Fail early, before anything is sampled, on settings the models cannot honour.
+
+    ``options``: the messages may point at the option to change (False for a saved run, where none can).
+    """
     top_hop = bundle.vqvae.hop_lengths[-1]
     if request.sample_length < top_hop:
         raise ConfigError(f"The duration is shorter than one top-level code ({top_hop} samples).")
@@ -87,7 +92,7 @@ def validate_request(bundle: Bundle, request: CascadeRequest) -> None:
             if not c.min_duration * sr <= request.total_length < c.max_duration * sr:
                 raise ConfigError(
                     f"The song's total duration must be between {c.min_duration} s and {c.max_duration} s for "
-                    f"this model's top prior (got {request.total_length / sr:.2f} s; see --total-duration)."
+                    f"this model's top prior (got {request.total_length / sr:.2f} s{'; see --total-duration' if options else ''})."
                 )
     if request.total_length < request.sample_length:
         raise ConfigError("--total-duration must be at least --duration.")
@@ -270,3 +275,81 @@ def build_request(
     )  # fmt: skip
     validate_request(bundle, request)
     return request
+
+
+def lyrics_limit(bundle: Bundle, request: CascadeRequest, level: int) -> tuple[int, int]:
+    """(the most lyric characters a lyrics prior is ever shown over the song, its windows over the song).
+
+    Each window shows the prior ``n_tokens`` characters, and the song's length decides how many windows
+    cover it (at sampling's window advance): characters beyond ``n_tokens * windows`` are never shown.
+    """
+    c = bundle.prior_configs[level]
+    fraction = request.hop_fraction.get(
+        level, DEFAULT_HOP_FRACTIONS.get(level, min(DEFAULT_HOP_FRACTIONS.values()))
+    )
+    codes = max(math.ceil(request.total_length / c.hop_length), c.n_ctx)
+    windows = len(window_starts(codes, c.n_ctx, window_advance(fraction, c.n_ctx)))
+    return c.n_tokens * windows, windows
+
+
+def bound_lyrics(bundle: Bundle, request: CascadeRequest) -> tuple[CascadeRequest, list[str]]:
+    """``request`` with each sample's lyrics cut to what its lyrics priors can be shown, and warnings saying so.
+
+    Lyrics beyond that change nothing the model hears but cost memory and time in every window's label
+    vectors and in the alignment (a megabyte of lyrics took 20 GB); cut here, they are also what ``run.json``
+    records.
+    """
+    limits = [
+        (lyrics_limit(bundle, request, level), level)
+        for level, c in bundle.prior_configs.items()
+        if c.n_tokens
+    ]
+    if not limits:
+        return request, []
+    (limit, windows), level = min(limits)
+    labeller = bundle.labellers[level]
+    samples, warnings = [], set()
+    for meta in request.samples:
+        cut = labeller.cut(meta.lyrics, limit)
+        if cut != meta.lyrics:
+            warnings.add(
+                f"lyrics cut to {limit} characters: the model sees at most "
+                f"{bundle.prior_configs[level].n_tokens} per window, and {windows} windows cover the "
+                f"{request.total_length / bundle.sample_rate:.2f} s song (a longer --total-duration shows more)."
+            )
+        samples.append(replace(meta, lyrics=cut))
+    return replace(request, samples=tuple(samples)), sorted(warnings)
+
+
+# The option that sets each key of ``CascadeRequest.settings()``, for messages; lengths are shown in seconds.
+_OPTIONS = {
+    "model": "--model", "sample_length": "--duration", "total_length": "--total-duration", "levels": "--levels",
+    "temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p", "seed": "--seed",
+    "chunk_size": "--chunk-size", "max_batch_size": "--max-batch-size", "dtype": "--dtype",
+    "allow_unknown": "--allow-unknown", "prompt": "the prompt (--prime, --prompt-seconds)",
+    "hop_fraction": "the window advance",
+}  # fmt: skip
+_SAMPLE_OPTIONS = {"artist": "--artist", "genre": "--genre", "lyrics": "--lyrics"}
+
+
+def describe_setting(key: str, new: Any, saved: Any, sample_rate: int) -> str:
+    """One differing setting of a run as its option and values, e.g. ``--duration: this run has 6.00 s, you
+    asked for 5.00 s`` (``key`` is a dotted key of ``CascadeRequest.settings()``)."""
+    name, _, level = key.partition(".")
+    if name == "samples" and isinstance(new, list) and isinstance(saved, list):
+        if len(new) != len(saved):
+            return f"--samples: this run has {len(saved)}, you asked for {len(new)}"
+        pairs = [(f, n.get(f), s.get(f)) for n, s in zip(new, saved, strict=True) for f in _SAMPLE_OPTIONS]
+        field_, new, saved = next(((f, n, s) for f, n, s in pairs if n != s), ("samples", new, saved))
+        option = _SAMPLE_OPTIONS.get(field_, "the samples")
+    else:
+        option = _OPTIONS.get(name, name) + (f" (level {level})" if level else "")
+    if name in ("sample_length", "total_length"):
+        show = lambda v: f"{v / sample_rate:.2f} s" if isinstance(v, int | float) else json.dumps(v)  # noqa: E731
+    else:
+        show = lambda v: _short(json.dumps(v))  # noqa: E731
+    return f"{option}: this run has {show(saved)}, you asked for {show(new)}"
+
+
+def _short(text: str, most: int = 40) -> str:
+    return text if len(text) <= most else text[: most - 3] + "..."

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,9 @@ import safetensors.torch
 import torch
 
 from jukebox_cli import __version__
-from jukebox_cli.engine.errors import ConfigError, OutputExistsError
+from jukebox_cli.engine.errors import ConfigError, OutputBlocked, OutputExistsError
 from jukebox_cli.engine.files import atomic_write, write_json
+from jukebox_cli.engine.locks import LOCK_FILE
 
 RUN_FORMAT = "jukebox-cli-run"
 RUN_FORMAT_VERSION = 1
@@ -136,12 +138,12 @@ class Run:
         if not isinstance(settings, dict):
             raise ConfigError(f"The run's settings must be a dict, got {type(settings).__name__}.")
         if path.exists() and not path.is_dir():
-            raise OutputExistsError(f"{path} exists and is not a directory.")
-        if path.is_dir() and any(not _is_leftover(entry) for entry in path.iterdir()):
+            raise OutputBlocked(f"{path} exists and is not a directory.")
+        if path.is_dir() and any(
+            not _is_leftover(entry) and entry.name != LOCK_FILE for entry in path.iterdir()
+        ):
             if not _is_run_dir(path):
-                raise OutputExistsError(
-                    f"{path} is not empty and is not a run directory; choose another folder."
-                )
+                raise OutputBlocked(f"{path} is not empty and is not a run directory; choose another folder.")
             if not force:
                 raise OutputExistsError(
                     f"{path} already holds a run; resume it, or force a new one to replace it."
@@ -192,12 +194,19 @@ class Run:
 
     @classmethod
     def create_or_resume(
-        cls, path: str | Path, settings: dict[str, Any], *, force: bool = False
+        cls,
+        path: str | Path,
+        settings: dict[str, Any],
+        *,
+        force: bool = False,
+        describe: Callable[[str, Any, Any], str] | None = None,
     ) -> tuple[Run, bool]:
         """Resume the run in ``path`` if it has the same settings, otherwise start one.
 
         With identical settings the run is resumed even when ``force`` is set: the result equals a fresh
         run's. A run whose saved codes cannot be read is started over with ``force`` and refused without.
+        ``describe(key, new, saved)`` words one differing setting for the refusal (by default
+        ``key new != saved``); a front end names its own option and units there.
 
         Returns:
             The run, and whether it was resumed (True) or newly created (False).
@@ -220,8 +229,17 @@ class Run:
                 raise ConfigError(f"{damage.rstrip('.')}; re-run with --force to start the run over.")
         if force:
             return cls.create(path, settings, force=True), False
-        shown = ", ".join(f"{key} {_show(new)} != {_show(old)}" for key, new, old in diffs[:_MAX_DIFFS_SHOWN])
         more = f" (and {len(diffs) - _MAX_DIFFS_SHOWN} more)" if len(diffs) > _MAX_DIFFS_SHOWN else ""
+        if describe is not None:
+            shown = "; ".join(
+                describe(key, None if new is _MISSING else new, None if old is _MISSING else old)
+                for key, new, old in diffs[:_MAX_DIFFS_SHOWN]
+            )
+            raise ConfigError(
+                f"{path} holds a run with different settings: {shown}{more}. "
+                "Use the run's settings, another -o, or --force to start over."
+            )
+        shown = ", ".join(f"{key} {_show(new)} != {_show(old)}" for key, new, old in diffs[:_MAX_DIFFS_SHOWN])
         raise ConfigError(
             f"{path}: resuming with different settings: {shown}{more} (new != saved). "
             "Use the saved settings, another folder, or force to start over."

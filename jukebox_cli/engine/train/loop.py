@@ -27,6 +27,7 @@ from torch import nn
 from jukebox_cli.engine.configs import DictConfig
 from jukebox_cli.engine.dtypes import parse_dtype
 from jukebox_cli.engine.errors import ConfigError, TrainingError
+from jukebox_cli.engine.locks import hold_folder
 from jukebox_cli.engine.progress import (
     Advanced,
     ProgressCallback,
@@ -521,6 +522,8 @@ def train(
         ConfigError: fp16 on a device other than CUDA.
         TrainingError: a run already in ``run_dir`` (without ``resume``), no or a different run to resume,
             100 non-finite steps in a row, or a checkpoint that cannot be saved.
+        OutputInUse: another process is training in ``run_dir`` (rank 0 holds the folder; under torchrun the
+            other ranks are its own).
     """
     info = distributed.setup(device)
     if config.precision == "fp16" and info.device.type not in FP16_DEVICES:
@@ -529,6 +532,14 @@ def train(
             "use bf16 or fp32."
         )
     run_dir = Path(run_dir)
+    # Held from the check for an existing run to the last checkpoint: a second process would overwrite it.
+    with hold_folder(run_dir, "training run") if info.rank == 0 else nullcontext():
+        return _train(task, config, run_dir, info, resume=resume, logger=logger, progress=progress,
+                      handle_signals=handle_signals)  # fmt: skip
+
+
+def _train(task: Task, config: TrainConfig, run_dir: Path, info: distributed.DistInfo, *, resume: bool,
+           logger: Logger | None, progress: ProgressCallback, handle_signals: bool) -> TrainResult:  # fmt: skip
     ckpt.check_run_dir(run_dir, resume=resume)
     task_config = ckpt.plain(task.config())
     state = None

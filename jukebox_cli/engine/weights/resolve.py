@@ -28,7 +28,7 @@ from pathlib import Path
 
 from jukebox_cli.engine.checkpoints.folder import folder_files
 from jukebox_cli.engine.checkpoints.header import read_config_values
-from jukebox_cli.engine.errors import CheckpointNotFound
+from jukebox_cli.engine.errors import CheckpointNotFound, ConfigError
 from jukebox_cli.engine.models.labels import LabelSet, label_set_for_model, load_label_set
 from jukebox_cli.engine.weights import shipped
 from jukebox_cli.engine.weights.registry import MODELS, model_for_repo
@@ -66,9 +66,22 @@ class ModelSource:
 
 
 def parse_repo(text: str) -> tuple[str, str | None] | None:
-    """``owner/name[@revision]`` -> (repo id, revision); None for anything else."""
+    """``owner/name[@revision]`` -> (repo id, revision); None for anything else.
+
+    Raises:
+        ConfigError: a revision that reads as a path (``..``, ``.`` or empty parts, a leading or trailing
+            ``/``): the revision becomes part of cache paths and URLs, where such parts would climb out.
+    """
     match = _REPO.fullmatch(text)
-    return (match["repo"], match["rev"]) if match else None
+    if not match:
+        return None
+    revision = match["rev"]
+    if revision is not None and any(part in ("", ".", "..") for part in revision.split("/")):
+        raise ConfigError(
+            f"{text!r}: the revision {revision!r} looks like a path; give a branch, tag or commit "
+            "(branches may hold '/', but no '.', '..' or empty parts)."
+        )
+    return match["repo"], revision
 
 
 def is_url(text: str) -> bool:
