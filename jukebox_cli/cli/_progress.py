@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 
 from rich import filesize
@@ -17,7 +18,14 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from jukebox_cli.engine.progress import Advanced, Event, StageFinished, StageStarted, TrainMetrics
+from jukebox_cli.engine.progress import (
+    Advanced,
+    Event,
+    LevelDone,
+    StageFinished,
+    StageStarted,
+    TrainMetrics,
+)
 
 
 class RateColumn(ProgressColumn):
@@ -48,10 +56,19 @@ class RichProgress:
     """A progress callback: one row per running stage; finished stages disappear.
 
     Use as a context manager around the engine call; with ``enabled=False`` every event is ignored.
+    ``on_level`` turns a ``LevelDone`` into a line printed at once above the bars: a level's audio is
+    written minutes before the run ends, and the user may want to listen to it meanwhile.
     """
 
-    def __init__(self, *, enabled: bool = True, console: Console | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        enabled: bool = True,
+        console: Console | None = None,
+        on_level: Callable[[LevelDone], str] | None = None,
+    ) -> None:
         self.enabled = enabled
+        self._on_level = on_level
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -85,6 +102,8 @@ class RichProgress:
             self._progress.advance(self._tasks[event.name], event.n)
         elif isinstance(event, StageFinished) and event.name in self._tasks:
             self._progress.remove_task(self._tasks.pop(event.name))
+        elif isinstance(event, LevelDone) and self._on_level is not None:
+            self._progress.console.print(self._on_level(event), highlight=False)
 
 
 # What the live training view shows, in this order, when present (label, metric).

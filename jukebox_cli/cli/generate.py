@@ -160,7 +160,11 @@ def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_
         return
     if job.resumes and not quiet:
         console.print(f"resuming {job.output} from its saved codes")
-    with RichProgress(enabled=not quiet) as progress:
+
+    def level_ready(event) -> str:
+        return f"level {event.level} ready: {len(event.payload)} sample(s) in {job.output / f'level_{event.level}'}/"
+
+    with RichProgress(enabled=not quiet, on_level=level_ready) as progress:
         result = job.run(device=torch_device, progress=progress, force=force, alignment=alignment,
                          compile=compile)  # fmt: skip
     if json_output:
@@ -170,9 +174,6 @@ def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_
         return
     out = Console(soft_wrap=True)
     top = job.bundle.top_level
-    for level in job.request.levels:
-        out.print(f"level {level}: {len(result.codes[level])} sample(s) in {job.output / f'level_{level}'}/",
-                  highlight=False)  # fmt: skip
     if result.alignments:
         out.print(f"lyric alignment: {len(result.alignments)} sample(s), item_N.alignment.png/.json in "
                   f"{job.output / f'level_{top}'}/", highlight=False)  # fmt: skip

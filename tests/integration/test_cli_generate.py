@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -300,3 +301,22 @@ def test_compile_option_reaches_the_sampler(run_cli, tmp_path: Path, monkeypatch
     result = run_cli("generate", *COMMON, "--duration", "1", "--compile", choice, "-o", tmp_path / "r")
     assert result.exit_code == 0, result.stderr
     assert seen["decode"] == mode and seen["device"].type == "cpu"
+
+
+def test_each_level_is_announced_when_it_is_written(run_cli, tmp_path: Path, monkeypatch) -> None:
+    import jukebox_cli.engine.sampling.level as sampling
+
+    real = sampling.sample_window
+
+    def mark_upsampling(prior, *a, **k):
+        if prior.config.level == 1:
+            sys.stderr.write("<upsampling level 1>\n")
+        return real(prior, *a, **k)
+
+    monkeypatch.setattr(sampling, "sample_window", mark_upsampling)
+    run = tmp_path / "run"
+    result = run_cli("generate", "--model", "tiny-random", "--device", "cpu", "--duration", "1", "-o", run)
+    assert result.exit_code == 0, result.stderr
+    ready = result.stderr.index(f"level 2 ready: 1 sample(s) in {run / 'level_2'}/")
+    assert ready < result.stderr.index("<upsampling level 1>"), "the top level is announced before upsampling"
+    assert "level 0 ready" in result.stderr
