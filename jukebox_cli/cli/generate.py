@@ -7,6 +7,7 @@ Engine imports sit inside the command functions (lazy): ``jukebox --help`` must 
 from __future__ import annotations
 
 import json
+import shlex
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -15,8 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from jukebox_cli.cli._errors import EXIT_INTERRUPTED
 from jukebox_cli.cli._options import CacheDir, Device, Force, Json, Model, OptionalModel, Quiet
 from jukebox_cli.cli._progress import RichProgress
+from jukebox_cli.cli._signals import EXIT_TERMINATED, Terminated, sigterm_interrupts
 
 Artist = Annotated[str, typer.Option(help="Artist to condition on (see `jukebox labels --artists`).")]
 Genre = Annotated[str, typer.Option(help="Genre to condition on (see `jukebox labels --genres`).")]
@@ -164,9 +167,15 @@ def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_
     def level_ready(event) -> str:
         return f"level {event.level} ready: {len(event.payload)} sample(s) in {job.output / f'level_{event.level}'}/"
 
-    with RichProgress(enabled=not quiet, on_level=level_ready) as progress:
-        result = job.run(device=torch_device, progress=progress, force=force, alignment=alignment,
-                         compile=compile)  # fmt: skip
+    try:
+        with sigterm_interrupts(), RichProgress(enabled=not quiet, on_level=level_ready) as progress:
+            result = job.run(device=torch_device, progress=progress, force=force, alignment=alignment,
+                             compile=compile)  # fmt: skip
+    except KeyboardInterrupt as stop:  # the bars are down: the with block has closed them
+        # Every window's codes were written atomically when it finished: nothing else needs saving.
+        console.print(f"stopped: {job.output} is saved up to its last finished window; resume with: "
+                      f"jukebox generate --resume {shlex.quote(str(job.output))}", highlight=False)  # fmt: skip
+        raise typer.Exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED) from None
     if json_output:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
