@@ -21,50 +21,106 @@ from jukebox_cli.cli._options import CacheDir, Device, Force, Json, Model, Optio
 from jukebox_cli.cli._progress import RichProgress
 from jukebox_cli.cli._signals import EXIT_TERMINATED, Terminated, sigterm_interrupts
 
-Artist = Annotated[str, typer.Option(help="Artist to condition on (see `jukebox labels --artists`).")]
-Genre = Annotated[str, typer.Option(help="Genre to condition on (see `jukebox labels --genres`).")]
-Lyrics = Annotated[str | None, typer.Option(help="Lyrics text (lyrics models only).")]
+Artist = Annotated[
+    str,
+    typer.Option(rich_help_panel="Labels", help="Artist to condition on (see `jukebox labels --artists`)."),
+]
+Genre = Annotated[
+    str, typer.Option(rich_help_panel="Labels", help="Genre to condition on (see `jukebox labels --genres`).")
+]
+Lyrics = Annotated[
+    str | None, typer.Option(rich_help_panel="Labels", help="Lyrics text (lyrics models only).")
+]
 Alignment = Annotated[
     bool,
     typer.Option(
         "--alignment/--no-alignment",
+        rich_help_panel="Labels",
         help="Lyrics models: write which lyrics each moment attends to (level_2/item_N.alignment.json, .png).",
     ),
 ]
-LyricsFile = Annotated[Path | None, typer.Option(help="Read the lyrics from this UTF-8 file.")]
+LyricsFile = Annotated[
+    Path | None, typer.Option(rich_help_panel="Labels", help="Read the lyrics from this UTF-8 file.")
+]
 # Float options carry no min/max here: the engine checks them, and names NaN for what it is.
-Duration = Annotated[float, typer.Option(help="Seconds of audio to generate.")]
+Duration = Annotated[
+    float, typer.Option(rich_help_panel="Length and sampling", help="Seconds of audio to generate.")
+]
 TotalDuration = Annotated[
     float | None,
     typer.Option(
+        rich_help_panel="Length and sampling",
         help="Length of the whole song in seconds (conditions timing and lyrics); default: --duration, "
-        "raised to the model's minimum."
+        "raised to the model's minimum.",
     ),  # fmt: skip
 ]
-Samples = Annotated[int, typer.Option("--samples", "-n", min=1, help="How many samples (takes) to generate.")]
-Levels = Annotated[str, typer.Option(help="Levels to sample, top first: 2, 2,1 or 2,1,0.")]
+Samples = Annotated[
+    int,
+    typer.Option(
+        "--samples",
+        "-n",
+        min=1,
+        rich_help_panel="Length and sampling",
+        help="How many samples (takes) to generate.",
+    ),
+]
+Levels = Annotated[
+    str,
+    typer.Option(rich_help_panel="Length and sampling", help="Levels to sample, top first: 2, 2,1 or 2,1,0."),
+]
 Temperature = Annotated[
     str,
     typer.Option(
-        help="Sampling temperature: one value, or one per sampled level (top first), e.g. 0.98,0.99,0.99."
+        rich_help_panel="Length and sampling",
+        help="Sampling temperature: one value, or one per sampled level (top first), e.g. 0.98,0.99,0.99.",
     ),
 ]
-TopK = Annotated[int, typer.Option(min=0, help="Keep only the k most likely codes (0: off).")]
-TopP = Annotated[float, typer.Option(help="Nucleus sampling threshold (0: off).")]
-Seed = Annotated[int, typer.Option(help="Random seed; the same command and seed give the same codes.")]
-Dtype = Annotated[str, typer.Option(help="auto (bf16/fp16 on GPUs, fp32 on the CPU), fp32, fp16 or bf16.")]
+TopK = Annotated[
+    int,
+    typer.Option(
+        min=0, rich_help_panel="Length and sampling", help="Keep only the k most likely codes (0: off)."
+    ),
+]
+TopP = Annotated[
+    float, typer.Option(rich_help_panel="Length and sampling", help="Nucleus sampling threshold (0: off).")
+]
+Seed = Annotated[
+    int,
+    typer.Option(
+        rich_help_panel="Length and sampling",
+        help="Random seed; the same command and seed give the same codes.",
+    ),
+]
+Dtype = Annotated[
+    str,
+    typer.Option(
+        rich_help_panel="Speed and memory",
+        help="auto (bf16/fp16 on GPUs, fp32 on the CPU), fp32, fp16 or bf16.",
+    ),
+]
 MaxBatch = Annotated[
     str,
     typer.Option(
+        rich_help_panel="Speed and memory",
         help="Samples per prior call: auto (as many as free memory holds) or a number, one value or one per "
-        "sampled level, e.g. 3,16,16. It does not change the samples."
+        "sampled level, e.g. 3,16,16. It does not change the samples.",
     ),
 ]
 ChunkSize = Annotated[
-    int, typer.Option(min=1, help="Known codes pushed through the prior at once when priming.")
+    int,
+    typer.Option(
+        min=1,
+        rich_help_panel="Speed and memory",
+        help="Known codes pushed through the prior at once when priming.",
+    ),
 ]
 AllowUnknown = Annotated[
-    bool, typer.Option(help="Map an unknown artist or genre to id 0 instead of failing.")
+    bool,
+    typer.Option(
+        "--allow-unknown",
+        rich_help_panel="Labels",
+        help="Map an unknown artist or genre to id 0 instead of failing.",
+    ),
 ]
 
 
@@ -78,13 +134,27 @@ Compile = Annotated[
     CompileChoice,
     typer.Option(
         "--compile",
+        rich_help_panel="Speed and memory",
         help="auto (a compiled, graph-captured decode step on GPUs and for long levels on the CPU), on, or "
         "off (the eager step). The codes are the same either way up to float rounding.",
     ),
 ]
-DryRun = Annotated[bool, typer.Option(help="Print the plan (tokens, windows, memory per level) and stop.")]
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        rich_help_panel="Output",
+        help="Print the plan (tokens, windows, memory per level) and stop.",
+    ),
+]
 Output = Annotated[
-    Path | None, typer.Option("--output", "-o", help="Run folder (re-running the same command resumes it).")
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        rich_help_panel="Output",
+        help="Run folder (re-running the same command resumes it).",
+    ),
 ]
 
 

@@ -55,7 +55,9 @@ SaveEvery = Annotated[
 ]
 EvalEvery = Annotated[int, typer.Option(min=1, help="Held-out metrics, audio and chromagrams every N steps.")]
 LogEvery = Annotated[int, typer.Option(min=1, help="Log training scalars every N steps.")]
-Resume = Annotated[bool, typer.Option(help="Continue the run in --output from its last checkpoint.")]
+Resume = Annotated[
+    bool, typer.Option("--resume", help="Continue the run in --output from its last checkpoint.")
+]
 Logger = Annotated[
     LoggerKind, typer.Option(help="Where metrics go (wandb works offline without an account).")
 ]
