@@ -3,7 +3,7 @@
 Exit codes: 0 ok; 1 unexpected; 2 usage/config; 3 checkpoint/network, or a full disk; 4 audio cannot be read
 or an output cannot be written; 5 device/out of memory; 6 audio unusable (NaN/inf, too short); 7 output exists (use --force); 8 training cannot
 start or continue (no usable data, a run that exists or changed, losses that stay NaN); 9 the output folder is in use
-by another process; 130 Ctrl-C.
+by another process; 130 Ctrl-C; 143 SIGTERM while sampling (``_signals.py``).
 """
 
 from __future__ import annotations

@@ -9,10 +9,8 @@ import typer
 
 #: What any --model accepts (the engine's resolver, ``engine/weights/resolve.py``, reads it in this order).
 MODEL_HELP = (
-    "A model folder (native layout, e.g. a training run) or checkpoint file; demo (shipped with jukebox-cli, "
-    "trained); tiny-random (untrained, for tests); a released model (1b_lyrics, 5b, 5b_lyrics: downloaded "
-    "on first use); a VQ-VAE preset where only a VQ-VAE is needed (jukebox: the released one; tiny, small: "
-    "random); a URL; or a hub repo owner/name[@rev]."
+    "demo (shipped), tiny-random (for tests), 1b_lyrics, 5b, 5b_lyrics (downloaded), a model folder or "
+    "file, a URL, a hub repo owner/name\\[@rev]; for a VQ-VAE alone also jukebox, tiny, small."
 )
 Model = Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)]
 OptionalModel = Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)]

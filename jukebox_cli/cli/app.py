@@ -14,9 +14,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from jukebox_cli import __version__
-from jukebox_cli.cli import analyze, generate, labels, models, reconstruct, train
+from jukebox_cli.cli import _help, analyze, generate, labels, models, reconstruct, train
 from jukebox_cli.cli._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, lookup
 from jukebox_cli.engine.errors import JukeboxError
+
+_help.install()
 
 app = typer.Typer(
     name="jukebox",

@@ -7,6 +7,7 @@ Engine imports sit inside the command functions (lazy): ``jukebox --help`` must 
 from __future__ import annotations
 
 import json
+import shlex
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -15,53 +16,111 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from jukebox_cli.cli._errors import EXIT_INTERRUPTED
 from jukebox_cli.cli._options import CacheDir, Device, Force, Json, Model, OptionalModel, Quiet
 from jukebox_cli.cli._progress import RichProgress
+from jukebox_cli.cli._signals import EXIT_TERMINATED, Terminated, sigterm_interrupts
 
-Artist = Annotated[str, typer.Option(help="Artist to condition on (see `jukebox labels --artists`).")]
-Genre = Annotated[str, typer.Option(help="Genre to condition on (see `jukebox labels --genres`).")]
-Lyrics = Annotated[str | None, typer.Option(help="Lyrics text (lyrics models only).")]
+Artist = Annotated[
+    str,
+    typer.Option(rich_help_panel="Labels", help="Artist to condition on (see `jukebox labels --artists`)."),
+]
+Genre = Annotated[
+    str, typer.Option(rich_help_panel="Labels", help="Genre to condition on (see `jukebox labels --genres`).")
+]
+Lyrics = Annotated[
+    str | None, typer.Option(rich_help_panel="Labels", help="Lyrics text (lyrics models only).")
+]
 Alignment = Annotated[
     bool,
     typer.Option(
         "--alignment/--no-alignment",
+        rich_help_panel="Labels",
         help="Lyrics models: write which lyrics each moment attends to (level_2/item_N.alignment.json, .png).",
     ),
 ]
-LyricsFile = Annotated[Path | None, typer.Option(help="Read the lyrics from this UTF-8 file.")]
+LyricsFile = Annotated[
+    Path | None, typer.Option(rich_help_panel="Labels", help="Read the lyrics from this UTF-8 file.")
+]
 # Float options carry no min/max here: the engine checks them, and names NaN for what it is.
-Duration = Annotated[float, typer.Option(help="Seconds of audio to generate.")]
+Duration = Annotated[
+    float, typer.Option(rich_help_panel="Length and sampling", help="Seconds of audio to generate.")
+]
 TotalDuration = Annotated[
     float | None,
     typer.Option(
+        rich_help_panel="Length and sampling",
         help="Length of the whole song in seconds (conditions timing and lyrics); default: --duration, "
-        "raised to the model's minimum."
+        "raised to the model's minimum.",
     ),  # fmt: skip
 ]
-Samples = Annotated[int, typer.Option("--samples", "-n", min=1, help="How many samples (takes) to generate.")]
-Levels = Annotated[str, typer.Option(help="Levels to sample, top first: 2, 2,1 or 2,1,0.")]
+Samples = Annotated[
+    int,
+    typer.Option(
+        "--samples",
+        "-n",
+        min=1,
+        rich_help_panel="Length and sampling",
+        help="How many samples (takes) to generate.",
+    ),
+]
+Levels = Annotated[
+    str,
+    typer.Option(rich_help_panel="Length and sampling", help="Levels to sample, top first: 2, 2,1 or 2,1,0."),
+]
 Temperature = Annotated[
     str,
     typer.Option(
-        help="Sampling temperature: one value, or one per sampled level (top first), e.g. 0.98,0.99,0.99."
+        rich_help_panel="Length and sampling",
+        help="Sampling temperature: one value, or one per sampled level (top first), e.g. 0.98,0.99,0.99.",
     ),
 ]
-TopK = Annotated[int, typer.Option(min=0, help="Keep only the k most likely codes (0: off).")]
-TopP = Annotated[float, typer.Option(help="Nucleus sampling threshold (0: off).")]
-Seed = Annotated[int, typer.Option(help="Random seed; the same command and seed give the same codes.")]
-Dtype = Annotated[str, typer.Option(help="auto (bf16/fp16 on GPUs, fp32 on the CPU), fp32, fp16 or bf16.")]
+TopK = Annotated[
+    int,
+    typer.Option(
+        min=0, rich_help_panel="Length and sampling", help="Keep only the k most likely codes (0: off)."
+    ),
+]
+TopP = Annotated[
+    float, typer.Option(rich_help_panel="Length and sampling", help="Nucleus sampling threshold (0: off).")
+]
+Seed = Annotated[
+    int,
+    typer.Option(
+        rich_help_panel="Length and sampling",
+        help="Random seed; the same command and seed give the same codes.",
+    ),
+]
+Dtype = Annotated[
+    str,
+    typer.Option(
+        rich_help_panel="Speed and memory",
+        help="auto (bf16/fp16 on GPUs, fp32 on the CPU), fp32, fp16 or bf16.",
+    ),
+]
 MaxBatch = Annotated[
     str,
     typer.Option(
+        rich_help_panel="Speed and memory",
         help="Samples per prior call: auto (as many as free memory holds) or a number, one value or one per "
-        "sampled level, e.g. 3,16,16. It does not change the samples."
+        "sampled level, e.g. 3,16,16. It does not change the samples.",
     ),
 ]
 ChunkSize = Annotated[
-    int, typer.Option(min=1, help="Known codes pushed through the prior at once when priming.")
+    int,
+    typer.Option(
+        min=1,
+        rich_help_panel="Speed and memory",
+        help="Known codes pushed through the prior at once when priming.",
+    ),
 ]
 AllowUnknown = Annotated[
-    bool, typer.Option(help="Map an unknown artist or genre to id 0 instead of failing.")
+    bool,
+    typer.Option(
+        "--allow-unknown",
+        rich_help_panel="Labels",
+        help="Map an unknown artist or genre to id 0 instead of failing.",
+    ),
 ]
 
 
@@ -75,13 +134,27 @@ Compile = Annotated[
     CompileChoice,
     typer.Option(
         "--compile",
+        rich_help_panel="Speed and memory",
         help="auto (a compiled, graph-captured decode step on GPUs and for long levels on the CPU), on, or "
         "off (the eager step). The codes are the same either way up to float rounding.",
     ),
 ]
-DryRun = Annotated[bool, typer.Option(help="Print the plan (tokens, windows, memory per level) and stop.")]
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        rich_help_panel="Output",
+        help="Print the plan (tokens, windows, memory per level) and stop.",
+    ),
+]
 Output = Annotated[
-    Path | None, typer.Option("--output", "-o", help="Run folder (re-running the same command resumes it).")
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        rich_help_panel="Output",
+        help="Run folder (re-running the same command resumes it).",
+    ),
 ]
 
 
@@ -160,9 +233,19 @@ def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_
         return
     if job.resumes and not quiet:
         console.print(f"resuming {job.output} from its saved codes")
-    with RichProgress(enabled=not quiet) as progress:
-        result = job.run(device=torch_device, progress=progress, force=force, alignment=alignment,
-                         compile=compile)  # fmt: skip
+
+    def level_ready(event) -> str:
+        return f"level {event.level} ready: {len(event.payload)} sample(s) in {job.output / f'level_{event.level}'}/"
+
+    try:
+        with sigterm_interrupts(), RichProgress(enabled=not quiet, on_level=level_ready) as progress:
+            result = job.run(device=torch_device, progress=progress, force=force, alignment=alignment,
+                             compile=compile)  # fmt: skip
+    except KeyboardInterrupt as stop:  # the bars are down: the with block has closed them
+        # Every window's codes were written atomically when it finished: nothing else needs saving.
+        console.print(f"stopped: {job.output} is saved up to its last finished window; resume with: "
+                      f"jukebox generate --resume {shlex.quote(str(job.output))}", highlight=False)  # fmt: skip
+        raise typer.Exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED) from None
     if json_output:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -170,9 +253,6 @@ def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_
         return
     out = Console(soft_wrap=True)
     top = job.bundle.top_level
-    for level in job.request.levels:
-        out.print(f"level {level}: {len(result.codes[level])} sample(s) in {job.output / f'level_{level}'}/",
-                  highlight=False)  # fmt: skip
     if result.alignments:
         out.print(f"lyric alignment: {len(result.alignments)} sample(s), item_N.alignment.png/.json in "
                   f"{job.output / f'level_{top}'}/", highlight=False)  # fmt: skip

@@ -56,7 +56,9 @@ SaveEvery = Annotated[
 ]
 EvalEvery = Annotated[int, typer.Option(min=1, help="Held-out metrics, audio and chromagrams every N steps.")]
 LogEvery = Annotated[int, typer.Option(min=1, help="Log training scalars every N steps.")]
-Resume = Annotated[bool, typer.Option(help="Continue the run in --output from its last checkpoint.")]
+Resume = Annotated[
+    bool, typer.Option("--resume", help="Continue the run in --output from its last checkpoint.")
+]
 Logger = Annotated[
     LoggerKind, typer.Option(help="Where metrics go (wandb works offline without an account).")
 ]
@@ -69,12 +71,44 @@ Ema = Annotated[
 ]
 
 
+SKIPPED_SHOWN = 10
+
+
+def _hours(hours: float) -> str:
+    if hours >= 1:
+        return f"{hours:.1f} h"
+    return f"{hours * 60:.1f} min" if hours >= 1 / 60 else f"{hours * 3600:.0f} s"
+
+
+def _songs(n: int) -> str:
+    return f"{n:,} song{'s' if n != 1 else ''}"
+
+
+def _corpus_lines(corpus: dict) -> list[str]:
+    """The corpus summary in a few lines; the run's train.json keeps its fingerprint."""
+    train, held = corpus["train"], corpus["eval"]
+    if held["same_as_train"]:
+        evaluated = "the training song (there is only one)"
+    else:
+        evaluated = f"{_songs(held['songs'])}, {_hours(held['hours'])}"
+    lines = [
+        f"data: {_songs(corpus['songs'])} in {corpus['root']} at {corpus['sample_rate']:,} Hz",
+        f"  train {_songs(train['songs'])}, {_hours(train['hours'])}; held out {evaluated}",
+        f"  {corpus['artists']:,} artist(s), {corpus['genres']:,} genre(s), {corpus['with_lyrics']:,} with lyrics",
+    ]
+    if corpus["skipped"] > SKIPPED_SHOWN:  # the first ones are listed one per line
+        reasons = ", ".join(f"{why}: {n:,}" for why, n in corpus["skipped_by_reason"].items())
+        lines.append(f"  skipped {corpus['skipped']:,} files ({reasons}); the first {SKIPPED_SHOWN} follow")
+    return lines
+
+
 def _run(kind: str, build, *, output: Path | None, data: Path, steps: int, batch_size: int, lr: float, warmup: int,
          grad_accum: int, precision: Precision, seed: int, save_every: int, eval_every: int, log_every: int,
          resume: bool, logger: LoggerKind, ema: float, device: str, quiet: bool, json_output: bool) -> None:  # fmt: skip
     """Shared by the three commands: set up (distributed if under torchrun), build the task, train, report."""
     from jukebox_cli.engine.locks import hold_folder
     from jukebox_cli.engine.train import distributed
+    from jukebox_cli.engine.train.checkpoint import check_run_dir
     from jukebox_cli.engine.train.logging import make_logger
     from jukebox_cli.engine.train.loop import TrainConfig, train
 
@@ -86,13 +120,16 @@ def _run(kind: str, build, *, output: Path | None, data: Path, steps: int, batch
                          precision=precision.value, seed=seed, save_every=save_every, eval_every=eval_every,
                          log_every=log_every, ema=ema or None)  # fmt: skip
     try:
-        with TrainProgress(enabled=show) as progress:
+        # Refused before anything is written: the logger would leave an event file in someone's run.
+        check_run_dir(run_dir, resume=resume)
+        with TrainProgress(enabled=show, device=info.device.type) as progress:
             task = build(progress)
             if show:
-                corpus = task.corpus.describe()
-                console.print(f"[bold]{kind}[/]: {sum(p.numel() for p in task.model.parameters()):,} parameters; "
-                              f"data: {json.dumps(corpus)}", highlight=False)  # fmt: skip
-                for path, reason in task.corpus.skipped[:10]:
+                console.print(f"[bold]{kind}[/]: {sum(p.numel() for p in task.model.parameters()):,} parameters",
+                              highlight=False)  # fmt: skip
+                for line in _corpus_lines(task.corpus.describe()):
+                    console.print(line, highlight=False)
+                for path, reason in task.corpus.skipped[:SKIPPED_SHOWN]:
                     console.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False)
                 for note in task.notes(world=info.world):
                     console.print(f"[yellow]note:[/] {note}", highlight=False)

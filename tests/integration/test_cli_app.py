@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import jukebox_cli
 
@@ -64,3 +67,22 @@ def test_completion_completes_commands() -> None:
         env={"_JUKEBOX_COMPLETE": "complete_bash", "COMP_WORDS": "jukebox rec", "COMP_CWORD": "1"},
     )
     assert "reconstruct" in result.stdout.split()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("generate",), ("continue",), ("upsample",), ("train", "vqvae"), ("train", "prior"), ("reconstruct",),
+     ("analyze",), ("labels",), ("models", "download")],
+)  # fmt: skip
+def test_help_reads_at_80_columns(run_cli, monkeypatch, command: tuple[str, ...]) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    result = run_cli(*command, "--help")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert not re.search(r"--[a-z-]*…", result.stdout), "an option name is cut"
+    assert "<bool>" not in result.stdout, "a flag takes no value"
+    assert len(lines) < 130
+    if command == ("generate",):
+        assert "╭─ Length and sampling" in result.stdout and "--alignment" in result.stdout
+        assert "--no-alignment" in result.stdout

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -352,3 +357,51 @@ def test_lyrics_are_cut_to_what_the_model_can_be_shown(tmp_path: Path) -> None:
     (alignment,) = result.alignments
     assert len(json.loads(alignment.read_text())["lyrics"]) == 128
     assert alignment.stat().st_size < 100_000 and (tmp_path / "run" / "run.json").stat().st_size < 5_000
+
+
+def test_each_level_is_announced_when_it_is_written(run_cli, tmp_path: Path, monkeypatch) -> None:
+    import jukebox_cli.engine.sampling.level as sampling
+
+    real = sampling.sample_window
+
+    def mark_upsampling(prior, *a, **k):
+        if prior.config.level == 1:
+            sys.stderr.write("<upsampling level 1>\n")
+        return real(prior, *a, **k)
+
+    monkeypatch.setattr(sampling, "sample_window", mark_upsampling)
+    run = tmp_path / "run"
+    result = run_cli("generate", "--model", "tiny-random", "--device", "cpu", "--duration", "1", "-o", run)
+    assert result.exit_code == 0, result.stderr
+    ready = result.stderr.index(f"level 2 ready: 1 sample(s) in {run / 'level_2'}/")
+    assert ready < result.stderr.index("<upsampling level 1>"), "the top level is announced before upsampling"
+    assert "level 0 ready" in result.stderr
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_with_the_command_to_resume(tmp_path: Path, signum: int, code: int) -> None:
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "jukebox_cli", "generate", "--model", "tiny-random", "--device", "cpu",
+               "--levels", "2", "--duration", "8", "-o", str(run)]  # fmt: skip
+    proc = subprocess.Popen(
+        command, env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if (run / "level_2" / "codes.safetensors").exists():  # the first window is saved
+            break
+        time.sleep(0.02)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err[-2000:]
+    assert "Traceback" not in err
+    stopped = [line for line in err.splitlines() if line.startswith("stopped:")]
+    assert stopped == [
+        f"stopped: {run} is saved up to its last finished window; resume with: jukebox generate --resume {run}"
+    ]
+    resumed = subprocess.run([sys.executable, "-m", "jukebox_cli", "generate", "--resume", str(run), "--quiet",
+                              "--device", "cpu"], env=env, cwd=root, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _codes(run, 2).shape[1] == _expected_samples(8.0) // 128

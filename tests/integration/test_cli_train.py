@@ -268,3 +268,18 @@ def test_two_process_gloo_training(corpus: Path, tmp_path: Path) -> None:
     assert (run / "vqvae.safetensors").is_file()
     assert len(list((run / "checkpoints").glob("*.pt"))) == 1
     assert len(list((run / "logs").rglob("events.out.tfevents.*"))) == 1, "only rank 0 logs"
+
+
+def test_a_refused_start_writes_nothing(corpus: Path, tmp_path: Path, run_cli) -> None:
+    run = tmp_path / "run"
+    args = ("train", "vqvae", corpus, "--preset", "tiny", "--steps", "1", "--chunk-seconds", "0.2",
+            "--eval-every", "1000", "--device", "cpu", "--cache-dir", tmp_path / "cache", "-o", run)  # fmt: skip
+    first = run_cli(*args)
+    assert first.exit_code == 0, first.stderr
+    assert "data: 6 songs in" in first.stderr and "skipped" in first.stderr and "{" not in first.stderr
+    before = sorted(p for p in run.rglob("*"))
+    again = run_cli(*args)
+    assert again.exit_code == 8 and "already holds a training run" in again.stderr
+    assert sorted(p for p in run.rglob("*")) == before, "the refused run left a file behind"
+    changed = run_cli(*args[:-2], "--lr", "1e-3", "--resume", "-o", run)  # a changed setting: refused too
+    assert changed.exit_code == 8 and sorted(p for p in run.rglob("*")) == before

@@ -233,20 +233,23 @@ class TensorBoardLogger:
     notice: str | None = None
 
     def __init__(self, log_dir: str | Path) -> None:
-        """Open a writer.
+        """A logger whose writer opens with the first event: a run refused before its first step leaves no file.
 
         Args:
-            log_dir: The folder for the event files (created if needed).
+            log_dir: The folder for the event files (created with the first event).
         """
-        from torch.utils.tensorboard import SummaryWriter
-
         self.log_dir = Path(log_dir)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._writer: SummaryWriter | None = SummaryWriter(log_dir=str(self.log_dir))
+        self._writer: Any = None
+        self._closed = False
 
     def _open_writer(self) -> Any:
-        if self._writer is None:
+        if self._closed:
             raise TrainingError(f"The TensorBoard logger for {self.log_dir} is closed.")
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter  # lazy: opening it writes the event file
+
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self._writer = SummaryWriter(log_dir=str(self.log_dir))
         return self._writer
 
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
@@ -291,6 +294,7 @@ class TensorBoardLogger:
             self._writer.flush()
             self._writer.close()
             self._writer = None
+        self._closed = True
 
 
 class WandbLogger:
