@@ -149,8 +149,8 @@ class FramePool:
             n_full = min((n - i) // self.pool, 2 * self.max_columns - self._n_full)
             if n_full:
                 block = frames[:, i : i + n_full * self.pool]
-                self._add_columns(block.reshape(block.shape[0], n_full, self.pool).sum(axis=2))
-                i += n_full * self.pool
+                i += n_full * self.pool  # before `_add_columns`, which may double the pool
+                self._add_columns(block.reshape(block.shape[0], n_full, -1).sum(axis=2))
             elif n - i < self.pool:
                 self._partial = frames[:, i:].sum(axis=1)
                 self._partial_count = n - i
