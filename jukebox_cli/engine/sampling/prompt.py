@@ -30,7 +30,9 @@ def encode_prompt(
         raise InvalidAudio(
             f"A prompt of {seconds} s is shorter than one top-level code ({top_hop / sr * 1000:.1f} ms)."
         )
-    samples = audio_io.load_audio(path, sr)
+    # Only the prompt is read (a second more, so the resampler's end effects stay past it): a prompt taken
+    # from an hour of audio costs the memory of the prompt.
+    samples = audio_io.load_audio(path, sr, duration=seconds + 1.0)
     if samples.shape[0] < length:
         raise InvalidAudio(
             f"{path} is {samples.shape[0] / sr:.2f} s long, shorter than the {seconds} s prompt."
