@@ -13,16 +13,40 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from jukebox_cli.cli._options import AudioIn, Force, Json, Quiet
+from jukebox_cli.cli._options import Force, Json, Quiet
+
+
+def figure_names(songs: list[Path]) -> list[str]:
+    """A distinct figure name per song: SONG_analysis.png, with the parent folder's name added for songs
+    that share a stem (a/x.wav and b/x.wav give a_x_analysis.png and b_x_analysis.png), then a counter."""
+    stems = [song.stem for song in songs]
+    names = [
+        f"{song.parent.name}_{song.stem}" if stems.count(song.stem) > 1 and song.parent.name else song.stem
+        for song in songs
+    ]
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return [f"{name}_analysis.png" for name in unique]
 
 
 def analyze(
-    song: AudioIn,
+    songs: Annotated[
+        list[Path],
+        typer.Argument(
+            readable=False, help="Audio files (wav, flac, ogg, mp3, ...; any rate, any channels)."
+        ),
+    ],
     *,
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", help="Figure path (.png, .pdf, .svg). Default: SONG_analysis.png here."
+            "--output",
+            "-o",
+            help="Figure path (.png, .pdf, .svg) for one song, or a folder (for several songs, or ending "
+            "in /). Default: SONG_analysis.png here; songs of the same name get their folder's name added.",
         ),
     ] = None,
     sample_rate: Annotated[int, typer.Option(min=1000, help="Analyse at this sample rate.")] = 22050,
@@ -30,49 +54,65 @@ def analyze(
     quiet: Quiet = False,
     json_output: Json = False,
 ) -> None:
-    """Plot the chromagram and log spectrogram of SONG and print loudness, flatness and chroma measures.
+    """Plot the chromagram and log spectrogram of each SONG and print loudness, flatness and chroma measures.
+
+    The file is read in blocks, so memory does not grow with its length.
 
     Examples:
 
         jukebox analyze song.flac
 
         jukebox analyze out/level_2.wav -o level2.png --force
+
+        jukebox analyze a/x.wav b/x.wav -o figures/
     """
     from jukebox_cli.engine.audio import io as audio_io
     from jukebox_cli.engine.audio import plots
-    from jukebox_cli.engine.audio.analysis import summarize
+    from jukebox_cli.engine.audio.analysis import analyze_file
     from jukebox_cli.engine.errors import OutputExistsError
 
-    info = audio_io.audio_info(song)
-    figure_path = output if output is not None else Path(f"{song.stem}_analysis.png")
-    if figure_path.exists() and not force:
-        raise OutputExistsError(f"{figure_path} already exists.")
-    samples = audio_io.load_audio(song, sample_rate)
-    summary = summarize(samples, sample_rate)
-    fig = plots.plot_analysis(samples, sample_rate, title=song.name)
-    plots.save_figure(fig, figure_path, overwrite=force)
+    infos = [audio_io.audio_info(song) for song in songs]  # every input is checked before any work
+    to_folder = output is not None and (len(songs) > 1 or output.is_dir() or str(output).endswith("/"))
+    if output is not None and not to_folder:
+        figures = [output]
+    else:
+        folder = output if output is not None else Path()
+        figures = [folder / name for name in figure_names(songs)]
+    existing = [str(p) for p in figures if p.exists()]
+    if existing and not force:
+        raise OutputExistsError(f"{existing[0]} already exists.")
 
-    data = {
-        "input": str(song),
-        "file_sample_rate": info.sample_rate,
-        "channels": info.channels,
-        **summary.to_dict(),
-        "figure": str(figure_path),
-    }
+    results = []
+    for song, info, figure_path in zip(songs, infos, figures, strict=True):
+        analysis = analyze_file(song, sample_rate)
+        fig = plots.plot_analysis_features(analysis.features, title=song.name)
+        plots.save_figure(fig, figure_path, overwrite=force)
+        data = {
+            "input": str(song),
+            "file_sample_rate": info.sample_rate,
+            "channels": info.channels,
+            **analysis.summary.to_dict(),
+            "figure": str(figure_path),
+        }
+        results.append(data)
+        if not json_output and not quiet:
+            _print_table(song, info, analysis.summary, figure_path)
     if json_output:
-        typer.echo(json.dumps(data, indent=2))
-    elif not quiet:
-        table = Table(title=f"{song.name}", show_header=False)
-        table.add_column("measure")
-        table.add_column("value", justify="right")
-        table.add_row("duration", f"{summary.duration:.2f} s")
-        table.add_row("file", f"{info.sample_rate} Hz, {info.channels} channel(s), {info.format}")
-        table.add_row("peak", f"{summary.peak_dbfs:.1f} dBFS")
-        table.add_row("RMS", f"{summary.rms_dbfs:.1f} dBFS")
-        table.add_row("spectral flatness", f"{summary.spectral_flatness:.3f} (0 tonal .. 1 noise)")
-        table.add_row("chroma entropy", f"{summary.chroma_entropy_bits:.2f} bits (max 3.58)")
-        table.add_row("chroma entropy per frame", f"{summary.frame_chroma_entropy_bits:.2f} bits (max 3.58)")
-        table.add_row("strongest pitch class", summary.dominant_pitch_class)
-        console = Console(soft_wrap=True)
-        console.print(table)
-        console.print(f"wrote {figure_path}", highlight=False)
+        typer.echo(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+
+
+def _print_table(song: Path, info, summary, figure_path: Path) -> None:
+    table = Table(title=f"{song}", show_header=False)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("duration", f"{summary.duration:.2f} s")
+    table.add_row("file", f"{info.sample_rate} Hz, {info.channels} channel(s), {info.format}")
+    table.add_row("peak", f"{summary.peak_dbfs:.1f} dBFS")
+    table.add_row("RMS", f"{summary.rms_dbfs:.1f} dBFS")
+    table.add_row("spectral flatness", f"{summary.spectral_flatness:.3f} (0 tonal .. 1 noise)")
+    table.add_row("chroma entropy", f"{summary.chroma_entropy_bits:.2f} bits (max 3.58)")
+    table.add_row("chroma entropy per frame", f"{summary.frame_chroma_entropy_bits:.2f} bits (max 3.58)")
+    table.add_row("strongest pitch class", summary.dominant_pitch_class)
+    console = Console(soft_wrap=True)
+    console.print(table)
+    console.print(f"wrote {figure_path} (for {song})", highlight=False)

@@ -5,6 +5,7 @@ Engine imports sit inside the command functions (lazy): ``jukebox --help`` must 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from enum import Enum
 from pathlib import Path
@@ -68,15 +69,14 @@ def reconstruct(
         jukebox reconstruct song.mp3 --model vqvae.pth.tar --levels 2,0 -o out/ --force
     """
     from jukebox_cli.engine.audio import io as audio_io
-    from jukebox_cli.engine.audio.reconstruct import parse_levels
-    from jukebox_cli.engine.audio.reconstruct import reconstruct as run_reconstruct
+    from jukebox_cli.engine.audio.reconstruct import parse_levels, reconstruct_stream
     from jukebox_cli.engine.devices import resolve_device
     from jukebox_cli.engine.errors import ConfigError, OutputExistsError
     from jukebox_cli.engine.files import write_json
     from jukebox_cli.engine.weights.loading import load_vqvae
 
     console = Console(stderr=True, soft_wrap=True)
-    audio_io.audio_info(song)  # fail on a bad input before loading a model
+    info = audio_io.audio_info(song)  # fail on a bad input before loading a model
     if output.exists() and not output.is_dir():
         raise ConfigError(f"Output {output} exists and is not a folder.")
     with RichProgress(enabled=not quiet) as progress:
@@ -101,45 +101,57 @@ def reconstruct(
             + "."
         )
 
-    samples = audio_io.load_audio(song, vqvae.sample_rate)
-    with RichProgress(enabled=not quiet) as progress:
-        result = run_reconstruct(
-            vqvae,
-            samples,
-            level_list,
-            chunk_samples=int(chunk_seconds * vqvae.sample_rate),
-            progress=progress,
-        )
-
-    subtype = SUBTYPES[bit_depth]
-    written, clipped = [], []
-    report = audio_io.save_audio(
-        output / f"input.{ext}", samples, vqvae.sample_rate, subtype=subtype, overwrite=force
-    )
-    written.append(report.path)
-    for level, item in result.levels.items():
-        report = audio_io.save_audio(
-            output / f"level_{level}.{ext}", item.audio, vqvae.sample_rate, subtype=subtype, overwrite=force
-        )
-        written.append(report.path)
-        if report.n_clipped:
-            clipped.append((report.path, report.n_clipped, report.peak))
+    # Streamed in, written out block by block: memory stays that of a chunk or two whatever the length.
+    subtype, sr = SUBTYPES[bit_depth], vqvae.sample_rate
+    created = not output.exists()
+    writers = {"input": audio_io.AudioWriter(output / f"input.{ext}", sr, subtype=subtype, overwrite=force)}
+    try:
+        for lv in level_list:
+            writers[lv] = audio_io.AudioWriter(
+                output / f"level_{lv}.{ext}", sr, subtype=subtype, overwrite=force
+            )
+        chunk = int(chunk_seconds * sr)
+        with RichProgress(enabled=not quiet) as progress:
+            result = reconstruct_stream(
+                vqvae,
+                audio_io.stream_audio(song, sr, block_seconds=chunk_seconds),
+                level_list,
+                chunk_samples=chunk,
+                sinks={key: writer.write for key, writer in writers.items()},
+                figure_features=figure,
+                expected_samples=round(info.frames * sr / info.sample_rate),
+                progress=progress,
+            )
+        reports = {key: writer.close() for key, writer in writers.items()}
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        if created:  # a failed run leaves no empty folder behind (rmdir refuses a non-empty one)
+            with contextlib.suppress(OSError):
+                output.rmdir()
+        raise
+    written = [report.path for report in reports.values()]
+    clipped = [
+        (report.path, report.n_clipped, report.peak)
+        for key, report in reports.items()
+        if key != "input" and report.n_clipped
+    ]
     summary = {
         "input": str(song),
         "model": loaded.source,
         "pretrained": loaded.pretrained,
         "sample_rate": vqvae.sample_rate,
-        "duration": len(samples) / vqvae.sample_rate,
+        "duration": result.n_input_samples / vqvae.sample_rate,
         "levels": [item.summary() for item in result.levels.values()],
     }
     written.append(write_json(output / "metrics.json", summary, overwrite=force))
     if figure:
         from jukebox_cli.engine.audio import plots
 
-        fig = plots.plot_reconstruction(
-            result.input,
-            {lv: item.audio for lv, item in result.levels.items()},
-            vqvae.sample_rate,
+        assert result.input_features is not None
+        fig = plots.plot_reconstruction_features(
+            result.input_features,
+            {lv: item.features for lv, item in result.levels.items() if item.features is not None},
             metrics={
                 lv: {"sc_db": item.spectral_convergence_db, "snr_db": item.snr_db}
                 for lv, item in result.levels.items()

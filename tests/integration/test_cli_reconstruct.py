@@ -182,3 +182,16 @@ def test_analyze(run_cli, song: Path, tmp_path: Path, monkeypatch) -> None:
     assert data["channels"] == 2 and data["file_sample_rate"] == 44100
     assert 0 <= data["spectral_flatness"] <= 1 and 0 <= data["chroma_entropy_bits"] <= np.log2(12) + 1e-6
     assert 0 <= data["frame_chroma_entropy_bits"] <= np.log2(12) + 1e-6
+
+
+def test_analyze_two_songs_of_the_same_name(run_cli, song: Path, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = tmp_path / "a" / "x.wav", tmp_path / "b" / "x.wav"
+    first.write_bytes(song.read_bytes())
+    second.write_bytes(song.read_bytes())
+    result = run_cli("analyze", first, second, "-o", tmp_path / "out", "--quiet", "--json")
+    assert result.exit_code == 0, result.stderr
+    figures = [row["figure"] for row in json.loads(result.stdout)]
+    assert [Path(f).name for f in figures] == ["a_x_analysis.png", "b_x_analysis.png"]
+    assert all(Path(f).read_bytes()[:4] == b"\x89PNG" for f in figures)

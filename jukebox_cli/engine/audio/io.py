@@ -14,9 +14,11 @@ ffmpeg when it is installed (m4a, aac, wma, ...).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
+import secrets
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,7 +40,7 @@ from jukebox_cli.engine.errors import (
     OutputWriteError,
     UnsupportedAudioFormat,
 )
-from jukebox_cli.engine.files import atomic_write
+from jukebox_cli.engine.files import atomic_write, output_error
 
 logger = logging.getLogger(__name__)
 
@@ -399,15 +401,21 @@ def _frame_range(sfile: sf.SoundFile, offset: float, duration: float | None, pat
     return start, n_frames
 
 
-def _read_sndfile(
+def _stream_sndfile(
     sfile: sf.SoundFile,
     path: Path,
     sample_rate: int | None,
     offset: float,
     duration: float | None,
     block_seconds: float,
-) -> np.ndarray:
-    """Streams ``sfile`` block by block through a mono mix-down and a streaming resampler."""
+    *,
+    fail_fast: bool,
+) -> Iterator[np.ndarray]:
+    """Yields ``sfile`` block by block through a mono mix-down and a streaming resampler.
+
+    With ``fail_fast`` a block holding NaN/inf raises at once (a stream cannot take back what it yielded);
+    without it the whole span is counted first, so the error gives the total.
+    """
     file_sr = sfile.samplerate
     start, n_frames = _frame_range(sfile, offset, duration, path)
     block = max(1, round(block_seconds * file_sr))
@@ -418,12 +426,15 @@ def _read_sndfile(
     # Without a duration we read until the decoder stops, not up to the header's count.
     limit = None if duration is None else n_frames
     tally = _NonFiniteTally()
-    pieces: list[np.ndarray] = []
     n_read = 0
     for mono in _mono_blocks(sfile, start, limit, block, path):
         tally.add(mono, start + n_read)
+        if fail_fast:
+            tally.raise_if_any(f"Audio file {path}", file_sr)
         n_read += len(mono)
-        pieces.append(mono if stream is None else stream.resample_chunk(mono))
+        out = mono if stream is None else stream.resample_chunk(mono)
+        if len(out):
+            yield out
     if n_read == 0:
         raise AudioDecodeError(
             f"Audio file {path} has no audio at {offset:g} s although its header says "
@@ -432,7 +443,21 @@ def _read_sndfile(
     _check_complete(sfile, start + n_read, start + n_frames, path)
     tally.raise_if_any(f"Audio file {path}", file_sr)
     if stream is not None:
-        pieces.append(stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+        out = stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        if len(out):
+            yield out
+
+
+def _read_sndfile(
+    sfile: sf.SoundFile,
+    path: Path,
+    sample_rate: int | None,
+    offset: float,
+    duration: float | None,
+    block_seconds: float,
+) -> np.ndarray:
+    """The whole span of ``_stream_sndfile`` in one array."""
+    pieces = list(_stream_sndfile(sfile, path, sample_rate, offset, duration, block_seconds, fail_fast=False))
     return np.concatenate(pieces)
 
 
@@ -607,6 +632,37 @@ def load_audio(
         return _read_sndfile(sfile, path, sample_rate, offset, duration, block_seconds)
 
 
+def stream_audio(
+    path: str | os.PathLike[str],
+    sample_rate: int | None,
+    *,
+    block_seconds: float = 30.0,
+) -> Iterator[np.ndarray]:
+    """Yields an audio file as mono float32 blocks at ``sample_rate``, about ``block_seconds`` each.
+
+    The blocks joined equal ``load_audio(path, sample_rate)``; memory holds one block whatever the file's
+    length. This is how every command that may meet hours of audio reads it. The same errors as
+    ``load_audio`` are raised, some only when the stream reaches the bad part (a truncated end, NaN/inf:
+    that error counts the bad samples of the first bad block only). Two kinds of file are decoded whole
+    before the first block: MP3 (libsndfile garbles MP3 read in pieces) and formats only ffmpeg reads.
+
+    Raises:
+        AudioNotFound, AudioDecodeError, UnsupportedAudioFormat, InvalidAudio, ConfigError: as ``load_audio``.
+    """
+    _check_load_args(sample_rate, 0.0, None, block_seconds)
+    path = _check_input_path(path)
+    try:
+        sfile = sf.SoundFile(str(path))
+    except sf.LibsndfileError as err:
+        audio = _load_fallback(path, sample_rate, 0.0, None, err)
+        block = max(1, round(block_seconds * (sample_rate or 1)))
+        for start in range(0, len(audio), block):
+            yield audio[start : start + block]
+        return
+    with sfile:
+        yield from _stream_sndfile(sfile, path, sample_rate, 0.0, None, block_seconds, fail_fast=True)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------------
@@ -725,3 +781,97 @@ def save_audio(
         samples, n_clipped = _clip(samples)
     _write_atomically(path, samples, sample_rate, fmt, subtype)
     return SaveReport(path=path, n_clipped=n_clipped, peak=peak)
+
+
+class AudioWriter:
+    """Writes a mono WAV or FLAC file block by block, atomically: a long output never sits in memory.
+
+    Blocks go to a hidden temporary file beside ``path``; :meth:`close` renames it into place, and leaving
+    a ``with`` block by an exception deletes it, so a reader never sees a half-written file. Integer PCM
+    clips samples beyond [-1, 1] and counts them, as ``save_audio`` does.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        sample_rate: int,
+        *,
+        subtype: str | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        fmt, self._subtype = _write_format(self.path, subtype)
+        _check_rate("sample_rate", sample_rate)
+        if self.path.is_dir():
+            raise OutputExistsError(f"Cannot write {self.path}: it is a directory.")
+        if self.path.exists() and not overwrite:
+            raise OutputExistsError(f"{self.path} already exists; pass overwrite=True to replace it.")
+        self.sample_rate = sample_rate
+        self._tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.tmp")
+        self.n_samples = self.n_clipped = 0
+        self.peak = 0.0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file: sf.SoundFile | None = sf.SoundFile(
+                str(self._tmp), "w", sample_rate, 1, subtype=self._subtype, format=fmt
+            )
+        except OSError as err:
+            raise output_error(self.path, err, self._tmp) from err
+        except sf.SoundFileError as err:
+            raise OutputWriteError(f"Cannot write {self.path}: {err}") from err
+
+    def write(self, audio: Any) -> None:
+        """Appends mono samples ``[T]`` (numpy or torch)."""
+        samples = _as_numpy(audio).reshape(-1)
+        if samples.size == 0:
+            return
+        check_finite(samples, f"Audio for {self.path}", sample_rate=self.sample_rate)
+        self.peak = max(self.peak, float(np.abs(samples).max()))
+        if self._subtype != "FLOAT":
+            samples, n_clipped = _clip(samples)
+            self.n_clipped += n_clipped
+        assert self._file is not None, "write after close"
+        try:
+            self._file.write(samples)
+        except sf.SoundFileError as err:  # libsndfile reports a full disk as a bare "System error"
+            self.abort()
+            raise OutputWriteError(f"Cannot write {self.path}: {err}") from err
+        self.n_samples += samples.size
+
+    def close(self) -> SaveReport:
+        """Finishes the file and moves it into place.
+
+        Raises:
+            InvalidAudio: if nothing was written.
+            OutputWriteError: if the file system refuses.
+        """
+        if self.n_samples == 0:
+            self.abort()
+            raise InvalidAudio(f"Audio for {self.path} has no samples.")
+        assert self._file is not None, "close after close"
+        try:
+            self._file.close()
+            self._file = None
+            os.replace(self._tmp, self.path)
+        except OSError as err:
+            self.abort()
+            raise output_error(self.path, err, self._tmp) from err
+        return SaveReport(path=self.path, n_clipped=self.n_clipped, peak=self.peak)
+
+    def abort(self) -> None:
+        """Drops the temporary file; ``path`` keeps its old content."""
+        if self._file is not None:
+            with contextlib.suppress(Exception):  # the write already failed; the file is going anyway
+                self._file.close()
+            self._file = None
+        with contextlib.suppress(OSError):
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> AudioWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif self._file is not None:
+            self.close()

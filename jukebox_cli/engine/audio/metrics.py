@@ -469,8 +469,13 @@ def codebook_stats(codes: torch.Tensor, codebook_size: int) -> CodebookStats:
     Raises:
         ConfigError: On non-integer, empty or out-of-range codes, or ``codebook_size < 1``.
     """
-    counts = _code_histogram(codes, codebook_size).double()
-    p = counts / counts.sum()
+    return codebook_stats_from_counts(_code_histogram(codes, codebook_size), codebook_size)
+
+
+def codebook_stats_from_counts(counts: torch.Tensor, codebook_size: int) -> CodebookStats:
+    """`codebook_stats` of a histogram ``[codebook_size]``, e.g. summed over the chunks of a long input."""
+    counts = counts.double()
+    p = counts / counts.sum().clamp_min(1)
     nz = p[p > 0]
     entropy_bits = float(-(nz * torch.log2(nz)).sum()) + 0.0  # + 0.0 turns -0.0 into 0.0
     used = int((counts > 0).sum())

@@ -5,17 +5,15 @@ keeps the essentials (pitch classes, visible in the chromagram) and the bottom l
 (visible in the spectrogram's upper bands).
 
 No GUI is touched: figures are plain `matplotlib.figure.Figure` objects with an Agg canvas attached, never
-registered with pyplot, so this works headless and in threads. Features use librosa on numpy arrays.
+registered with pyplot, so this works headless and in threads. The figures draw `features.SpectralFeatures`,
+which a stream of any length reduces to a bounded size; the array functions compute them in one go.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 import os
 import re
-import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import librosa
@@ -25,44 +23,24 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import QuadMesh
 from matplotlib.figure import Figure
 
+from jukebox_cli.engine.audio.features import (
+    SpectralFeatures,
+    analysis_hop,  # noqa: F401  (re-exported: train/logging.py and the tests find it here)
+    chroma_frames,
+    magnitude_frames,
+    short_n_fft,
+    spectral_features,
+    stft_sizes,
+)
+from jukebox_cli.engine.audio.features import check_rate as _check_rate
 from jukebox_cli.engine.errors import ConfigError, OutputExistsError
 from jukebox_cli.engine.files import atomic_write
 
 # Dynamic range shown by the spectrograms; quieter bins are clipped to the floor.
 TOP_DB = 80.0
-# Target analysis hop in seconds; rounded to a power of two in samples (see `analysis_hop`).
-_TARGET_HOP_S = 0.0125
 _SAVE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
 # Metric keys of `plot_reconstruction` with a nicer label than the key itself.
 _METRIC_LABELS = {"sc_db": "SC {:.1f} dB", "snr_db": "SNR {:.1f} dB", "sc": "SC {:.3f}"}
-
-
-@contextlib.contextmanager
-def _quiet_librosa() -> Iterator[None]:
-    """Silences librosa's UserWarnings (a frame longer than a very short input): the plot is still drawn."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        yield
-
-
-def analysis_hop(sample_rate: int) -> int:
-    """STFT hop used by the figures: the power of two nearest to 12.5 ms.
-
-    That is 512 samples at 44.1 kHz and 256 at 22.05 kHz (11.6 ms); any rate lands between about 9 and 18 ms.
-
-    Args:
-        sample_rate: Audio sample rate in Hz.
-
-    Returns:
-        The hop in samples.
-    """
-    _check_rate(sample_rate)
-    return 2 ** max(0, round(math.log2(sample_rate * _TARGET_HOP_S)))
-
-
-def _check_rate(sample_rate: int) -> None:
-    if not sample_rate > 0:
-        raise ConfigError(f"sample_rate must be positive, got {sample_rate}.")
 
 
 def _as_mono(audio: np.ndarray) -> np.ndarray:
@@ -76,16 +54,6 @@ def _as_mono(audio: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(audio)):
         raise ConfigError("Audio contains NaN or infinite samples.")
     return audio
-
-
-def _stft_sizes(sample_rate: int) -> tuple[int, int, int]:
-    """(hop, chroma n_fft, spectrogram n_fft).
-
-    Chroma gets a long window (8 hops, ~93 ms, librosa's default at 22.05 kHz) to resolve semitones in the
-    bass; the spectrogram a shorter one (4 hops) so transients stay sharp.
-    """
-    hop = analysis_hop(sample_rate)
-    return hop, 8 * hop, 4 * hop
 
 
 def chromagram(audio: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -103,18 +71,13 @@ def chromagram(audio: np.ndarray, sample_rate: int) -> np.ndarray:
         ConfigError: On non-mono, empty or non-finite audio, or a bad sample rate.
     """
     audio = _as_mono(audio)
-    hop, n_fft, _ = _stft_sizes(sample_rate)
-    # Short inputs: shrink the window rather than let librosa warn and zero-pad a window past the signal.
-    n_fft = min(n_fft, max(2 ** int(math.log2(audio.size)), 16))
-    with _quiet_librosa():
-        return librosa.feature.chroma_stft(y=audio, sr=sample_rate, n_fft=n_fft, hop_length=hop, tuning=0.0)
+    hop, n_fft, _ = stft_sizes(sample_rate)
+    return chroma_frames(audio, sample_rate, short_n_fft(n_fft, audio.size), hop, center=True)
 
 
 def _magnitude(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    hop, _, n_fft = _stft_sizes(sample_rate)
-    n_fft = min(n_fft, max(2 ** int(math.log2(audio.size)), 16))
-    with _quiet_librosa():
-        return np.abs(librosa.stft(audio, n_fft=n_fft, hop_length=hop))
+    hop, _, n_fft = stft_sizes(sample_rate)
+    return magnitude_frames(audio, short_n_fft(n_fft, audio.size), hop, center=True)
 
 
 def log_spectrogram(
@@ -150,13 +113,13 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _draw_chroma(ax: Axes, chroma: np.ndarray, sample_rate: int) -> QuadMesh:
+def _draw_chroma(ax: Axes, chroma: np.ndarray, sample_rate: int, hop: int) -> QuadMesh:
     import librosa.display  # imports pyplot, so only when drawing; with ax given it never uses pyplot state
 
     return librosa.display.specshow(
         chroma,
         sr=sample_rate,
-        hop_length=analysis_hop(sample_rate),
+        hop_length=hop,
         x_axis="time",
         y_axis="chroma",  # note names C ... B on the y axis
         ax=ax,
@@ -166,13 +129,15 @@ def _draw_chroma(ax: Axes, chroma: np.ndarray, sample_rate: int) -> QuadMesh:
     )
 
 
-def _draw_spectrogram(ax: Axes, db: np.ndarray, sample_rate: int, vmin: float, vmax: float) -> QuadMesh:
+def _draw_spectrogram(
+    ax: Axes, db: np.ndarray, sample_rate: int, hop: int, vmin: float, vmax: float
+) -> QuadMesh:
     import librosa.display
 
     return librosa.display.specshow(
         db,
         sr=sample_rate,
-        hop_length=analysis_hop(sample_rate),
+        hop_length=hop,
         n_fft=2 * (db.shape[0] - 1),
         x_axis="time",
         y_axis="log",
@@ -184,26 +149,37 @@ def _draw_spectrogram(ax: Axes, db: np.ndarray, sample_rate: int, vmin: float, v
 
 
 def plot_analysis(audio: np.ndarray, sample_rate: int, *, title: str | None = None) -> Figure:
-    """A chromagram above a log-frequency spectrogram of one signal.
-
-    Args:
-        audio: Mono audio ``[T]``.
-        sample_rate: Its sample rate in Hz.
-        title: Optional figure title.
-
-    Returns:
-        A `Figure` with four axes: chromagram, spectrogram, and a colour bar for each.
+    """A chromagram above a log-frequency spectrogram of one signal (see `plot_analysis_features`).
 
     Raises:
         ConfigError: On bad audio or sample rate.
     """
-    audio = _as_mono(audio)
-    chroma = chromagram(audio, sample_rate)
-    db = log_spectrogram(audio, sample_rate)
+    return plot_analysis_features(spectral_features(_as_mono(audio), sample_rate), title=title)
+
+
+def _db(features: SpectralFeatures, reference: SpectralFeatures) -> np.ndarray:
+    """The magnitudes in dB relative to the loudest single frame of ``reference``."""
+    return librosa.amplitude_to_db(features.magnitude, ref=max(reference.peak_magnitude, 1e-30), top_db=None)
+
+
+def plot_analysis_features(features: SpectralFeatures, *, title: str | None = None) -> Figure:
+    """A chromagram above a log-frequency spectrogram, drawn from a signal's features.
+
+    Args:
+        features: From `features.spectral_features` or a `features.FeatureStream`.
+        title: Optional figure title.
+
+    Returns:
+        A `Figure` with four axes: chromagram, spectrogram, and a colour bar for each.
+    """
+    db = _db(features, features)
+    top = float(db.max())
+    db = np.maximum(db, top - TOP_DB)
+    hop, rate = features.column_hop, features.sample_rate
     fig = _new_figure(10.0, 6.0)
     ax_chroma, ax_spec = fig.subplots(2, 1, sharex=True)
-    fig.colorbar(_draw_chroma(ax_chroma, chroma, sample_rate), ax=ax_chroma, label="chroma energy")
-    image = _draw_spectrogram(ax_spec, db, sample_rate, vmin=float(db.max()) - TOP_DB, vmax=float(db.max()))
+    fig.colorbar(_draw_chroma(ax_chroma, features.chroma, rate, hop), ax=ax_chroma, label="chroma energy")
+    image = _draw_spectrogram(ax_spec, db, rate, hop, vmin=top - TOP_DB, vmax=top)
     fig.colorbar(image, ax=ax_spec, format="%+.0f dB")
     ax_chroma.set_title("chromagram")
     ax_spec.set_title("log-frequency spectrogram")
@@ -253,6 +229,28 @@ def plot_reconstruction(
     """
     original = _as_mono(original)
     _check_rate(sample_rate)
+    return plot_reconstruction_features(
+        spectral_features(original, sample_rate),
+        {level: spectral_features(_as_mono(audio), sample_rate) for level, audio in reconstructions.items()},
+        metrics=metrics,
+        hop_lengths=hop_lengths,
+        title=title,
+    )
+
+
+def plot_reconstruction_features(
+    original: SpectralFeatures,
+    reconstructions: Mapping[int, SpectralFeatures],
+    *,
+    metrics: Mapping[int, Mapping[str, float]] | None = None,
+    hop_lengths: Mapping[int, int] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """`plot_reconstruction` drawn from features, so a long input need not be in memory.
+
+    Raises:
+        ConfigError: On a negative level, or metrics for a level with no reconstruction.
+    """
     levels = sorted(reconstructions, reverse=True)  # top level first
     if any(level < 0 for level in levels):
         raise ConfigError(f"Levels must be non-negative, got {levels}.")
@@ -265,7 +263,7 @@ def plot_reconstruction(
         (
             f"level {level}"
             + (f" (hop {hop_lengths[level]})" if hop_lengths and level in hop_lengths else ""),
-            _as_mono(reconstructions[level]),
+            reconstructions[level],
             (metrics or {}).get(level),
         )
         for level in levels
@@ -273,11 +271,13 @@ def plot_reconstruction(
     fig = _new_figure(12.0, 2.2 * len(rows) + 0.6)
     axes = np.asarray(fig.subplots(len(rows), 2, sharex=True, squeeze=False))  # (rows, 2)
     chroma_image = spec_image = None
-    for row, (name, audio, values) in enumerate(rows):
+    for row, (name, features, values) in enumerate(rows):
         ax_chroma, ax_spec = axes[row]
-        chroma_image = _draw_chroma(ax_chroma, chromagram(audio, sample_rate), sample_rate)
-        db = log_spectrogram(audio, sample_rate, reference=original)
-        spec_image = _draw_spectrogram(ax_spec, db, sample_rate, vmin=-TOP_DB, vmax=0.0)
+        hop, rate = features.column_hop, features.sample_rate
+        chroma_image = _draw_chroma(ax_chroma, features.chroma, rate, hop)
+        # Relative to the input's loudest frame, so a reconstruction's missing energy shows as darker panels.
+        db = np.maximum(_db(features, original), -TOP_DB)
+        spec_image = _draw_spectrogram(ax_spec, db, rate, hop, vmin=-TOP_DB, vmax=0.0)
         ax_chroma.set_title(_row_title(name, values), loc="left", fontsize="medium")
         if row < len(rows) - 1:
             ax_chroma.set_xlabel("")

@@ -212,20 +212,48 @@ class VQVAE(nn.Module):
             raise InvalidAudio(
                 f"Audio of {total} samples is shorter than one level-{level} code ({hop} samples)."
             )
-        encoder, codebook = self.encoders[level], self.bottleneck[level]
-        spans = _chunk_spans(
-            total, _aligned(chunk_samples, self.hop_lengths[-1]), self.encoder_context(level)
-        )
         stage = f"encode level {level}"
-        progress(StageStarted(stage, len(spans), "chunk"))
-        pieces = []
-        for start, end, lo, hi in spans:
-            codes = codebook.encode(encoder(x[..., lo:hi]))
-            first = (start - lo) // hop
-            pieces.append(codes[:, first : first + end // hop - start // hop])
-            progress(Advanced(stage))
+        stream = self.level_encoder(level, chunk_samples=chunk_samples, progress=progress, stage=stage)
+        progress(
+            StageStarted(stage, len(_chunk_spans(total, stream.spans.chunk, stream.spans.context)), "chunk")
+        )
+        pieces = [stream.push(x[:, 0]), stream.finish()]
         progress(StageFinished(stage))
         return torch.cat(pieces, dim=1)
+
+    def level_encoder(
+        self,
+        level: int,
+        *,
+        chunk_samples: int | None = 2**19,
+        progress: ProgressCallback = noop,
+        stage: str = "",
+    ) -> LevelEncoder:
+        """A streaming encoder of one level: audio pushed piece by piece, codes out as soon as they are known.
+
+        Its codes equal :meth:`encode_level`'s on the whole signal; memory holds one chunk plus context.
+        ``progress`` gets ``Advanced(stage)`` per chunk encoded.
+        """
+        self._check_levels([level])
+        return LevelEncoder(self, level, _aligned(chunk_samples, self.hop_lengths[-1]), progress, stage)
+
+    def level_decoder(
+        self,
+        level: int,
+        *,
+        chunk_samples: int | None = 2**19,
+        progress: ProgressCallback = noop,
+        stage: str = "",
+    ) -> LevelDecoder:
+        """A streaming decoder of one level: codes pushed piece by piece, audio out as soon as it is known.
+
+        Its audio equals :meth:`decode`'s on the whole code sequence; memory holds one chunk plus context.
+        ``progress`` gets ``Advanced(stage)`` per chunk decoded.
+        """
+        self._check_levels([level])
+        hop = self.hop_lengths[level]
+        chunk = None if chunk_samples is None else max(1, chunk_samples // hop)
+        return LevelDecoder(self, level, chunk, progress, stage)
 
     def encode(
         self,
@@ -265,7 +293,7 @@ class VQVAE(nn.Module):
             codes = codes[level]
         if codes.dim() != 2:
             raise ConfigError(f"Codes must be [B, N]; got shape {tuple(codes.shape)}.")
-        codebook, decoder = self.bottleneck[level], self.decoders[level]
+        codebook = self.bottleneck[level]
         codes = codes.to(codebook.k.device)
         if (
             codes.numel()
@@ -275,18 +303,13 @@ class VQVAE(nn.Module):
             raise ConfigError(
                 f"Codes must lie in [0, {self.config.codebook_size}); got {codes.min()}..{codes.max()}."
             )
-        hop, total = self.hop_lengths[level], codes.shape[1]
-        if total == 0:
+        if codes.shape[1] == 0:
             return torch.zeros(codes.shape[0], 0, device=codes.device)
-        chunk = None if chunk_samples is None else max(1, chunk_samples // hop)
-        spans = _chunk_spans(total, chunk, self.decoder_context(level))
         stage = f"decode level {level}"
-        progress(StageStarted(stage, len(spans), "chunk"))
-        pieces = []
-        for start, end, lo, hi in spans:
-            audio = decoder(codebook.dequantise(codes[:, lo:hi]))  # (B, 1, (hi - lo) * hop)
-            pieces.append(audio[:, 0, (start - lo) * hop : (end - lo) * hop])
-            progress(Advanced(stage))
+        stream = self.level_decoder(level, chunk_samples=chunk_samples, progress=progress, stage=stage)
+        n_spans = len(_chunk_spans(codes.shape[1], stream.spans.chunk, stream.spans.context))
+        progress(StageStarted(stage, n_spans, "chunk"))
+        pieces = [stream.push(codes), stream.finish()]
         progress(StageFinished(stage))
         return torch.cat(pieces, dim=1)
 
@@ -315,3 +338,120 @@ def _chunk_spans(total: int, chunk: int | None, context: int) -> list[tuple[int,
         (start, min(start + chunk, total), max(0, start - context), min(total, start + chunk + context))
         for start in range(0, total, chunk)
     ]
+
+
+class _SpanStream:
+    """Cuts a sequence that arrives in pieces into the spans of ``_chunk_spans``, before its length is known.
+
+    A span is emitted as soon as its right context has arrived; the rest when the stream ends. Only one
+    chunk plus context on each side is held, so a long input costs no more memory than a short one.
+    """
+
+    def __init__(self, chunk: int | None, context: int) -> None:
+        self.chunk, self.context = chunk, context
+        self._buffer: torch.Tensor | None = None  # (B, n): the sequence from index `_buffer_start` on
+        self._buffer_start = 0
+        self._next = 0  # start of the next span to emit
+        self.total = 0
+        self.batch = 1
+
+    def push(self, piece: torch.Tensor) -> list[tuple[int, int, int, torch.Tensor]]:
+        """Adds ``piece`` [B, n]; returns (start, end, lo, window = sequence[lo:hi]) of each span now complete."""
+        self._buffer = piece if self._buffer is None else torch.cat([self._buffer, piece], dim=1)
+        self.total += piece.shape[1]
+        self.batch = piece.shape[0]
+        spans = []
+        if self.chunk is None:
+            return spans
+        while self._next + self.chunk + self.context <= self.total:
+            spans.append(self._span(self._next, self._next + self.chunk))
+        return spans
+
+    def finish(self) -> list[tuple[int, int, int, torch.Tensor]]:
+        """The spans left once the sequence has ended."""
+        spans = []
+        while self._next < self.total:
+            end = self.total if self.chunk is None else min(self._next + self.chunk, self.total)
+            spans.append(self._span(self._next, end))
+        return spans
+
+    def _span(self, start: int, end: int) -> tuple[int, int, int, torch.Tensor]:
+        assert self._buffer is not None
+        lo, hi = max(0, start - self.context), min(self.total, end + self.context)
+        window = self._buffer[:, lo - self._buffer_start : hi - self._buffer_start]
+        self._next = end
+        keep_from = max(0, end - self.context)  # the next span's left context
+        self._buffer = self._buffer[:, keep_from - self._buffer_start :]
+        self._buffer_start = keep_from
+        return start, end, lo, window
+
+
+class LevelEncoder:
+    """Streaming encoder of one VQ-VAE level (build it with :meth:`VQVAE.level_encoder`)."""
+
+    def __init__(
+        self, vqvae: VQVAE, level: int, chunk: int | None, progress: ProgressCallback, stage: str
+    ) -> None:
+        self.level, self.hop = level, vqvae.hop_lengths[level]
+        self._encoder, self._codebook = vqvae.encoders[level], vqvae.bottleneck[level]
+        self.spans = _SpanStream(chunk, vqvae.encoder_context(level))
+        self._progress, self._stage = progress, stage
+
+    @torch.no_grad()
+    def push(self, audio: torch.Tensor) -> torch.Tensor:
+        """Adds audio [B, n]; returns the codes [B, k] that are now final (k may be 0)."""
+        return self._encode(self.spans.push(audio.float().to(self._codebook.k.device)))
+
+    @torch.no_grad()
+    def finish(self) -> torch.Tensor:
+        """The remaining codes. Raises InvalidAudio if the whole input was shorter than one code."""
+        if self.spans.total < self.hop:
+            raise InvalidAudio(
+                f"Audio of {self.spans.total} samples is shorter than one level-{self.level} code "
+                f"({self.hop} samples)."
+            )
+        return self._encode(self.spans.finish())
+
+    def _encode(self, spans: list) -> torch.Tensor:
+        pieces = [torch.zeros(self.spans.batch, 0, dtype=torch.long, device=self._codebook.k.device)]
+        for start, end, lo, window in spans:
+            codes = self._codebook.encode(self._encoder(window.unsqueeze(1)))
+            first = (start - lo) // self.hop
+            pieces.append(codes[:, first : first + end // self.hop - start // self.hop])
+            self._progress(Advanced(self._stage))
+        return torch.cat(pieces, dim=1)
+
+
+class LevelDecoder:
+    """Streaming decoder of one VQ-VAE level (build it with :meth:`VQVAE.level_decoder`)."""
+
+    def __init__(
+        self, vqvae: VQVAE, level: int, chunk: int | None, progress: ProgressCallback, stage: str
+    ) -> None:
+        self.hop, self._codebook_size = vqvae.hop_lengths[level], vqvae.config.codebook_size
+        self._decoder, self._codebook = vqvae.decoders[level], vqvae.bottleneck[level]
+        self.spans = _SpanStream(chunk, vqvae.decoder_context(level))
+        self._progress, self._stage = progress, stage
+
+    @torch.no_grad()
+    def push(self, codes: torch.Tensor) -> torch.Tensor:
+        """Adds codes [B, k]; returns the audio [B, m * hop] that is now final (m may be 0)."""
+        codes = codes.to(self._codebook.k.device)
+        if codes.numel() and not codes.is_meta and (codes.min() < 0 or codes.max() >= self._codebook_size):
+            raise ConfigError(
+                f"Codes must lie in [0, {self._codebook_size}); got {codes.min()}..{codes.max()}."
+            )
+        return self._decode(self.spans.push(codes))
+
+    @torch.no_grad()
+    def finish(self) -> torch.Tensor:
+        """The remaining audio."""
+        return self._decode(self.spans.finish())
+
+    def _decode(self, spans: list) -> torch.Tensor:
+        pieces = [torch.zeros(self.spans.batch, 0, device=self._codebook.k.device)]
+        for start, end, lo, window in spans:
+            audio = self._decoder(self._codebook.dequantise(window))  # (B, 1, (hi - lo) * hop)
+            pieces.append(audio[:, 0, (start - lo) * self.hop : (end - lo) * self.hop])
+            self._progress(Advanced(self._stage))
+        return torch.cat(pieces, dim=1)

@@ -56,7 +56,8 @@ def encode_prompt(
         raise InvalidAudio(
             f"A prompt of {seconds} s is shorter than one top-level code ({top_hop / sr * 1000:.1f} ms)."
         )
-    # A second more than the prompt, so the resampler's last filter taps see the audio that follows it.
+    # Only the prompt is read, and a second more so the resampler's end effects stay past it: a prompt taken
+    # from an hour of audio costs the memory of the prompt.
     samples = audio_io.load_audio(path, sr, offset=start, duration=length / sr + 1.0)
     if samples.shape[0] < length:
         raise InvalidAudio(
