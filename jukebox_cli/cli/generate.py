@@ -225,6 +225,8 @@ def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_
     estimates = job.estimate(torch_device, compile, plans) if show or (dry_run and json_output) else None
     if show:
         _print_plan(console, job, plans, estimates, device_description(torch_device))
+        for tip in job.tips(torch_device):
+            console.print(f"[dim]tip: {tip}[/]")
     if dry_run:
         if json_output:
             typer.echo(json.dumps({"plan": [p.__dict__ for p in plans],
