@@ -1,4 +1,5 @@
-"""Label dropout in prior training: how many training chunks lose their artist and genre, and what stays."""
+"""Prior training tasks: label dropout (how many chunks lose their artist and genre, what stays) and the
+logged sample."""
 
 from __future__ import annotations
 
@@ -79,3 +80,12 @@ def test_held_out_keeps_labels_and_config_records_dropout(parts) -> None:
 def test_bad_dropout_is_refused(parts, label: float, artist: float | None) -> None:
     with pytest.raises(ConfigError, match="dropout"):
         task(parts, label_dropout=label, artist_dropout=artist)
+
+
+def test_media_samples_a_window(parts) -> None:
+    """The sample logged at evaluation time goes through the sampling API (it once passed an old argument)."""
+    vqvae, prior, corpus = parts
+    held = AudioCorpus.scan(corpus.root, sample_rate=SR, sample_length=corpus.sample_length,
+                            cache_dir=corpus.root / "cache", held_out=0.5)  # fmt: skip
+    items = PriorTask(prior.eval(), vqvae, held, batch_size=2).media(prior, step=3)
+    assert items["sample_T1"].samples.shape == items["truth"].samples.shape

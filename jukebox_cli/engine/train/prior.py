@@ -27,6 +27,7 @@ from jukebox_cli.engine.models.labels import Labeller, LabelSet, load_label_set,
 from jukebox_cli.engine.models.prior import ConditionerConfig, Prior, PriorConfig
 from jukebox_cli.engine.models.vqvae import VQVAE, VQVAEConfig
 from jukebox_cli.engine.sampling.level import SamplingSettings, sample_window
+from jukebox_cli.engine.sampling.noise import RaceNoise
 from jukebox_cli.engine.train.data import AudioCorpus, Chunk
 from jukebox_cli.engine.train.logging import Audio, chromagram_image
 
@@ -245,7 +246,7 @@ class PriorTask:
         device = next(model.parameters()).device
         codes, upper = self._codes(chunks[0].audio[None], device)
         labels = self._labels(chunks).to(device)
-        generator = torch.Generator(device).manual_seed(self.seed + step)
+        noise = RaceNoise([self.seed + step], device)  # one row, its own stream: the same sample on a rerun
         sampled = sample_window(
             model,
             codes[:, :0],
@@ -253,7 +254,7 @@ class PriorTask:
             labels,
             upper_codes=upper,
             settings=SamplingSettings(temperature=1.0, decode="eager"),  # one window now and then:
-            generator=generator,
+            noise=noise,
         )  # compiling or capturing it would cost more than it saves
         level, rate = model.config.level, self.vqvae.sample_rate
         items = {}
