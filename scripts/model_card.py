@@ -216,12 +216,14 @@ def _codebook_note(card: dict) -> str:
 def write_card(card: dict, path: Path) -> None:
     minutes = sum(float(r["duration_s"]) for r in card["corpus"]) / 60
     genres = ", ".join(card["genres"])
+    m = card["metrics"]
+    parameters = m["vqvae"]["parameters"] + sum(p["parameters"] for p in m["priors"].values())
     text = f"""# The `demo` model
 
 A small Jukebox trained from scratch by jukebox-cli's own `jukebox train` commands on 2 CPU cores, shipped
 inside the package so that `jukebox generate --model demo` works offline straight after `pip install`.
 It shows the whole cascade (top prior, two upsamplers, three decoders) on real, trained weights. It is
-tiny next to the released models (about 3.6 M parameters against 1 to 5 billion) and learnt from under an
+tiny next to the released models (about {parameters / 1e6:.1f} M parameters against 1 to 5 billion) and learnt from under an
 hour of game music: expect tonal, music-like textures with little sense of key, not songs.
 
 - Genres (conditioning): {genres}. Artists: the corpus' {len({r["artist"] for r in card["corpus"]})} artists

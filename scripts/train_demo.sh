@@ -14,8 +14,8 @@
 #            again (converting every track) when the script's trim settings changed since the corpus was built
 #   vqvae    the 3-level VQ-VAE (preset small: 22.05 kHz, hops 8/32/128, 512 codes), 2 threads (~20 min)
 #   priors   the top prior and both upsamplers on that VQ-VAE's codes, as three 1-thread processes at once
-#            (upsamplers ~55 min each; the top prior, twice as many steps as before, ~100 min: it has a core
-#            to itself once the upsamplers are done)
+#            (upsamplers ~55 min each; the top prior, twice the steps of the first demo, ~110 min: it has a
+#            core to itself once the upsamplers are done; about 1.1 s of CPU per step, half of it encoding)
 #   package  copy the weights into the package, held-out metrics, one sample per genre, then
 #            scripts/evaluate_demo.py on the packaged model (~20 min; its report goes into the model card)
 #   verify   (not in the default list) compare the runs in $RUNS with the shipped files, byte for byte, and
@@ -24,8 +24,9 @@
 # The settings answer docs/demo-model-diagnosis.md: chunks quieter than -35 dBFS are redrawn (--min-level-db)
 # for every part, the VQ-VAE restarts top-level codes used less than 0.1 times per step (not 1.0, which at 256
 # codes per step restarted most of them every step), the priors see the `unknown` artist on 20 % and the
-# `unknown` genre on 10 % of their chunks (so that those rows are trained), and the top prior trains 4,800
-# steps instead of 2,400 (it was under-fitted). TOP_PRESET=small makes it 8 layers deep instead of 6.
+# `unknown` genre on 10 % of their chunks (so that those rows are trained), and the top prior (it was
+# under-fitted) trains 4,800 steps instead of 2,400 with 8 layers instead of 6 (the demo-top preset).
+# TOP_PRESET picks another preset for it.
 # STEPS_SCALE multiplies every step count (at least 2 steps each), for smoke runs.
 #
 # Every stage resumes where it stopped (re-run the same command after an interruption). Each process has a
