@@ -88,6 +88,10 @@ jukebox train upsampler data/dev-corpus --vqvae runs/demo/vqvae --level 0 --pres
 ```"""
 
 
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"  # None: no pair of takes to compare
+
+
 def _evaluation(card: dict) -> str:
     """scripts/evaluate_demo.py on the packaged model, when packaging ran it."""
     e = card.get("evaluation")
@@ -97,7 +101,7 @@ def _evaluation(card: dict) -> str:
     genres = sorted(e["top"][durations[0]]["genres"])
     rows = [[f"{d} s", f"**{e['top'][d]['collapsed']}/{e['top'][d]['takes']}**",
              *(f"{e['top'][d]['genres'][g]['collapsed']}/{e['top'][d]['genres'][g]['takes']}" for g in genres),
-             e["top"][d]["agreement"].get("all"), e["top"][d]["agreement"].get("neither"),
+             *(_number(e["top"][d]["agreement"].get(k)) for k in ("all", "neither")),
              e["top"][d]["classified_right"]] for d in durations]  # fmt: skip
     collapse = _table(["length", "collapsed", *genres, "genre agreement (all pairs)", "(neither collapsed)",
                        "classified as its genre"], rows)  # fmt: skip

@@ -52,7 +52,8 @@ steps() {  # steps N: N scaled by STEPS_SCALE, at least 2
 }
 
 stamp() {  # stamp NAME start|end [COMMAND]: wall-clock times (and the command, threads) for the model card
-    python - "$RUNS/timings.json" "$@" <<'EOF'
+    # The three priors start at once: the lock keeps one from reading the file while another writes it.
+    flock "$RUNS/.timings.lock" python - "$RUNS/timings.json" "$@" <<'EOF'
 import json, os, sys, time
 from pathlib import Path
 path, name, edge = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -60,7 +61,8 @@ data = json.loads(path.read_text()) if path.exists() else {}
 data.setdefault(name, {})[edge] = time.time()
 if len(sys.argv) > 4:
     data[name].update(command=sys.argv[4], threads=int(os.environ["THREADS"]))
-path.write_text(json.dumps(data, indent=1))
+path.with_suffix(".tmp").write_text(json.dumps(data, indent=1))
+path.with_suffix(".tmp").replace(path)
 EOF
 }
 
