@@ -52,14 +52,89 @@ def _reproduced(card: dict) -> str:
     return textwrap.fill(text + ".", width=108, break_on_hyphens=False, break_long_words=False)
 
 
+OPTION_NAMES = {"min_level_db": "quiet chunks below {:g} dBFS redrawn", "revival_threshold": "code restart below {:g}",
+                "label_dropout": "no genre {:.0%}", "artist_dropout": "no artist {:.0%}"}  # fmt: skip
+
+
 def _training(card: dict) -> str:
     t = card["training"]
     rows = []
     for name, what in (("vqvae", "VQ-VAE"), *((RUN_OF_LEVEL[lv], LEVEL_NAMES[lv]) for lv in (2, 1, 0))):
-        s = t[name]["settings"]
+        s, options = t[name]["settings"], t[name].get("options", {})
+        shown = "; ".join(OPTION_NAMES[k].format(v) for k, v in options.items() if v is not None) or "-"
         rows.append([what, f"{t[name]['steps']:,}", s["batch_size"], f"{s['lr']:g}", s["warmup"],
-                     f"{s['ema']:g}", _minutes(t[name]["wall_seconds"])])  # fmt: skip
-    return _table(["part", "steps", "batch", "peak lr", "warmup", "EMA", "wall time"], rows)
+                     f"{s['ema']:g}", shown, t[name].get("threads") or "-", _minutes(t[name]["wall_seconds"])])  # fmt: skip
+    return _table(["part", "steps", "batch", "peak lr", "warmup", "EMA", "data and labels", "threads", "wall time"],
+                  rows)  # fmt: skip
+
+
+def _commands(card: dict) -> str:
+    """The commands train_demo.sh ran (recorded in timings.json); the earlier fixed text for older cards."""
+    t = card["training"]
+    names = ("vqvae", *RUN_OF_LEVEL.values())
+    if all(t[n].get("command") for n in names):
+        lines = [textwrap.fill(t[n]["command"], width=104, subsequent_indent="    ", break_on_hyphens=False,
+                               break_long_words=False).replace("\n", " \\\n") for n in names]  # fmt: skip
+        return "```bash\n" + "\n".join(lines) + "\n```"
+    return f"""```bash
+jukebox train vqvae data/dev-corpus --preset small --batch-size 4 --lr 1e-3 --warmup 50 --steps 1200 \\
+    --save-every 100 --eval-every 400 --metadata data/dev-corpus/metadata.csv -o runs/demo/vqvae
+jukebox train prior data/dev-corpus --vqvae runs/demo/vqvae --preset demo-top --batch-size 8 --steps \\
+    {t["top"]["settings"]["steps"]} --lr 6e-4 --warmup 100 --save-every 250 --eval-every 1000 --metadata data/dev-corpus/metadata.csv -o runs/demo/top
+jukebox train upsampler data/dev-corpus --vqvae runs/demo/vqvae --level 1 --preset demo-up --batch-size 16 \\
+    --steps {t["up1"]["settings"]["steps"]} --lr 6e-4 --warmup 100 --save-every 250 --eval-every 1000 --metadata data/dev-corpus/metadata.csv -o runs/demo/up1
+jukebox train upsampler data/dev-corpus --vqvae runs/demo/vqvae --level 0 --preset demo-up --batch-size 16 \\
+    --steps {t["up0"]["settings"]["steps"]} --lr 6e-4 --warmup 100 --save-every 250 --eval-every 1000 --metadata data/dev-corpus/metadata.csv -o runs/demo/up0
+```"""
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"  # None: no pair of takes to compare
+
+
+def _evaluation(card: dict) -> str:
+    """scripts/evaluate_demo.py on the packaged model, when packaging ran it."""
+    e = card.get("evaluation")
+    if not e:
+        return "Not measured for this card (it predates `scripts/evaluate_demo.py`)."
+    durations = list(e["top"])
+    genres = sorted(e["top"][durations[0]]["genres"])
+    rows = [[f"{d} s", f"**{e['top'][d]['collapsed']}/{e['top'][d]['takes']}**",
+             *(f"{e['top'][d]['genres'][g]['collapsed']}/{e['top'][d]['genres'][g]['takes']}" for g in genres),
+             *(_number(e["top"][d]["agreement"].get(k)) for k in ("all", "neither")),
+             e["top"][d]["classified_right"]] for d in durations]  # fmt: skip
+    collapse = _table(["length", "collapsed", *genres, "genre agreement (all pairs)", "(neither collapsed)",
+                       "classified as its genre"], rows)  # fmt: skip
+    chroma_rows = []
+    for name, table in e["frame_chroma_entropy"].items():
+        cells = [f"{table[g]['mean']:.2f}" if g in table and table[g].get("mean") is not None else "-"
+                 for g in genres]  # fmt: skip
+        chroma_rows.append([name, *cells])
+    chroma = _table(["audio", *genres], chroma_rows)
+    c = e["classifier"]
+    sc = e.get("heldout_spectral_convergence") or {}
+    sc_text = ", ".join(f"level {k} {v:.3f}" for k, v in sc.items()) if sc else "not measured"
+    classifier = textwrap.fill(
+        f"A nearest-centroid genre classifier ({c['features']}) gets {c['real_accuracy']} leave-one-song-out on "
+        f"real clips and {c['codec_accuracy']} on real clips through the level-2 codec (chance {c['chance']}); "
+        f"it puts {c.get('level0_right', '-')} generated level-0 takes in their own genre. The VQ-VAE's held-out "
+        f"spectral convergence: {sc_text}.",
+        width=108, break_on_hyphens=False, break_long_words=False,
+    )  # fmt: skip
+    return f"""`{e["command"]}` (artist `{e["artist"]}`, top-level temperature {e["temperature"]}; {e["wall_seconds"] / 60:.0f} min).
+Each genre samples the same seeds, so take i of every genre draws the same random numbers. A take
+collapsed when its decoded top level has a median frame level below -35 dBFS or one code holds more than
+half its tokens. Genre agreement is the share of equal top-level tokens between two genres' takes at equal
+seeds (near chance, about 0.002, when the label steers the music; near 1 when it is ignored).
+
+{collapse}
+
+Per-frame chroma entropy in bits (0: one pitch class, 3.58: all twelve alike) of generated audio and of real
+clips ({e["real_subset"]}; generated level 0: {e["level0_subset"]}):
+
+{chroma}
+
+{classifier}"""
 
 
 def _metrics(card: dict) -> str:
@@ -128,15 +203,31 @@ def _corpus(card: dict) -> str:
     return _table(["title", "artist", "genre", "length", "Debian package", "license", "split"], rows)
 
 
+def _codebook_note(card: dict) -> str:
+    """The old VQ-VAE restarted most top-level codes every step; say so only for a card trained that way."""
+    threshold = card["training"]["vqvae"].get("options", {}).get("revival_threshold")
+    if threshold is not None and threshold < 1:
+        text = (f"- The VQ-VAE restarts codebook entries used fewer than {threshold:g} times per step; see the "
+                "evaluation above for how much of the silence problem that and the quiet-chunk filter solved.")  # fmt: skip
+        return textwrap.fill(text, width=108, subsequent_indent="  ", break_on_hyphens=False)
+    return """- The VQ-VAE's top level saw 4 x 64 = 256 codes per step for its 512 codebook entries, half a use each,
+  below the revival threshold of 1.0: most top-level entries restarted at a random encoder output at every
+  step (its logged `usage_l3` stays near 10). The exported codebook still encodes held-out audio with 434
+  distinct top-level codes, but a retraining with `--revival-threshold 0.1` (which `train vqvae` now
+  suggests for these settings) may well learn a better one; that has not been tried."""
+
+
 def write_card(card: dict, path: Path) -> None:
     minutes = sum(float(r["duration_s"]) for r in card["corpus"]) / 60
     genres = ", ".join(card["genres"])
+    m = card["metrics"]
+    parameters = m["vqvae"]["parameters"] + sum(p["parameters"] for p in m["priors"].values())
     text = f"""# The `demo` model
 
 A small Jukebox trained from scratch by jukebox-cli's own `jukebox train` commands on 2 CPU cores, shipped
 inside the package so that `jukebox generate --model demo` works offline straight after `pip install`.
 It shows the whole cascade (top prior, two upsamplers, three decoders) on real, trained weights. It is
-tiny next to the released models (about 3.6 M parameters against 1 to 5 billion) and learnt from under an
+tiny next to the released models (about {parameters / 1e6:.1f} M parameters against 1 to 5 billion) and learnt from under an
 hour of game music: expect tonal, music-like textures with little sense of key, not songs.
 
 - Genres (conditioning): {genres}. Artists: the corpus' {len({r["artist"] for r in card["corpus"]})} artists
@@ -178,20 +269,15 @@ below). Every run resumes exactly when interrupted.
 
 {_reproduced(card)}
 
-```bash
-jukebox train vqvae data/dev-corpus --preset small --batch-size 4 --lr 1e-3 --warmup 50 --steps 1200 \\
-    --save-every 100 --eval-every 400 --metadata data/dev-corpus/metadata.csv -o runs/demo/vqvae
-jukebox train prior data/dev-corpus --vqvae runs/demo/vqvae --preset demo-top --batch-size 8 --steps \\
-    {card["training"]["top"]["settings"]["steps"]} --lr 6e-4 --warmup 100 --save-every 250 --eval-every 1000 --metadata data/dev-corpus/metadata.csv -o runs/demo/top
-jukebox train upsampler data/dev-corpus --vqvae runs/demo/vqvae --level 1 --preset demo-up --batch-size 16 \\
-    --steps {card["training"]["up1"]["settings"]["steps"]} --lr 6e-4 --warmup 100 --save-every 250 --eval-every 1000 --metadata data/dev-corpus/metadata.csv -o runs/demo/up1
-jukebox train upsampler data/dev-corpus --vqvae runs/demo/vqvae --level 0 --preset demo-up --batch-size 16 \\
-    --steps {card["training"]["up0"]["settings"]["steps"]} --lr 6e-4 --warmup 100 --save-every 250 --eval-every 1000 --metadata data/dev-corpus/metadata.csv -o runs/demo/up0
-```
+{_commands(card)}
 
 {_training(card)}
 
-Wall times are on the 2-core development machine, the three priors sharing it.
+Wall times are on the development machine ({card.get("machine", "2 cores")}), the three priors sharing it.
+
+## Evaluation
+
+{_evaluation(card)}
 
 ## Metrics
 
@@ -221,11 +307,7 @@ through the level-2 encoder and decoder alone, the best the top level can sound)
   spectral convergence above). It demonstrates the pipeline and is a base for your own training runs.
 - 22.05 kHz mono. Trained only on the four genres above; other labels are refused.
 - Lyrics are not modelled: `--lyrics` is ignored, with a note.
-- The VQ-VAE's top level saw 4 x 64 = 256 codes per step for its 512 codebook entries, half a use each,
-  below the revival threshold of 1.0: most top-level entries restarted at a random encoder output at every
-  step (its logged `usage_l3` stays near 10). The exported codebook still encodes held-out audio with 434
-  distinct top-level codes, but a retraining with `--revival-threshold 0.1` (which `train vqvae` now
-  suggests for these settings) may well learn a better one; that has not been tried.
+{_codebook_note(card)}
 """
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)

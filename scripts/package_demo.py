@@ -2,6 +2,8 @@
 
     python scripts/package_demo.py --corpus data/dev-corpus --runs runs/demo
     python scripts/package_demo.py --verify --runs runs/repro   # a retraining: same bytes as shipped?
+    python scripts/package_demo.py --runs /tmp/smoke --dest /tmp/smoke/package --seconds 2 \
+        --eval-args="--seeds 1 --durations 2 --level0-seeds 1 --clips-per-song 1"   # a smoke run
 
 Steps (the last stage of train_demo.sh):
 1. copy each run's exported EMA weights into jukebox_cli/data/models/demo/;
@@ -10,7 +12,10 @@ Steps (the last stage of train_demo.sh):
 3. one 10 s sample per genre through `jukebox generate --model demo` (a subprocess, as a user runs it,
    timed), and the spectral flatness and chroma entropy of its top level and final audio beside the same
    measures on the corpus (and on the corpus through the level-2 codec alone) and on white noise;
-4. MODEL_CARD.md and card.json (every number above, the training settings, wall times, file hashes).
+4. scripts/evaluate_demo.py on the packaged model (collapse share, genre agreement, audio against real
+   clips, the VQ-VAE's held-out convergence), into RUNS/evaluation/; kept while the weights are the same;
+5. MODEL_CARD.md and card.json (every number above, the training settings and commands, the machine, wall
+   times, file hashes).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import argparse
 import csv
 import json
 import os
+import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -33,7 +40,8 @@ from jukebox_cli.engine.checkpoints.folder import VQVAE_FILE, prior_file
 from jukebox_cli.engine.weights.cache import sha256_file
 
 ROOT = Path(__file__).resolve().parent.parent
-DEST = ROOT / "jukebox_cli" / "data" / "models" / "demo"
+PACKAGE = ROOT / "jukebox_cli" / "data" / "models" / "demo"
+DEST = PACKAGE  # --dest: where this run writes the model (a scratch folder for smoke runs)
 RUN_OF_LEVEL = {2: "top", 1: "up1", 0: "up0"}
 PARTS = {  # shipped file: (run folder, file in it)
     VQVAE_FILE: ("vqvae", VQVAE_FILE),
@@ -56,6 +64,59 @@ def save_card(card: dict) -> None:
 
     (DEST / "card.json").write_text(json.dumps(card, indent=1) + "\n")
     write_card(card, DEST / "MODEL_CARD.md")
+
+
+def machine() -> str:
+    """The CPU this runs on (packaging runs where the training ran, right after it)."""
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]  # fmt: skip
+    except OSError:
+        names = []
+    return f"{names[0] if names else platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def evaluate(runs: Path, corpus_dir: Path, files: dict, extra: str) -> dict:
+    """scripts/evaluate_demo.py on the packaged weights, run again only when they or its arguments changed."""
+    out = runs / "evaluation"
+    stamp = {"files": {name: f["sha256"] for name, f in files.items()}, "args": extra}
+    done = (out / "results.json").is_file() and (out / "weights.json").is_file()
+    if done and json.loads((out / "weights.json").read_text()) == stamp:
+        print(f"evaluation: reusing {out / 'results.json'}")
+        return json.loads((out / "results.json").read_text())
+    command = [sys.executable, str(ROOT / "scripts" / "evaluate_demo.py"), "--corpus", str(corpus_dir), "-o",
+               str(out), "--model", str(DEST), *shlex.split(extra)]  # fmt: skip
+    subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    (out / "weights.json").write_text(json.dumps(stamp, indent=1) + "\n")
+    return json.loads((out / "results.json").read_text())
+
+
+def evaluation_summary(results: dict, extra: str) -> dict:
+    """What the card shows of evaluate_demo.py's results.json (not every take)."""
+    keep = ("takes", "collapsed", "classified_right", "classified_right_not_collapsed")
+    top = {}
+    for duration, per in results["top"].items():
+        top[duration] = {
+            "takes": per["takes"], "collapsed": per["collapsed"], "collapsed_share": per["collapsed_share"],
+            "classified_right": per["classified_right"],
+            "agreement": {k: v.get("mean") for k, v in per["agreement"].items()},
+            "genres": {g: {k: v[k] for k in keep} for g, v in per["genres"].items()},
+        }  # fmt: skip
+    chroma = {}
+    for name, table in (("real clips", results["real"]["genres"]),
+                        ("real clips through the level-2 codec", results["real"]["genres_codec"]),
+                        ("generated top level", results["top_audio"]["genres"]),
+                        ("generated level 0", results["level0"]["genres"])):  # fmt: skip
+        chroma[name] = {g: m["frame_chroma_entropy_bits"] for g, m in table.items()}
+    s = results["settings"]
+    return {
+        "command": f"python scripts/evaluate_demo.py --corpus data/dev-corpus -o OUT --model demo {extra}".strip(),
+        "artist": s["artist"], "temperature": s["temperature"], "top": top, "frame_chroma_entropy": chroma,
+        "level0_subset": results["level0"]["subset"], "real_subset": results["real"]["subset"],
+        "classifier": results["classifier"],
+        "heldout_spectral_convergence": results.get("heldout_spectral_convergence"),
+        "wall_seconds": results["wall_seconds"],
+    }  # fmt: skip
 
 
 def copy_parts(runs: Path, corpus_dir: Path) -> dict:
@@ -121,9 +182,14 @@ def training_record(runs: Path, name: str, timings: dict) -> dict:
 
     info = json.loads((runs / name / "train.json").read_text())
     state = torch.load(checkpoint_path(runs / name), map_location="cpu", weights_only=True)
-    wall = wall_seconds(timings.get(name, {}))
-    return {"steps": int(state["step"]), "skipped_steps": int(state["skipped_steps"]), "wall_seconds": wall,
-            "settings": info["config"], "log": f"{name}.log"}  # fmt: skip
+    stamp = timings.get(name, {})
+    task = info["task"]
+    options = {k: task[k] for k in ("min_level_db", "label_dropout", "artist_dropout") if k in task}
+    if task.get("kind") == "vqvae":
+        options["revival_threshold"] = task["model"].get("revival_threshold")
+    return {"steps": int(state["step"]), "skipped_steps": int(state["skipped_steps"]),
+            "wall_seconds": wall_seconds(stamp), "settings": info["config"], "options": options,
+            "command": stamp.get("command"), "threads": stamp.get("threads"), "log": f"{name}.log"}  # fmt: skip
 
 
 def heldout_metrics(corpus_dir: Path, vqvae) -> dict:
@@ -175,14 +241,17 @@ def generate_samples(runs: Path, genres: list[str], seconds: float) -> dict:
     """One sample per genre with the CLI, as a user runs it, with 2 threads."""
     results = {}
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    model = "demo" if DEST == PACKAGE else str(DEST)
     for genre in genres:
         out = runs / "samples" / genre
-        command = ["jukebox", "generate", "--model", "demo", "--genre", genre, "--duration", f"{seconds:g}",
+        command = ["jukebox", "generate", "--model", model, "--genre", genre, "--duration", f"{seconds:g}",
                    "--seed", "0", "--force", "--quiet", "-o", str(out)]  # fmt: skip
         start = time.perf_counter()
         subprocess.run(command, check=True, env=env)
-        shown = " ".join(a for a in command if a not in ("--force", "--quiet")).replace(
-            str(out), f"OUT/{genre}"
+        shown = (
+            " ".join(a for a in command if a not in ("--force", "--quiet"))
+            .replace(str(out), f"OUT/{genre}")
+            .replace(str(DEST), "demo")
         )
         results[genre] = {
             "command": shown,
@@ -258,6 +327,12 @@ def main() -> None:
         "--card-only", action="store_true", help="only re-render MODEL_CARD.md from card.json"
     )
     parser.add_argument(
+        "--dest", type=Path, default=PACKAGE, help="model folder to write (default: the package's)"
+    )
+    parser.add_argument(
+        "--eval-args", default="", help="extra arguments of scripts/evaluate_demo.py (quick checks)"
+    )
+    parser.add_argument(
         "--verify",
         action="store_true",
         help="compare a retraining in --runs with the shipped files (every tensor, bit for bit) and record the "
@@ -265,6 +340,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(2)
+    global DEST
+    DEST = args.dest.resolve()
 
     from jukebox_cli import __version__
 
@@ -285,6 +362,7 @@ def main() -> None:
     metrics = heldout_metrics(args.corpus, vqvae)
     genres = genres_of_model()
     samples = generate_samples(args.runs, genres, args.seconds)
+    evaluation = evaluation_summary(evaluate(args.runs, args.corpus, files, args.eval_args), args.eval_args)
     card = {
         "name": "demo",
         "jukebox_cli_version": __version__,
@@ -296,6 +374,8 @@ def main() -> None:
         "samples": samples,
         "character": character(args.corpus, samples, vqvae),
         "corpus": corpus_table(args.corpus, metrics["held_out_songs"]),
+        "evaluation": evaluation,
+        "machine": machine(),
         "torch": torch.__version__,
     }
     save_card(card)

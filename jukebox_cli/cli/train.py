@@ -69,6 +69,13 @@ HeldOut = Annotated[float, typer.Option(min=0.0, max=0.9, help="Fraction of song
 Ema = Annotated[
     float, typer.Option(min=0.0, max=1.0, help="Weight EMA decay (0: off); EMA weights are exported.")
 ]
+MinLevelDb = Annotated[
+    float | None,
+    typer.Option(
+        max=0.0,
+        help="Redraw training chunks whose median level is below this many dBFS (fades, pauses; e.g. -35).",
+    ),
+]
 
 
 SKIPPED_SHOWN = 10
@@ -201,6 +208,7 @@ def vqvae(
             "(default: the preset's, 1.0).",
         ),
     ] = None,
+    min_level_db: MinLevelDb = None,
     device: Device = "auto",
     cache_dir: CacheDir = None,
     quiet: Quiet = False,
@@ -221,7 +229,8 @@ def vqvae(
     def build(progress):
         return vqvae_task(data, preset=preset, source=from_, batch_size=batch_size, seed=seed, metadata=metadata,
                           held_out=held_out, cache_dir=cache_dir, chunk_seconds=chunk_seconds,
-                          revival_threshold=revival_threshold, progress=progress)  # fmt: skip
+                          revival_threshold=revival_threshold, min_level_db=min_level_db,
+                          progress=progress)  # fmt: skip
 
     _run("vqvae", build, output=output, data=data, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
          grad_accum=grad_accum, precision=precision, seed=seed, save_every=save_every, eval_every=eval_every,
@@ -264,6 +273,21 @@ def _prior_command(kind: str, default_level: int | None):
         logger: Logger = LoggerKind.tensorboard,
         metadata: Metadata = None,
         held_out: HeldOut = 0.1,
+        min_level_db: MinLevelDb = None,
+        label_dropout: Annotated[
+            float,
+            typer.Option(
+                min=0.0, max=0.99, help="Share of training chunks given the unknown artist and genre."
+            ),
+        ] = 0.0,
+        artist_dropout: Annotated[
+            float | None,
+            typer.Option(
+                min=0.0,
+                max=0.99,
+                help="Share given the unknown artist (at least --label-dropout; default: it).",
+            ),
+        ] = None,
         device: Device = "auto",
         cache_dir: CacheDir = None,
         quiet: Quiet = False,
@@ -280,7 +304,8 @@ def _prior_command(kind: str, default_level: int | None):
         def build(progress):
             return prior_task(data, vqvae=vqvae, level=level, preset=preset, source=from_, batch_size=batch_size,
                               seed=seed, metadata=metadata, held_out=held_out, cache_dir=cache_dir,
-                              progress=progress)  # fmt: skip
+                              min_level_db=min_level_db, label_dropout=label_dropout,
+                              artist_dropout=artist_dropout, progress=progress)  # fmt: skip
 
         _run(kind, build, output=output, data=data, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
              grad_accum=grad_accum, precision=precision, seed=seed, save_every=save_every, eval_every=eval_every,

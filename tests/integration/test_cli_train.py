@@ -100,9 +100,12 @@ def test_train_prior_and_upsampler_then_generate(corpus: Path, tmp_path: Path, r
 
     up = tmp_path / "up"
     result = run_cli("train", "upsampler", corpus, "--vqvae", "tiny", "--level", "1", "--preset", "tiny",
-                     "--steps", "4", "--save-every", "4", "--eval-every", "4", *_common(tmp_path, up))  # fmt: skip
+                     "--steps", "4", "--save-every", "4", "--eval-every", "4", "--min-level-db", "-60",
+                     "--label-dropout", "0.1", "--artist-dropout", "0.3", *_common(tmp_path, up))  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert (up / "prior_level_1.safetensors").is_file()
+    task = json.loads((up / "train.json").read_text())["task"]  # what a resume must repeat
+    assert (task["min_level_db"], task["label_dropout"], task["artist_dropout"]) == (-60, 0.1, 0.3)
 
     # The trained top prior knows the corpus' artists and genres.
     result = run_cli("labels", "--artists", "--model", top, "--json")

@@ -15,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -34,11 +35,17 @@ from jukebox_cli.engine.train.logging import Audio, chromagram_image
 PRIOR_PRESETS = {
     "tiny": {"width": 32, "depth": 3, "heads": 2, "n_ctx": 128, "blocks": 8, "cond_width": 16, "cond_depth": 2},
     "small": {"width": 256, "depth": 8, "heads": 4, "n_ctx": 512, "blocks": 32, "cond_width": 128, "cond_depth": 4},
-    # The bundled demo model (scripts/train_demo.sh): sized to train on 2 CPU cores in about an hour and to
-    # sample 10 s through all three levels in well under two minutes there.
-    "demo-top": {"width": 256, "depth": 6, "heads": 4, "n_ctx": 512, "blocks": 32, "cond_width": 64, "cond_depth": 2},
+    # The bundled demo model (scripts/train_demo.sh): sized to train on 2 CPU cores in about two hours and to
+    # sample 10 s through all three levels in under a minute there. The top prior was under-fitted at 6
+    # layers; 8 cost 5 % more per training step (encoding the batch with the VQ-VAE is half of a step) and
+    # about 1 s more CPU for 10 s of samples, where the upsamplers take most of the time.
+    "demo-top": {"width": 256, "depth": 8, "heads": 4, "n_ctx": 512, "blocks": 32, "cond_width": 64, "cond_depth": 2},
     "demo-up": {"width": 128, "depth": 4, "heads": 2, "n_ctx": 256, "blocks": 16, "cond_width": 64, "cond_depth": 2},
 }  # fmt: skip
+
+
+# Entropy word of the label-dropout stream, apart from the corpus' chunk draws (any constant would do).
+_DROPOUT_STREAM = 0x1ABE1
 
 
 def training_prior_config(
@@ -101,6 +108,13 @@ class PriorTask:
     """What ``train`` needs to train a prior (see ``loop.Task``).
 
     The corpus must be cut into chunks of the prior's window (``config.window_samples``).
+
+    Label dropout: a share ``label_dropout`` of the training chunks is labelled with the ``unknown`` artist
+    and genre (id 0), and a share ``artist_dropout`` (at least as large; None: the same) with the ``unknown``
+    artist, so that the ``unknown`` rows are trained at all and mean "any artist" and "any genre", the way
+    Jukebox treats a missing label. One draw per chunk decides both, so every chunk without its genre also
+    lacks its artist: the model learns p(x), p(x | genre), which ``jukebox generate`` asks for by default,
+    and p(x | artist, genre). Lyrics and timing are never dropped; held-out chunks keep their labels.
     """
 
     model: Prior
@@ -110,12 +124,33 @@ class PriorTask:
     seed: int = 0
     eval_size: int = 8
     source: str | None = None
+    label_dropout: float = 0.0
+    artist_dropout: float | None = None
+
+    @staticmethod
+    def check_dropout(label_dropout: float, artist_dropout: float | None) -> tuple[float, float]:
+        """(label, artist) dropout with the artist's default filled in.
+
+        Raises:
+            ConfigError: a share outside [0, 1), or an artist share below the label share.
+        """
+        artist = label_dropout if artist_dropout is None else artist_dropout
+        for name, value in (("label_dropout", label_dropout), ("artist_dropout", artist)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ConfigError(f"{name} must be a share in [0, 1), got {value!r}.")
+        if artist < label_dropout:
+            raise ConfigError(
+                f"artist_dropout ({artist}) must be at least label_dropout ({label_dropout}): a chunk "
+                "without its genre also goes without its artist."
+            )
+        return float(label_dropout), float(artist)
 
     def notes(self, world: int = 1) -> list[str]:
         """Advice about these settings, shown before training starts (none for priors yet)."""
         return []
 
     def __post_init__(self) -> None:
+        self.label_dropout, self.artist_dropout = self.check_dropout(self.label_dropout, self.artist_dropout)
         c = self.model.config
         if self.corpus.sample_length != c.window_samples:
             raise ConfigError(
@@ -127,22 +162,42 @@ class PriorTask:
         self.vqvae.eval().requires_grad_(False)
 
     def config(self) -> dict:
-        return {"kind": "prior", "level": self.model.config.level, "model": self.model.config.to_dict(),
-                "vqvae": self.vqvae.config.to_dict(), "data": self.corpus.fingerprint(), "from": self.source}  # fmt: skip
+        config = {"kind": "prior", "level": self.model.config.level, "model": self.model.config.to_dict(),
+                  "vqvae": self.vqvae.config.to_dict(), "data": self.corpus.fingerprint(), "from": self.source}  # fmt: skip
+        # Only when set, so that runs from before these options still resume; a resume must repeat them.
+        if self.corpus.min_level_db is not None:
+            config["min_level_db"] = self.corpus.min_level_db
+        if self.artist_dropout:
+            config["label_dropout"] = self.label_dropout
+            config["artist_dropout"] = self.artist_dropout
+        return config
 
-    def _labels(self, chunks: list[Chunk]) -> torch.Tensor:
+    def dropped(self, n: int, step: int, micro: int, rank: int) -> tuple[list[bool], list[bool]]:
+        """Which of the ``n`` chunks of a training batch lose their (artist, genre): a pure function of the
+        arguments, on its own random stream, so that resumed runs drop the same labels and the chunks drawn
+        are those of a run without dropout."""
+        if not self.artist_dropout:
+            return [False] * n, [False] * n
+        draws = np.random.default_rng([self.seed % 2**64, step, micro, rank, _DROPOUT_STREAM]).random(n)
+        return [bool(u < self.artist_dropout) for u in draws], [bool(u < self.label_dropout) for u in draws]
+
+    def _labels(self, chunks: list[Chunk], drop: tuple[list[bool], list[bool]] | None = None) -> torch.Tensor:
         c, labeller = self.model.config, self.labeller
+        no_artist, no_genre = drop or ([False] * len(chunks), [False] * len(chunks))
         rows = []
-        for chunk in chunks:
+        for chunk, artist_gone, genre_gone in zip(chunks, no_artist, no_genre, strict=True):
             total = chunk.total_length
             if c.include_timing:  # songs outside the timing range are clamped into it, not dropped
                 total = int(
                     min(max(total, c.min_duration * c.sample_rate), c.max_duration * c.sample_rate - 1)
                 )
             tokens = list(labeller.tokenize(chunk.lyrics).ids) if c.n_tokens else []
+            artist = 0 if artist_gone else labeller.artist_id(chunk.artist, allow_unknown=True)  # 0: unknown
+            genres = (
+                [0] if genre_gone else labeller.genre_ids(chunk.genre, allow_unknown=True)[: c.max_genres]
+            )
             rows.append(labeller.label_vector(
-                labeller.artist_id(chunk.artist, allow_unknown=True),
-                labeller.genre_ids(chunk.genre, allow_unknown=True)[: c.max_genres], tokens,
+                artist, genres, tokens,
                 total_length=total, offset=min(chunk.offset, total - 1), length=c.window_samples,
             ))  # fmt: skip
         return torch.tensor(rows, dtype=torch.long)
@@ -151,7 +206,8 @@ class PriorTask:
         chunks = self.corpus.sample_batch(
             "train", self.batch_size, seed=self.seed * 1000 + micro, step=step, rank=rank
         )
-        return torch.stack([ch.audio for ch in chunks]), self._labels(chunks)
+        drop = self.dropped(len(chunks), step, micro, rank)
+        return torch.stack([ch.audio for ch in chunks]), self._labels(chunks, drop)
 
     @torch.no_grad()
     def _codes(self, audio: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -192,6 +248,7 @@ class PriorTask:
         device = next(model.parameters()).device
         codes, upper = self._codes(chunks[0].audio[None], device)
         labels = self._labels(chunks).to(device)
+        noise = RaceNoise([self.seed + step], device)  # one row, its own stream: the same sample on a rerun
         sampled = sample_window(
             model,
             codes[:, :0],
@@ -199,7 +256,7 @@ class PriorTask:
             labels,
             upper_codes=upper,
             settings=SamplingSettings(temperature=1.0, decode="eager"),  # one window now and then:
-            noise=RaceNoise([self.seed + step], device),
+            noise=noise,
         )  # compiling or capturing it would cost more than it saves
         level, rate = model.config.level, self.vqvae.sample_rate
         items = {}

@@ -35,11 +35,13 @@ def vqvae_task(
     cache_dir: str | Path | None = None,
     chunk_seconds: float | None = None,
     revival_threshold: float | None = None,
+    min_level_db: float | None = None,
     progress: ProgressCallback = noop,
 ) -> VQVAETask:
     """A VQ-VAE to train on the audio under ``data``: a fresh ``preset`` or the weights of ``source``.
 
     ``revival_threshold`` replaces the model's dead-code threshold (see ``train.vqvae.codebook_notes``).
+    ``min_level_db`` redraws quieter training chunks (``AudioCorpus.scan``); None keeps them all.
 
     Raises:
         ConfigError: unknown preset; CheckpointError: ``source`` cannot be loaded; TrainingError: no usable audio.
@@ -58,7 +60,8 @@ def vqvae_task(
     if chunk_seconds is not None:  # whole top-level codes, at least one
         length = max(top, round(chunk_seconds * model.sample_rate / top) * top)
     corpus = AudioCorpus.scan(data, sample_rate=model.sample_rate, sample_length=length, metadata=metadata,
-                              cache_dir=cache_dir, held_out=held_out, progress=progress)  # fmt: skip
+                              cache_dir=cache_dir, held_out=held_out, min_level_db=min_level_db,
+                              progress=progress)  # fmt: skip
     return VQVAETask(model.train(), corpus, batch_size, seed=seed, source=source)
 
 
@@ -74,12 +77,18 @@ def prior_task(
     metadata: str | Path | None = None,
     held_out: float = 0.1,
     cache_dir: str | Path | None = None,
+    min_level_db: float | None = None,
+    label_dropout: float = 0.0,
+    artist_dropout: float | None = None,
     progress: ProgressCallback = noop,
 ) -> PriorTask:
     """A prior for ``level`` of the VQ-VAE ``vqvae``: a fresh ``preset`` or the level's prior from ``source``.
 
     ``source`` is anything ``--model`` accepts (a released model name, a model folder or run folder, a hub
     repository); its prior at ``level`` is fine-tuned, with label tables extended by the corpus' new names.
+    ``min_level_db`` redraws quieter training chunks (``AudioCorpus.scan``). ``label_dropout`` is the share of
+    training chunks labelled with the ``unknown`` artist and genre, ``artist_dropout`` (default: the same) the
+    share with the ``unknown`` artist (see ``PriorTask``).
 
     Raises:
         ConfigError, CheckpointError, IncompatibleCheckpoint (the prior does not fit the VQ-VAE), TrainingError.
@@ -104,10 +113,14 @@ def prior_task(
     elif preset not in PRIOR_PRESETS:
         raise ConfigError(f"Unknown prior preset {preset!r}; choose {', '.join(PRIOR_PRESETS)} (or --from).")
     window = (prior.config.n_ctx if prior else PRIOR_PRESETS[preset]["n_ctx"]) * codec.hop_lengths[level]
+    # Checked before the corpus is scanned, which can take minutes on a new corpus.
+    dropout = PriorTask.check_dropout(label_dropout, artist_dropout)
     corpus = AudioCorpus.scan(data, sample_rate=codec.sample_rate, sample_length=window, metadata=metadata,
-                              cache_dir=cache_dir, held_out=held_out, progress=progress)  # fmt: skip
+                              cache_dir=cache_dir, held_out=held_out, min_level_db=min_level_db,
+                              progress=progress)  # fmt: skip
     prior = with_labels(prior, corpus) if prior is not None else new_prior(preset, codec, level, corpus, seed)
-    return PriorTask(prior.train(), codec, corpus, batch_size, seed=seed, source=source)
+    return PriorTask(prior.train(), codec, corpus, batch_size, seed=seed, source=source, label_dropout=dropout[0],
+                     artist_dropout=dropout[1])  # fmt: skip
 
 
 def parameter_count(model: torch.nn.Module) -> int:

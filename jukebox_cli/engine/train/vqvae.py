@@ -55,12 +55,15 @@ class VQVAETask:
             self.bandwidth = corpus_bandwidth(self.corpus, seed=self.seed)
 
     def config(self) -> dict:
-        return {
+        config = {
             "kind": "vqvae",
             "model": self.model.config.to_dict(),
             "data": self.corpus.fingerprint(),
             "from": self.source,
         }
+        if self.corpus.min_level_db is not None:  # only when set, so that older runs still resume
+            config["min_level_db"] = self.corpus.min_level_db
+        return config
 
     def notes(self, world: int = 1) -> list[str]:
         """Advice about these settings, shown before training starts (see :func:`codebook_notes`)."""
