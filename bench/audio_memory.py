@@ -1,4 +1,4 @@
-"""Peak memory and time of `jukebox analyze` and `jukebox reconstruct` on long audio (issue 14).
+"""Peak memory and time of `jukebox analyze` and `jukebox reconstruct` on long audio.
 
 Synthesises music-like WAVs (a chord, a moving melody, an envelope, a little noise; stereo 44.1 kHz
 16-bit) of each duration into a temporary folder, written block by block so the benchmark itself stays
