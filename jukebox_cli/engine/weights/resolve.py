@@ -34,6 +34,9 @@ from jukebox_cli.engine.weights import shipped
 from jukebox_cli.engine.weights.registry import MODELS, model_for_repo
 
 TINY_RANDOM = "tiny-random"
+#: The presets ``tiny-random`` is built from: its VQ-VAE, and its prior per level.
+TINY_RANDOM_VQVAE = "tiny"
+TINY_RANDOM_PRIORS = {2: "tiny_1b_lyrics", 1: "tiny_upsampler_level_1", 0: "tiny_upsampler_level_0"}
 #: VQ-VAE presets (``models/presets.py``, which needs torch; a test keeps the two in step).
 VQVAE_PRESET_NAMES = ("jukebox", "tiny", "small")
 _REPO = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<rev>[\w./-]+))?")
