@@ -241,8 +241,8 @@ def load_vqvae(
     """The VQ-VAE of any ``--model`` value (a whole model's, or a checkpoint or preset of one alone).
 
     Args:
-        spec: see the module docstring; besides whole models, a VQ-VAE preset (``tiny``, ``small``: random
-            weights from ``seed``; ``jukebox``: the released VQ-VAE), a native ``.safetensors`` file, an
+        spec: any name in ``resolve.NAMES`` (whole models, and the VQ-VAE presets ``tiny``, ``small``: random
+            weights from ``seed``; ``jukebox``: the released VQ-VAE), a model folder, a native ``.safetensors`` file, an
             original-layout ``.pth``/``.pth.tar`` file, or a hub-layout ``.bin``/``.safetensors`` file with
             ``vqvae.*`` keys.
         device: where the model should live.
