@@ -121,6 +121,35 @@ def test_unreadable_input_is_an_audio_error(
     assert "corrupt" not in result.stderr
 
 
+def test_a_corrupt_mp3_is_one_decode_error_without_decoder_notes(capfd, tmp_path: Path) -> None:
+    """mpg123 prints "Note: Illegal Audio-MPEG-Header ..." to file descriptor 2 from C, and libsndfile then
+    says the file "does not exist": only our error (and its hint) may reach the terminal, saying it cannot be
+    decoded."""
+    import numpy as np
+    import soundfile as sf
+
+    from jukebox_cli.cli.app import main
+
+    if "MP3" not in sf.available_formats():
+        pytest.skip("this libsndfile cannot write MP3")
+    good = tmp_path / "good.mp3"
+    sf.write(good, np.sin(np.arange(44100) / 10).astype(np.float32), 44100, format="MP3")
+    junk = np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(good.read_bytes()[:400] + junk)  # a valid first frame, then garbage
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(["analyze", str(bad), "-o", str(tmp_path / "a.png")])
+    err = capfd.readouterr().err
+    lines = _error_lines(err)
+    assert exit_.value.code == 4, err
+    assert lines[0] == (
+        f"error: Cannot decode {bad}: the decoder found no valid audio in it; the file is corrupt, truncated or "
+        "not really a '.mp3' file."
+    ), err
+    assert len(lines) == 2 and not lines[1].startswith("error"), err  # the message and its hint, nothing else
+
+
 def test_a_config_that_is_not_json_is_a_checkpoint_error(run_cli, tmp_path: Path, song: Path) -> None:
     import torch
     from safetensors.torch import save_file
