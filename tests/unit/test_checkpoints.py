@@ -151,11 +151,11 @@ def test_pickle_with_code_execution_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "evil.pth.tar"
     with path.open("wb") as handle:
         pickle.dump({"model": _Payload(marker)}, handle)
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="can run any code it carries"):
         load_vqvae(path)
     assert not marker.exists()
     torch.save({"model": {"x": _Payload(marker)}}, path)
-    with pytest.raises(CheckpointError, match="weights_only"):
+    with pytest.raises(CheckpointError, match="can run any code it carries"):
         load_vqvae(path)
     assert not marker.exists()
 
