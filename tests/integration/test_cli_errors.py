@@ -150,6 +150,35 @@ def test_a_corrupt_mp3_is_one_decode_error_without_decoder_notes(capfd, tmp_path
     assert len(lines) == 2 and not lines[1].startswith("error"), err  # the message and its hint, nothing else
 
 
+@pytest.mark.parametrize("command", ["reconstruct", "reconstruct --force", "analyze", "analyze --force"])
+def test_a_folder_where_an_output_file_goes_gets_no_force_hint(
+    run_cli, tmp_path: Path, song: Path, command: str
+) -> None:
+    """--force replaces files, never a folder: the hint must not suggest it, with or without it given."""
+    out = tmp_path / "out"
+    if command.startswith("reconstruct"):
+        (out / "level_2.wav").mkdir(parents=True)
+        args = ["reconstruct", song, "-m", "tiny", "--levels", "2", "-o", out]
+    else:
+        (out / f"{song.stem}_analysis.png").mkdir(parents=True)
+        args = ["analyze", song, "-o", f"{out}/"]
+    result = run_cli(*args, *(["--force"] if command.endswith("--force") else []))
+    lines = _error_lines(result.stderr)
+    assert result.exit_code == 7, result.stderr
+    assert lines[0].startswith("error: Cannot write") and lines[0].endswith("it is a directory."), (
+        result.stderr
+    )
+    assert lines[1:] == ["--force does not replace a folder; choose another output with -o, or move it away."]
+
+
+def test_the_engine_s_folder_refusal_maps_to_the_same_hint() -> None:
+    from jukebox_cli.cli._errors import lookup
+    from jukebox_cli.engine.errors import OutputExistsError, OutputIsFolder
+
+    assert lookup(OutputIsFolder("x"))[1].startswith("--force does not replace a folder")
+    assert lookup(OutputExistsError("x"))[1].startswith("Pass --force")
+
+
 def test_a_config_that_is_not_json_is_a_checkpoint_error(run_cli, tmp_path: Path, song: Path) -> None:
     import torch
     from safetensors.torch import save_file

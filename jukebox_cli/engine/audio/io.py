@@ -38,6 +38,7 @@ from jukebox_cli.engine.errors import (
     ConfigError,
     InvalidAudio,
     OutputExistsError,
+    OutputIsFolder,
     OutputWriteError,
     UnsupportedAudioFormat,
 )
@@ -776,7 +777,8 @@ def save_audio(
 
     Raises:
         UnsupportedAudioFormat: for an extension or subtype we do not write.
-        OutputExistsError: if ``path`` exists and ``overwrite`` is False, or is a directory.
+        OutputExistsError: if ``path`` exists and ``overwrite`` is False; its subclass OutputIsFolder if it is
+            a directory (whatever ``overwrite`` says).
         InvalidAudio: if ``audio`` is empty, badly shaped, or holds NaN/inf.
         ConfigError: if ``sample_rate`` is not a positive integer.
         OutputWriteError: if the file system refuses the write (OutputDiskFull: the disk is full).
@@ -785,7 +787,7 @@ def save_audio(
     fmt, subtype = _write_format(path, subtype)
     _check_rate("sample_rate", sample_rate)
     if path.is_dir():
-        raise OutputExistsError(f"Cannot write {path}: it is a directory.")
+        raise OutputIsFolder(f"Cannot write {path}: it is a directory.")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; pass overwrite=True to replace it.")
     samples = _prepare_samples(audio, path, sample_rate)
@@ -817,7 +819,7 @@ class AudioWriter:
         fmt, self._subtype = _write_format(self.path, subtype)
         _check_rate("sample_rate", sample_rate)
         if self.path.is_dir():
-            raise OutputExistsError(f"Cannot write {self.path}: it is a directory.")
+            raise OutputIsFolder(f"Cannot write {self.path}: it is a directory.")
         if self.path.exists() and not overwrite:
             raise OutputExistsError(f"{self.path} already exists; pass overwrite=True to replace it.")
         self.sample_rate = sample_rate
