@@ -15,8 +15,14 @@ EXIT_UNEXPECTED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-# (type, exit code, hint shown under the message)
+# (type, exit code, hint shown under the message). A hint names --force only for the errors --force fixes:
+# those it cannot fix are subclasses (OutputBlocked, OutputIsFolder) listed before OutputExistsError.
 ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
+    (
+        e.OutputIsFolder,
+        7,
+        "--force does not replace a folder; choose another output with -o, or move it away.",
+    ),
     (e.OutputBlocked, 7, "--force replaces only a run; choose another output with -o, or empty that folder."),
     (e.OutputExistsError, 7, "Pass --force to overwrite, or choose another output with -o."),
     (e.OutputInUse, 9, ""),  # the message names the folder and the other process

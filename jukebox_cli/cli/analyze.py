@@ -69,7 +69,7 @@ def analyze(
     from jukebox_cli.engine.audio import io as audio_io
     from jukebox_cli.engine.audio import plots
     from jukebox_cli.engine.audio.analysis import analyze_file
-    from jukebox_cli.engine.errors import OutputExistsError
+    from jukebox_cli.engine.errors import OutputExistsError, OutputIsFolder
 
     infos = [audio_io.audio_info(song) for song in songs]  # every input is checked before any work
     to_folder = output is not None and (len(songs) > 1 or output.is_dir() or str(output).endswith("/"))
@@ -78,6 +78,9 @@ def analyze(
     else:
         folder = output if output is not None else Path()
         figures = [folder / name for name in figure_names(songs)]
+    folders = [p for p in figures if p.is_dir()]
+    if folders:  # refused with or without --force, so say so before "already exists" suggests it
+        raise OutputIsFolder(f"Cannot write {folders[0]}: it is a directory.")
     existing = [str(p) for p in figures if p.exists()]
     if existing and not force:
         raise OutputExistsError(f"{existing[0]} already exists.")

@@ -17,11 +17,33 @@ from rich.text import Text
 from jukebox_cli.cli._options import Json, Model
 
 
-def _visible(name: str) -> str:
-    """The name with invisible format characters (U+200E, U+200F, ...) spelled out, and "" shown as ``""``."""
-    if not name:
-        return '""'
-    return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) == "Cf" else c for c in name)
+def _shown(name: str) -> str:
+    """The name as it looks, its invisible marks left out (the note column says they are there)."""
+    return "".join(c for c in name if unicodedata.category(c) != "Cf") or '""'
+
+
+def _mark_note(label_set, kind: str, name: str, index: int) -> str:
+    """Says that a name holds invisible marks, which id its plain spelling gives, and how to type this one."""
+    from jukebox_cli.engine.models.labels import hidden_marks, typed_id  # lazy: rendering only
+
+    marks = hidden_marks(name)
+    if not marks:
+        return ""
+    typed = typed_id(label_set, kind, name)
+    gives = f"typed as it looks it gives id {typed}" if typed not in (None, index) else ""
+    escaped = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) == "Cf" else c for c in name)
+    how = f"for id {index} type $'{escaped}' (bash)"
+    return f"has invisible {', '.join(marks)}; " + "; ".join(filter(None, (gives, how)))
+
+
+def _json_item(label_set, kind: str, name: str, index: int) -> dict:
+    """A listed name for scripts: the exact name, and for a marked one its marks and its plain spelling's id."""
+    from jukebox_cli.engine.models.labels import hidden_marks, typed_id  # lazy: rendering only
+
+    item = {"name": name, "id": index}
+    if hidden_marks(name):
+        item.update(hidden_marks=hidden_marks(name), typed_id=typed_id(label_set, kind, name))
+    return item
 
 
 def labels(
@@ -68,7 +90,7 @@ def labels(
             "kind": kind,
             "search": search,
             "total": len(found),
-            "items": [{"name": name, "id": index} for name, index in shown],
+            "items": [_json_item(label_set, kind, name, index) for name, index in shown],
         }
         typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
@@ -79,17 +101,20 @@ def labels(
         console.print(f"no {what} match {search!r}.", highlight=False)
         return
     table = Table(title=what)
+    notes = {name: _mark_note(label_set, kind, name, index) for name, index in shown}
     table.add_column("name")
     table.add_column("id", justify="right")
+    if any(notes.values()):
+        table.add_column("note")
     for name, index in shown:
-        table.add_row(Text(_visible(name)), str(index))
-    notes = []
+        table.add_row(Text(_shown(name)), str(index), *([Text(notes[name])] if any(notes.values()) else []))
+    captions = []
     if len(shown) < len(found):
-        notes.append(f"showing {len(shown)} of {len(found)}; use --search or --limit 0 for more")
+        captions.append(f"showing {len(shown)} of {len(found)}; use --search or --limit 0 for more")
     if version == "v2" and kind == "genres":
-        notes.append("v2 genres are words: a genre is split into up to 5 of them")
+        captions.append("v2 genres are words: a genre is split into up to 5 of them")
     if model == "1b_lyrics":
-        notes.append("its upsamplers use the v2 ids (see --model 5b)")
-    if notes:
-        table.caption = "; ".join(notes)
+        captions.append("its upsamplers use the v2 ids (see --model 5b)")
+    if captions:
+        table.caption = "; ".join(captions)
     console.print(table)

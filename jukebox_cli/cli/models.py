@@ -167,49 +167,56 @@ def download(
 
 
 @app.command()
-def info(name: Name, *, cache_dir: CacheDir = None, json_output: Json = False) -> None:
-    """A model's parts: architecture, parameters, labels, and where its files are.
+def info(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="demo, tiny-random, a released model (1b_lyrics, 5b_lyrics, 5b) or a model folder."
+        ),
+    ],
+    *,
+    cache_dir: CacheDir = None,
+    json_output: Json = False,
+) -> None:
+    """A model's parts: architecture, parameters, sizes, labels, and where its files and card are.
 
     Examples:
 
-        jukebox models info 5b_lyrics
-    """
-    from jukebox_cli.engine.models import presets
-    from jukebox_cli.engine.weights.registry import WEIGHTS_LICENSE
-    from jukebox_cli.engine.weights.released import model_status
+        jukebox models info demo
 
-    status = model_status(name, cache_dir=cache_dir)
-    entry = status.entry
-    parts = {}
-    for p in status.parts:
-        config = (
-            presets.vqvae_config(p.part.preset)
-            if p.part.kind == "vqvae"
-            else presets.prior_config(p.part.preset)
-        )
-        parts[p.part.id] = {
-            "kind": p.part.kind, "level": p.part.level, "preset": p.part.preset, "parameters": p.part.params,
-            "present": p.present, "path": str(p.path), "bytes": p.size if p.present else None,
-            "stored_dtype": p.record.get("dtype"), "source": p.record.get("source"), "config": config.to_dict(),
-        }  # fmt: skip
-    data = {"name": entry.name, "description": entry.description, "labels": entry.label_set,
-            "hub_repo": entry.hub_repo, "sources": list(entry.sources), "parameters": entry.params(),
-            "license": WEIGHTS_LICENSE, "parts": parts}  # fmt: skip
+        jukebox models info 5b_lyrics
+
+        jukebox models info runs/top --json
+    """
+    from jukebox_cli.engine.weights.describe import describe
+
+    model = describe(name, cache_dir=cache_dir)
     if json_output:
-        _echo_json(data)
+        _echo_json(model.to_dict())
         return
     out = Console(soft_wrap=True)
-    out.print(f"[bold]{entry.name}[/]: {entry.description}", highlight=False)
-    out.print(f"labels {entry.label_set}; sources: {', '.join(entry.sources)}"
-              + (f" (hub repo {entry.hub_repo})" if entry.hub_repo else ""), highlight=False)  # fmt: skip
+    out.print(f"[bold]{escape(model.name)}[/]: {escape(model.description)}", highlight=False)
+    lyrics = "with lyrics" if model.lyrics else "no lyrics"
+    out.print(f"{model.parameters:,} parameters; labels {model.labels} ({model.artists} artist and "
+              f"{model.genres} genre rows); {lyrics}"
+              + ("" if model.pretrained else "; untrained random weights"), highlight=False)  # fmt: skip
+    if model.sources:
+        out.print(f"sources: {', '.join(model.sources)}"
+                  + (f" (hub repo {model.hub_repo})" if model.hub_repo else ""), highlight=False)  # fmt: skip
     table = Table()
-    for column in ("part", "level", "preset", "parameters", "in cache", "path"):
-        table.add_column(column)
-    for pid, p in parts.items():
-        table.add_row(pid, "-" if p["level"] is None else str(p["level"]), p["preset"], f"{p['parameters']:,}",
-                      _gb(p["bytes"]) if p["present"] else "no", escape(p["path"]))  # fmt: skip
+    for column in ("part", "level", "parameters", "size", "stored", "file"):
+        table.add_column(column, justify="right" if column in ("parameters", "size") else "left")
+    for p in model.parts:
+        size = _gb(p.bytes) if p.present else "no file" if p.path is None else "not in cache"
+        table.add_row(p.id, "-" if p.level is None else str(p.level), f"{p.parameters:,}", size,
+                      ", ".join(p.dtypes) or "-", escape(Path(p.path).name if p.path else "-"))  # fmt: skip
     out.print(table)
-    out.print(f"[dim]{WEIGHTS_LICENSE}[/]")
+    if model.folder:
+        out.print(f"files in: {escape(model.folder)}", highlight=False)
+    if model.card:
+        out.print(f"model card: {escape(model.card)}", highlight=False)
+    if model.license:
+        out.print(f"[dim]{escape(model.license)}[/]")
 
 
 @app.command()

@@ -71,7 +71,7 @@ def reconstruct(
     from jukebox_cli.engine.audio import io as audio_io
     from jukebox_cli.engine.audio.reconstruct import parse_levels, reconstruct_stream
     from jukebox_cli.engine.devices import resolve_device
-    from jukebox_cli.engine.errors import ConfigError, OutputExistsError
+    from jukebox_cli.engine.errors import ConfigError, OutputExistsError, OutputIsFolder
     from jukebox_cli.engine.files import write_json
     from jukebox_cli.engine.weights.loading import load_vqvae
 
@@ -93,6 +93,9 @@ def reconstruct(
     ]
     if figure:
         targets.append(output / "reconstruction.png")
+    folders = [p for p in targets if p.is_dir()]
+    if folders:  # refused with or without --force, so say so before "already exists" suggests it
+        raise OutputIsFolder(f"Cannot write {folders[0]}: it is a directory.")
     existing = [str(p) for p in targets if p.exists()]
     if existing and not force:
         raise OutputExistsError(

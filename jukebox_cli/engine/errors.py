@@ -23,6 +23,10 @@ class OutputBlocked(OutputExistsError):
     """An output path is taken by something ``force`` does not replace (a file, a folder that is not a run)."""
 
 
+class OutputIsFolder(OutputBlocked):
+    """A file is to be written where a folder is: no overwrite replaces a folder, so ``force`` cannot help."""
+
+
 class OutputInUse(JukeboxError):
     """Another process is writing the same output folder (a run folder or a training run) right now."""
 

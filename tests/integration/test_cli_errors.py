@@ -121,6 +121,64 @@ def test_unreadable_input_is_an_audio_error(
     assert "corrupt" not in result.stderr
 
 
+def test_a_corrupt_mp3_is_one_decode_error_without_decoder_notes(capfd, tmp_path: Path) -> None:
+    """mpg123 prints "Note: Illegal Audio-MPEG-Header ..." to file descriptor 2 from C, and libsndfile then
+    says the file "does not exist": only our error (and its hint) may reach the terminal, saying it cannot be
+    decoded."""
+    import numpy as np
+    import soundfile as sf
+
+    from jukebox_cli.cli.app import main
+
+    if "MP3" not in sf.available_formats():
+        pytest.skip("this libsndfile cannot write MP3")
+    good = tmp_path / "good.mp3"
+    sf.write(good, np.sin(np.arange(44100) / 10).astype(np.float32), 44100, format="MP3")
+    junk = np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(good.read_bytes()[:400] + junk)  # a valid first frame, then garbage
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(["analyze", str(bad), "-o", str(tmp_path / "a.png")])
+    err = capfd.readouterr().err
+    lines = _error_lines(err)
+    assert exit_.value.code == 4, err
+    assert lines[0] == (
+        f"error: Cannot decode {bad}: the decoder found no valid audio in it; the file is corrupt, truncated or "
+        "not really a '.mp3' file."
+    ), err
+    assert len(lines) == 2 and not lines[1].startswith("error"), err  # the message and its hint, nothing else
+
+
+@pytest.mark.parametrize("command", ["reconstruct", "reconstruct --force", "analyze", "analyze --force"])
+def test_a_folder_where_an_output_file_goes_gets_no_force_hint(
+    run_cli, tmp_path: Path, song: Path, command: str
+) -> None:
+    """--force replaces files, never a folder: the hint must not suggest it, with or without it given."""
+    out = tmp_path / "out"
+    if command.startswith("reconstruct"):
+        (out / "level_2.wav").mkdir(parents=True)
+        args = ["reconstruct", song, "-m", "tiny", "--levels", "2", "-o", out]
+    else:
+        (out / f"{song.stem}_analysis.png").mkdir(parents=True)
+        args = ["analyze", song, "-o", f"{out}/"]
+    result = run_cli(*args, *(["--force"] if command.endswith("--force") else []))
+    lines = _error_lines(result.stderr)
+    assert result.exit_code == 7, result.stderr
+    assert lines[0].startswith("error: Cannot write") and lines[0].endswith("it is a directory."), (
+        result.stderr
+    )
+    assert lines[1:] == ["--force does not replace a folder; choose another output with -o, or move it away."]
+
+
+def test_the_engine_s_folder_refusal_maps_to_the_same_hint() -> None:
+    from jukebox_cli.cli._errors import lookup
+    from jukebox_cli.engine.errors import OutputExistsError, OutputIsFolder
+
+    assert lookup(OutputIsFolder("x"))[1].startswith("--force does not replace a folder")
+    assert lookup(OutputExistsError("x"))[1].startswith("Pass --force")
+
+
 def test_a_config_that_is_not_json_is_a_checkpoint_error(run_cli, tmp_path: Path, song: Path) -> None:
     import torch
     from safetensors.torch import save_file
@@ -244,7 +302,7 @@ def test_messages_and_hints_say_what_can_actually_fix_it(
         args, code, expected = (
             ("reconstruct", song, "--model", model, "-o", tmp_path / "out"),
             3,
-            ["Cannot read"],
+            ["unpickling a file can run any code", "save its tensors with safetensors"],
         )
     else:
         assert run_cli("generate", *TINY, "-o", run).exit_code == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from jukebox_cli.cli import labels as labels_cli
-from jukebox_cli.engine.models.labels import load_label_set
+from jukebox_cli.engine.models.labels import Labeller, load_label_set
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,13 +73,28 @@ def test_table_limit_caption(cli) -> None:
 
 
 def test_marked_genre_names_are_visible(cli) -> None:
-    """The two "psychedelic rock" entries (one with a hidden U+200E) are told apart in the table."""
+    """The two "psychedelic rock" entries (one with a hidden U+200E) read the same, and a note tells them apart:
+    which mark the second holds, which id the name typed as it looks gets, and how to type the other."""
     result = cli("labels", "-m", "1b_lyrics", "--genres", "-s", "psychedelic rock")
     assert result.exit_code == 0, result.stderr
-    assert "psychedelic rock\\u200e" in result.stdout
-    assert "185" in result.stdout and "7" in result.stdout
+    rows = [line for line in result.stdout.splitlines() if "psychedelic rock" in line]
+    assert [row.split("│")[1].strip() for row in rows[:2]] == ["psychedelic rock", "psychedelic rock"]
+    note = " ".join(result.stdout.split())
+    assert "U+200E LEFT-TO-RIGHT MARK" in note and "gives id 185" in note and "for id 7 type" in note
+    assert "psychedelic rock\\u200e │" not in result.stdout  # no escape where the name is shown
     data = json.loads(cli("labels", "-m", "1b_lyrics", "--genres", "-s", "psychedelic rock", "--json").stdout)
-    assert {"name": "psychedelic rock\u200e", "id": 7} in data["items"]
+    marked = {
+        "name": "psychedelic rock\u200e",
+        "id": 7,
+        "hidden_marks": ["U+200E LEFT-TO-RIGHT MARK"],
+        "typed_id": 185,
+    }
+    assert marked in data["items"] and {"name": "psychedelic rock", "id": 185} in data["items"]
+    # What the note promises: the plain spelling gets the plain id, the marked one its own.
+    labeller = Labeller("v3", max_genres=1, n_tokens=0)
+    assert labeller.genre_ids("Psychedelic Rock") == [185] and labeller.genre_ids(
+        "psychedelic rock\u200e"
+    ) == [7]
 
 
 def test_the_default_model_is_generate_s(cli) -> None:

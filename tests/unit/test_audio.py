@@ -519,3 +519,16 @@ def test_save_to_a_directory_is_refused(tmp_path):
     target = tmp_path / "out.wav"
     target.mkdir()
     assert_raises_naming(OutputExistsError, target, save_audio, target, sine(), SR, overwrite=True)
+
+
+def test_c_stderr_is_silenced_only_inside_and_restored_after_an_error(capfd) -> None:
+    from jukebox_cli.engine.audio.quiet import c_stderr_silenced
+
+    with pytest.raises(RuntimeError), c_stderr_silenced():
+        os.write(2, b"hidden from C\n")
+        with c_stderr_silenced():  # nested: still silent, and the outer block restores
+            os.write(2, b"hidden too\n")
+        os.write(2, b"still hidden\n")
+        raise RuntimeError("the decoder failed")
+    os.write(2, b"shown\n")
+    assert capfd.readouterr().err == "shown\n"

@@ -8,7 +8,7 @@ import pytest
 
 from jukebox_cli.engine.errors import CheckpointNotFound, ConfigError
 from jukebox_cli.engine.weights import shipped
-from jukebox_cli.engine.weights.resolve import VQVAE_PRESET_NAMES, label_tables, resolve
+from jukebox_cli.engine.weights.resolve import NAMES, VQVAE_PRESET_NAMES, label_tables, resolve
 
 
 def test_demo_resolves_to_the_package_folder() -> None:
@@ -69,6 +69,14 @@ def test_preset_names_match_the_presets() -> None:
     from jukebox_cli.engine.models.presets import VQVAE_PRESETS
 
     assert set(VQVAE_PRESET_NAMES) == set(VQVAE_PRESETS)
+
+
+def test_every_name_resolves_and_the_model_help_lists_it() -> None:
+    from jukebox_cli.cli._options import MODEL_HELP
+
+    for name in NAMES:
+        assert resolve(name).kind in ("shipped", "tiny-random", "released", "preset")
+        assert name in MODEL_HELP, name  # the help text is static (no engine import at start-up)
 
 
 def test_label_tables_of_names_and_folders() -> None:

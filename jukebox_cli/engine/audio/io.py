@@ -29,6 +29,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from jukebox_cli.engine.audio.quiet import c_stderr_silenced
 from jukebox_cli.engine.errors import (
     AudioDecodeError,
     AudioError,
@@ -37,6 +38,7 @@ from jukebox_cli.engine.errors import (
     ConfigError,
     InvalidAudio,
     OutputExistsError,
+    OutputIsFolder,
     OutputWriteError,
     UnsupportedAudioFormat,
 )
@@ -70,6 +72,9 @@ _READ_FORMATS_TEXT = "wav, flac, ogg (vorbis/opus), mp3, aiff, au, caf, w64, rf6
 # libsndfile's sf_error() codes that soundfile passes through as `LibsndfileError.code`.
 _SF_ERR_UNRECOGNISED_FORMAT = 1
 _SF_ERR_SYSTEM = 2  # the OS refused (permission denied, I/O error)
+# "File does not exist or is not a regular file": also what libsndfile 1.2 answers when its MP3 decoder
+# finds no valid frame in a file we have already checked is there, so its message would mislead.
+_SF_ERR_BAD_FILE = 7
 _SF_ERR_UNSUPPORTED_ENCODING = 4
 
 # Formats on which libsndfile's seek is sample-exact. Its MP3 and Ogg seeks are not (measured with
@@ -267,6 +272,12 @@ def _check_input_path(path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def _open(path: Path) -> sf.SoundFile:
+    """libsndfile's reader of ``path``, its decoder's notes on a corrupt file kept off the terminal."""
+    with c_stderr_silenced():
+        return sf.SoundFile(str(path))
+
+
 def _sf_message(err: sf.LibsndfileError) -> str:
     """libsndfile's message without its "Error : " prefix and final period, to embed in a sentence."""
     return err.error_string.removeprefix("Error : ").rstrip(".")
@@ -291,9 +302,9 @@ def _open_error(path: Path, err: sf.LibsndfileError) -> AudioError:
             f"Cannot read {path}: libsndfile knows the container but not its encoding "
             f"({_sf_message(err)}); installing ffmpeg may help."
         )
+    detail = "the decoder found no valid audio in it" if err.code == _SF_ERR_BAD_FILE else _sf_message(err)
     return AudioDecodeError(
-        f"Cannot decode {path}: {_sf_message(err)}; the file is corrupt, truncated "
-        f"or not really a '{ext}' file."
+        f"Cannot decode {path}: {detail}; the file is corrupt, truncated or not really a '{ext}' file."
     )
 
 
@@ -308,7 +319,8 @@ def _decode_error(path: Path, seconds: float, err: sf.LibsndfileError) -> AudioD
 def _read_block(sfile: sf.SoundFile, n_frames: int, path: Path, at_frame: int) -> np.ndarray:
     """Reads up to ``n_frames`` frames (all remaining if -1) as float32 ``(n, C)``."""
     try:
-        return sfile.read(n_frames, dtype="float32", always_2d=True)
+        with c_stderr_silenced():
+            return sfile.read(n_frames, dtype="float32", always_2d=True)
     except sf.LibsndfileError as err:
         raise _decode_error(path, at_frame / sfile.samplerate, err) from err
 
@@ -328,7 +340,8 @@ def _skip_to(sfile: sf.SoundFile, start: int, block: int, path: Path) -> int:
     """
     if sfile.format in _EXACT_SEEK_FORMATS:
         try:
-            return sfile.seek(start)
+            with c_stderr_silenced():
+                return sfile.seek(start)
         except sf.LibsndfileError as err:
             raise _decode_error(path, start / sfile.samplerate, err) from err
     position = 0
@@ -476,7 +489,8 @@ def _librosa_fallback(
             # librosa warns that soundfile failed and that audioread is deprecated; falling back to
             # audioread is exactly what we mean to do here.
             warnings.simplefilter("ignore")
-            audio, file_sr = librosa.load(path, sr=None, mono=True, offset=offset, duration=duration)
+            with c_stderr_silenced():  # librosa tries libsndfile again first
+                audio, file_sr = librosa.load(path, sr=None, mono=True, offset=offset, duration=duration)
     # Any exception: audioread's backends raise whatever their parsers do (NoBackendError, the stdlib
     # wave module's bare RuntimeError, EOFError, struct.error, ...). It is chained, not swallowed.
     except Exception as err:
@@ -538,7 +552,8 @@ def audio_info(path: str | os.PathLike[str]) -> AudioInfo:
     """
     path = _check_input_path(path)
     try:
-        info = sf.info(str(path))
+        with c_stderr_silenced():
+            info = sf.info(str(path))
     except sf.LibsndfileError as err:
         return _audioread_info(path, err)
     return AudioInfo(
@@ -557,7 +572,7 @@ def _audioread_info(path: Path, sndfile_error: sf.LibsndfileError) -> AudioInfo:
     import audioread
 
     try:
-        with audioread.audio_open(str(path)) as f:
+        with c_stderr_silenced(), audioread.audio_open(str(path)) as f:
             sample_rate, channels, duration = int(f.samplerate), int(f.channels), float(f.duration)
     except Exception as err:  # as in `_librosa_fallback`: the backends raise anything; it is chained
         raise _open_error(path, sndfile_error) from err
@@ -625,7 +640,7 @@ def load_audio(
     _check_load_args(sample_rate, offset, duration, block_seconds)
     path = _check_input_path(path)
     try:
-        sfile = sf.SoundFile(str(path))
+        sfile = _open(path)
     except sf.LibsndfileError as err:
         return _load_fallback(path, sample_rate, offset, duration, err)
     with sfile:
@@ -652,7 +667,7 @@ def stream_audio(
     _check_load_args(sample_rate, 0.0, None, block_seconds)
     path = _check_input_path(path)
     try:
-        sfile = sf.SoundFile(str(path))
+        sfile = _open(path)
     except sf.LibsndfileError as err:
         audio = _load_fallback(path, sample_rate, 0.0, None, err)
         block = max(1, round(block_seconds * (sample_rate or 1)))
@@ -762,7 +777,8 @@ def save_audio(
 
     Raises:
         UnsupportedAudioFormat: for an extension or subtype we do not write.
-        OutputExistsError: if ``path`` exists and ``overwrite`` is False, or is a directory.
+        OutputExistsError: if ``path`` exists and ``overwrite`` is False; its subclass OutputIsFolder if it is
+            a directory (whatever ``overwrite`` says).
         InvalidAudio: if ``audio`` is empty, badly shaped, or holds NaN/inf.
         ConfigError: if ``sample_rate`` is not a positive integer.
         OutputWriteError: if the file system refuses the write (OutputDiskFull: the disk is full).
@@ -771,7 +787,7 @@ def save_audio(
     fmt, subtype = _write_format(path, subtype)
     _check_rate("sample_rate", sample_rate)
     if path.is_dir():
-        raise OutputExistsError(f"Cannot write {path}: it is a directory.")
+        raise OutputIsFolder(f"Cannot write {path}: it is a directory.")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; pass overwrite=True to replace it.")
     samples = _prepare_samples(audio, path, sample_rate)
@@ -803,7 +819,7 @@ class AudioWriter:
         fmt, self._subtype = _write_format(self.path, subtype)
         _check_rate("sample_rate", sample_rate)
         if self.path.is_dir():
-            raise OutputExistsError(f"Cannot write {self.path}: it is a directory.")
+            raise OutputIsFolder(f"Cannot write {self.path}: it is a directory.")
         if self.path.exists() and not overwrite:
             raise OutputExistsError(f"{self.path} already exists; pass overwrite=True to replace it.")
         self.sample_rate = sample_rate

@@ -14,6 +14,8 @@ Tensors are cast to the destination dtype (released priors store some weights in
 from __future__ import annotations
 
 import functools
+import pickle
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -205,17 +207,35 @@ def load_torch_file(path: Path) -> Mapping:
 def _load_weights_only(path: Path) -> Mapping:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as err:
+        raise _read_error(path, err) from err
     except RuntimeError:
         # Legacy (pre-zipfile) files cannot be memory-mapped; they are still read with weights_only.
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
-            raise CheckpointError(f"Cannot read {path} as a PyTorch checkpoint: {_first_line(err)}") from err
-    except Exception as err:  # pickle.UnpicklingError for non-tensor payloads, EOFError for truncation, ...
-        raise CheckpointError(
-            f"Refusing or unable to read {path}: {_first_line(err)} (only tensors and plain containers are "
-            "loaded, with weights_only=True)."
-        ) from err
+            raise _read_error(path, err) from err
+    except Exception as err:  # EOFError for truncation, ...
+        raise _read_error(path, err) from err
+
+
+def _read_error(path: Path, err: BaseException) -> CheckpointError:
+    """Our message for a checkpoint ``torch.load`` could not or would not read.
+
+    When the restricted unpickler refuses an object, torch's own text advises loading again without the
+    restriction, which would run whatever code the file carries: that advice is never passed on.
+    """
+    text = str(err)
+    if not (isinstance(err, pickle.UnpicklingError) and text.startswith("Weights only load failed")):
+        return CheckpointError(f"Cannot read {path} as a PyTorch checkpoint: {_first_line(err)}")
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    holds = f"Python objects ({found[1]})" if found else "Python objects"
+    return CheckpointError(
+        f"Refusing {path}: besides tensors it holds pickled {holds}, and unpickling a file can run any code it "
+        "carries, so only tensors and plain containers are read. Use a .safetensors copy of the weights; or, "
+        "only if you trust where the file came from, load it with torch yourself and save its tensors with "
+        "safetensors.torch.save_file, then pass that file."
+    )
 
 
 def _first_line(err: BaseException) -> str:

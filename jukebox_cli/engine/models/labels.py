@@ -19,6 +19,7 @@ import functools
 import json
 import logging
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -306,6 +307,30 @@ def search_labels(
         if not needles or any(needle in _fold(name) for needle in needles)
     ]
     return sorted(found, key=lambda item: (_fold(item[0]), item[0], item[1]))
+
+
+def hidden_marks(name: str) -> list[str]:
+    """The invisible format characters in a name, each as ``"U+200E LEFT-TO-RIGHT MARK"``.
+
+    OpenAI's v3 genre table holds 31 names twice, once plain and once with a trailing U+200E (some with U+200F
+    too), under different ids; on screen the two look the same, so a listing has to say which is which.
+    """
+    return [f"U+{ord(c):04X} {unicodedata.name(c, 'FORMAT CHARACTER')}" for c in name if _is_mark(c)]
+
+
+def typed_id(label_set: LabelSet, kind: Literal["artists", "genres"], name: str) -> int | None:
+    """The id a user gets by typing ``name`` as it looks, without its invisible marks (None: no such name).
+
+    A lookup matches exactly, so the plain spelling always finds the plain entry; the marked one is reached
+    only by typing its marks too.
+    """
+    plain = "".join(c for c in name if not _is_mark(c))
+    table = label_set.artists if kind == "artists" else label_set.genres
+    return table.get(label_set.key(plain))
+
+
+def _is_mark(char: str) -> bool:
+    return unicodedata.category(char) == "Cf"
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -32,9 +32,15 @@ from jukebox_cli.engine.weights import released, remote
 from jukebox_cli.engine.weights.bundle import Bundle
 from jukebox_cli.engine.weights.cache import ModelCache
 from jukebox_cli.engine.weights.registry import MODELS
-from jukebox_cli.engine.weights.resolve import TINY_RANDOM, ModelSource, known_names, resolve
+from jukebox_cli.engine.weights.resolve import (
+    TINY_RANDOM,
+    TINY_RANDOM_PRIORS,
+    TINY_RANDOM_VQVAE,
+    ModelSource,
+    known_names,
+    resolve,
+)
 
-_TINY_PRIORS = {2: "tiny_1b_lyrics", 1: "tiny_upsampler_level_1", 0: "tiny_upsampler_level_0"}
 # The released VQ-VAE is one part shared by every released model; this one is asked for when none is named.
 _DEFAULT_RELEASED = "1b_lyrics"
 
@@ -206,8 +212,8 @@ def _released_architecture(source: ModelSource, cache_dir: str | Path | None) ->
 
 def tiny_random(seed: int = 0) -> Bundle:
     """The untrained test model: tiny presets at every level, weights from ``seed``."""
-    vqvae = build_vqvae("tiny", seed=seed)
-    priors = {level: build_prior(name, seed=seed + 1 + level) for level, name in _TINY_PRIORS.items()}
+    vqvae = build_vqvae(TINY_RANDOM_VQVAE, seed=seed)
+    priors = {level: build_prior(name, seed=seed + 1 + level) for level, name in TINY_RANDOM_PRIORS.items()}
     return Bundle.from_models(TINY_RANDOM, vqvae, priors, pretrained=False)
 
 
@@ -235,8 +241,8 @@ def load_vqvae(
     """The VQ-VAE of any ``--model`` value (a whole model's, or a checkpoint or preset of one alone).
 
     Args:
-        spec: see the module docstring; besides whole models, a VQ-VAE preset (``tiny``, ``small``: random
-            weights from ``seed``; ``jukebox``: the released VQ-VAE), a native ``.safetensors`` file, an
+        spec: any name in ``resolve.NAMES`` (whole models, and the VQ-VAE presets ``tiny``, ``small``: random
+            weights from ``seed``; ``jukebox``: the released VQ-VAE), a model folder, a native ``.safetensors`` file, an
             original-layout ``.pth``/``.pth.tar`` file, or a hub-layout ``.bin``/``.safetensors`` file with
             ``vqvae.*`` keys.
         device: where the model should live.
@@ -253,7 +259,7 @@ def load_vqvae(
     source = resolve(spec)
     kind = source.kind
     if kind == "tiny-random":
-        return LoadedVQVAE(build_vqvae("tiny", device, 0), TINY_RANDOM, False)
+        return LoadedVQVAE(build_vqvae(TINY_RANDOM_VQVAE, device, 0), TINY_RANDOM, False)
     if kind == "preset" and source.spec not in NEEDS_WEIGHTS:
         return LoadedVQVAE(build_vqvae(source.spec, device, seed), source.name, False)
     if kind in ("released", "preset"):

@@ -34,6 +34,9 @@ from jukebox_cli.engine.weights import shipped
 from jukebox_cli.engine.weights.registry import MODELS, model_for_repo
 
 TINY_RANDOM = "tiny-random"
+#: The presets ``tiny-random`` is built from: its VQ-VAE, and its prior per level.
+TINY_RANDOM_VQVAE = "tiny"
+TINY_RANDOM_PRIORS = {2: "tiny_1b_lyrics", 1: "tiny_upsampler_level_1", 0: "tiny_upsampler_level_0"}
 #: VQ-VAE presets (``models/presets.py``, which needs torch; a test keeps the two in step).
 VQVAE_PRESET_NAMES = ("jukebox", "tiny", "small")
 _REPO = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<rev>[\w./-]+))?")
@@ -88,9 +91,16 @@ def is_url(text: str) -> bool:
     return text.startswith(("https://", "http://"))
 
 
-def known_names() -> str:
-    """The names :func:`resolve` knows, for messages."""
-    return ", ".join((*shipped.SHIPPED_MODELS, TINY_RANDOM, *MODELS))
+#: Every name :func:`resolve` knows, in the order it reads them: whole models (any command), then VQ-VAE
+#: presets (a VQ-VAE alone: ``reconstruct``, ``load_vqvae``). Messages and help list names from here.
+MODEL_NAMES = (*shipped.SHIPPED_MODELS, TINY_RANDOM, *MODELS)
+NAMES = (*MODEL_NAMES, *VQVAE_PRESET_NAMES)
+
+
+def known_names(*, vqvae: bool = False) -> str:
+    """The names :func:`resolve` knows, for messages: whole models, and with ``vqvae`` the VQ-VAE presets."""
+    names = ", ".join(MODEL_NAMES)
+    return f"{names}; for a VQ-VAE alone also {', '.join(VQVAE_PRESET_NAMES)}" if vqvae else names
 
 
 def resolve(spec: str | Path) -> ModelSource:
@@ -122,13 +132,11 @@ def resolve(spec: str | Path) -> ModelSource:
         if entry is not None and revision is None:
             return ModelSource(text, "released", text, released=entry.name, repo=repo_id)
         return ModelSource(text, "repo", text, repo=repo_id, revision=revision)
-    close = difflib.get_close_matches(
-        text, [*shipped.SHIPPED_MODELS, TINY_RANDOM, *MODELS, *VQVAE_PRESET_NAMES], n=1
-    )
+    close = difflib.get_close_matches(text, NAMES, n=1)
     hint = f" Did you mean {close[0]}?" if close else ""
     raise CheckpointNotFound(
-        f"No file or folder at {path}, and no model of that name.{hint} (Models: {known_names()}; VQ-VAE "
-        f"presets: {', '.join(VQVAE_PRESET_NAMES)}; also a hub repo owner/name[@rev] or a URL.)"
+        f"No file or folder at {path}, and no model of that name.{hint} (Names: {known_names(vqvae=True)}; "
+        "also a model folder, a checkpoint file, a hub repo owner/name[@rev] or a URL.)"
     )
 
 
