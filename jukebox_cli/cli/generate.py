@@ -17,7 +17,18 @@ from rich.console import Console
 from rich.table import Table
 
 from jukebox_cli.cli._errors import EXIT_INTERRUPTED
-from jukebox_cli.cli._options import CacheDir, Device, Force, Json, Model, OptionalModel, Quiet
+from jukebox_cli.cli._options import (
+    SUBTYPES,
+    CacheDir,
+    Device,
+    Force,
+    Json,
+    Model,
+    OptionalBitDepth,
+    OptionalFormat,
+    OptionalModel,
+    Quiet,
+)
 from jukebox_cli.cli._progress import RichProgress
 from jukebox_cli.cli._signals import EXIT_TERMINATED, Terminated, sigterm_interrupts
 
@@ -212,7 +223,7 @@ def _size(n: float) -> str:
 
 
 def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_output: bool,
-             alignment: bool = True, compile: str = "auto") -> None:  # fmt: skip
+             alignment: bool = True, compile: str = "auto", audio_format=None, bit_depth=None) -> None:  # fmt: skip
     """Shared tail of the commands: show the warnings and the plan, run the job, report what it wrote."""
     console = Console(stderr=True, soft_wrap=True)
     for warning in job.warnings if not quiet else []:
@@ -240,7 +251,8 @@ def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_
     try:
         with sigterm_interrupts(), RichProgress(enabled=not quiet, on_level=level_ready) as progress:
             result = job.run(device=torch_device, progress=progress, force=force, alignment=alignment,
-                             compile=compile)  # fmt: skip
+                             compile=compile, audio_format=audio_format and audio_format.value,
+                             subtype=bit_depth and SUBTYPES[bit_depth])  # fmt: skip
     except KeyboardInterrupt as stop:  # the bars are down: the with block has closed them
         # Every window's codes were written atomically when it finished: nothing else needs saving.
         console.print(f"stopped: {job.output} is saved up to its last finished window; resume with: "
@@ -287,6 +299,8 @@ def generate(
     allow_unknown: AllowUnknown = False,
     alignment: Alignment = True,
     output: Output = None,
+    audio_format: OptionalFormat = None,
+    bit_depth: OptionalBitDepth = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue an interrupted run folder with its own settings.")
     ] = None,
@@ -317,7 +331,7 @@ def generate(
             job = prepare_resume(resume, cache_dir=cache_dir, progress=progress)
         # Its settings are the run's own: --force can only mean starting a run with unreadable codes over.
         _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
-                 alignment=alignment, compile=compile.value)  # fmt: skip
+                 alignment=alignment, compile=compile.value, audio_format=audio_format, bit_depth=bit_depth)  # fmt: skip
         return
     text = _read_lyrics(lyrics, lyrics_file)
     with RichProgress(enabled=not quiet) as progress:  # a released model's download shows its bytes
@@ -329,7 +343,7 @@ def generate(
             cache_dir=cache_dir, progress=progress,
         )  # fmt: skip
     _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
-             alignment=alignment, compile=compile.value)  # fmt: skip
+             alignment=alignment, compile=compile.value, audio_format=audio_format, bit_depth=bit_depth)  # fmt: skip
 
 
 def continue_(
@@ -371,6 +385,8 @@ def continue_(
     allow_unknown: AllowUnknown = False,
     alignment: Alignment = True,
     output: Output = None,
+    audio_format: OptionalFormat = None,
+    bit_depth: OptionalBitDepth = None,
     compile: Compile = CompileChoice.auto,
     dry_run: DryRun = False,
     force: Force = False,
@@ -400,7 +416,7 @@ def continue_(
             cache_dir=cache_dir, progress=progress,
         )  # fmt: skip
     _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
-             alignment=alignment, compile=compile.value)  # fmt: skip
+             alignment=alignment, compile=compile.value, audio_format=audio_format, bit_depth=bit_depth)  # fmt: skip
 
 
 def upsample(
@@ -419,6 +435,8 @@ def upsample(
     max_batch_size: MaxBatch = "auto",
     chunk_size: ChunkSize = 32,
     output: Output = None,
+    audio_format: OptionalFormat = None,
+    bit_depth: OptionalBitDepth = None,
     compile: Compile = CompileChoice.auto,
     dry_run: DryRun = False,
     force: Force = False,
@@ -450,4 +468,4 @@ def upsample(
             progress=progress,
         )  # fmt: skip
     _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
-             compile=compile.value)  # fmt: skip
+             compile=compile.value, audio_format=audio_format, bit_depth=bit_depth)  # fmt: skip

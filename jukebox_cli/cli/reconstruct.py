@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -15,22 +14,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from jukebox_cli.cli._options import AudioIn, CacheDir, Device, Force, Json, Model, Quiet
+from jukebox_cli.cli._options import (
+    SUBTYPES,
+    AudioFormat,
+    AudioIn,
+    BitDepth,
+    BitDepthOpt,
+    CacheDir,
+    Device,
+    Force,
+    Format,
+    Json,
+    Model,
+    Quiet,
+)
 from jukebox_cli.cli._progress import RichProgress
-
-
-class AudioFormat(str, Enum):
-    wav = "wav"
-    flac = "flac"
-
-
-class BitDepth(str, Enum):
-    pcm16 = "16"
-    pcm24 = "24"
-    float32 = "float"
-
-
-SUBTYPES = {BitDepth.pcm16: "PCM_16", BitDepth.pcm24: "PCM_24", BitDepth.float32: "FLOAT"}
 
 
 def reconstruct(
@@ -41,12 +39,8 @@ def reconstruct(
         str | None, typer.Option(help="Levels to use, e.g. 2,1,0 (default: all, top first).")
     ] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")] = Path("reconstruction"),
-    audio_format: Annotated[
-        AudioFormat, typer.Option("--format", help="Audio file format.")
-    ] = AudioFormat.wav,
-    bit_depth: Annotated[BitDepth, typer.Option(help="Sample format (float keeps peaks above 0 dBFS).")] = (
-        BitDepth.pcm16
-    ),
+    audio_format: Format = AudioFormat.wav,
+    bit_depth: BitDepthOpt = BitDepth.pcm16,
     figure: Annotated[bool, typer.Option(help="Write the chromagram/spectrogram comparison figure.")] = True,
     chunk_seconds: Annotated[
         float, typer.Option(min=0.1, help="Process long audio in chunks of this length (bounded memory).")

@@ -405,3 +405,20 @@ def test_a_signal_stops_with_the_command_to_resume(tmp_path: Path, signum: int, 
                               "--device", "cpu"], env=env, cwd=root, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert _codes(run, 2).shape[1] == _expected_samples(8.0) // 128
+
+
+def test_run_audio_format_is_chosen_recorded_and_changed_on_resume(run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = (*COMMON, "--duration", "1", "--levels", "2,1", "-o", run)
+    assert run_cli("generate", *args, "--format", "flac", "--bit-depth", "24").exit_code == 0
+    assert sf.info(run / "level_1" / "item_0.flac").subtype == "PCM_24"
+    assert not list(run.glob("level_*/*.wav"))
+    state = json.loads((run / "run.json").read_text())["state"]
+    assert state["audio"] == {"format": "flac", "subtype": "PCM_24"}
+    # Not a setting: a resume may change it (finished levels are rewritten), and keeps the format unless told.
+    assert (
+        run_cli("generate", "--resume", run, "--device", "cpu", "--quiet", "--bit-depth", "16").exit_code == 0
+    )
+    assert sf.info(run / "level_2" / "item_0.flac").subtype == "PCM_16"
+    result = run_cli("generate", *args, "--format", "flac", "--bit-depth", "float", "-o", tmp_path / "bad")
+    assert result.exit_code == 2 and "flac" in result.stderr and not (tmp_path / "bad").exists()
