@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from jukebox_cli import __version__
-from jukebox_cli.cli import _help, analyze, generate, labels, models, reconstruct, train
+from jukebox_cli.cli import _help, analyze, generate, labels, models, reconstruct, runs, train
 from jukebox_cli.cli._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, lookup
 from jukebox_cli.engine.errors import JukeboxError
 
@@ -49,6 +49,7 @@ def root(
 app.command("generate")(generate.generate)
 app.command("continue")(generate.continue_)
 app.command("upsample")(generate.upsample)
+app.command("runs")(runs.runs)
 app.command("reconstruct")(reconstruct.reconstruct)
 app.command("analyze")(analyze.analyze)
 app.command("labels")(labels.labels)
