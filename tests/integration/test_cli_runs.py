@@ -53,3 +53,22 @@ def test_runs_lists_finished_resumable_and_skips_the_rest(run_cli, tmp_path: Pat
     assert [lv["level"] for lv in detail["levels"]] == [2, 1]
     assert len(detail["levels"][1]["audio"]) == 2 and detail["audio"]["format"] == "wav"
     assert run_cli("runs", tmp_path / "missing").exit_code == 2
+
+
+def test_analyze_a_run_draws_every_level_of_every_take(run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert (
+        run_cli("generate", *COMMON, "--duration", "1", "--levels", "2,1", "-n", "2", "-o", run).exit_code
+        == 0
+    )
+    result = run_cli("analyze", run, "-o", tmp_path / "fig.png", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert sorted((f["level"], f["take"]) for f in data["files"]) == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    assert data["status"] == "finished" and (tmp_path / "fig.png").stat().st_size > 0
+
+    from jukebox_cli.engine.sampling.run_analysis import analyze_run
+
+    figure = analyze_run(run, 22050).figure()
+    titles = [ax.get_title(loc="left") for ax in figure.axes if ax.get_title(loc="left")]
+    assert titles == ["level 2, take 0", "level 2, take 1", "level 1, take 0", "level 1, take 1"]
