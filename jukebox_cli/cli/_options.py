@@ -58,3 +58,10 @@ OptionalFormat = Annotated[
 OptionalBitDepth = Annotated[
     BitDepth | None, typer.Option("--bit-depth", help=_BIT_DEPTH_HELP + " Default: 16, or the run's own.")
 ]
+
+
+def deprecated(old: str, new: str) -> None:
+    """One line on stderr for an option spelled the old way (kept working, hidden from --help)."""
+    from rich.console import Console
+
+    Console(stderr=True, soft_wrap=True, highlight=False).print(f"[yellow]note:[/] {old} is now {new}.")

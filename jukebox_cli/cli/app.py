@@ -46,7 +46,8 @@ def root(
     """Jukebox on the command line: generate, continue and upsample music; reconstruct and analyse audio."""
 
 
-app.command("generate")(generate.generate)
+# Extra arguments reach the command, which accepts one only as the old `--resume RUN` (see generate.py).
+app.command("generate", context_settings={"allow_extra_args": True})(generate.generate)
 app.command("continue")(generate.continue_)
 app.command("upsample")(generate.upsample)
 app.command("runs")(runs.runs)

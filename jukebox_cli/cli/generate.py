@@ -28,6 +28,7 @@ from jukebox_cli.cli._options import (
     OptionalFormat,
     OptionalModel,
     Quiet,
+    deprecated,
 )
 from jukebox_cli.cli._progress import RichProgress
 from jukebox_cli.cli._signals import EXIT_TERMINATED, Terminated, sigterm_interrupts
@@ -256,7 +257,7 @@ def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_
     except KeyboardInterrupt as stop:  # the bars are down: the with block has closed them
         # Every window's codes were written atomically when it finished: nothing else needs saving.
         console.print(f"stopped: {job.output} is saved up to its last finished window; resume with: "
-                      f"jukebox generate --resume {shlex.quote(str(job.output))}", highlight=False)  # fmt: skip
+                      f"jukebox generate --resume -o {shlex.quote(str(job.output))}", highlight=False)  # fmt: skip
         raise typer.Exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED) from None
     if json_output:
         typer.echo(json.dumps(result.to_dict(), indent=2))
@@ -273,6 +274,7 @@ def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_
 
 
 def generate(
+    ctx: typer.Context,
     *,
     model: Model = "demo",
     artist: Artist = "unknown",
@@ -302,8 +304,13 @@ def generate(
     audio_format: OptionalFormat = None,
     bit_depth: OptionalBitDepth = None,
     resume: Annotated[
-        Path | None, typer.Option(help="Continue an interrupted run folder with its own settings.")
-    ] = None,
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in --output with its own settings (the other options but --format, "
+            "--bit-depth, --device and --compile are not needed).",
+        ),
+    ] = False,
     compile: Compile = CompileChoice.auto,
     dry_run: DryRun = False,
     force: Force = False,
@@ -313,7 +320,7 @@ def generate(
     """Generate music: sample the top level, then upsample, writing audio per level into a run folder.
 
     The top level's audio (level_2/item_N.wav) is written as soon as it is done, long before the
-    upsampling finishes. Codes are saved after every window: re-run the same command (or --resume RUN) to
+    upsampling finishes. Codes are saved after every window: re-run the same command (or --resume -o RUN) to
     continue an interrupted run with identical results.
 
     Examples:
@@ -322,13 +329,21 @@ def generate(
 
         jukebox generate -m 1b_lyrics --artist "zac brown band" --genre country --lyrics-file l.txt --duration 20
 
-        jukebox generate --resume runs/demo
+        jukebox generate --resume -o runs/demo
     """
+    from jukebox_cli.engine.errors import ConfigError
     from jukebox_cli.engine.sampling.generation import prepare_generate, prepare_resume
 
-    if resume is not None:
+    if ctx.args:  # `--resume RUN`, the old spelling, leaves RUN as an extra argument
+        if not resume or len(ctx.args) != 1 or output is not None:
+            raise ConfigError(f"jukebox generate takes no arguments, got {' '.join(ctx.args)!r}.")
+        deprecated("--resume RUN", "--resume -o RUN (--resume means the same in every command)")
+        output = Path(ctx.args[0])
+    if resume:
+        if output is None:
+            raise ConfigError("--resume continues the run in --output: add -o RUN.")
         with RichProgress(enabled=not quiet) as progress:
-            job = prepare_resume(resume, cache_dir=cache_dir, progress=progress)
+            job = prepare_resume(output, cache_dir=cache_dir, progress=progress)
         # Its settings are the run's own: --force can only mean starting a run with unreadable codes over.
         _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
                  alignment=alignment, compile=compile.value, audio_format=audio_format, bit_depth=bit_depth)  # fmt: skip
@@ -422,9 +437,11 @@ def continue_(
 def upsample(
     run_dir: Annotated[Path, typer.Argument(help="A run folder whose top level is finished.")],
     *,
-    select: Annotated[
-        str | None, typer.Option("--samples", help="Which samples to upsample, e.g. 0,3 (default: all).")
+    takes: Annotated[
+        str | None, typer.Option("--takes", help="Which takes to upsample, e.g. 0,3 (default: all).")
     ] = None,
+    # --samples is a count everywhere else (generate -n): this selection's old name is a hidden alias.
+    old_samples: Annotated[str | None, typer.Option("--samples", hidden=True)] = None,
     temperature: Temperature = "0.99",
     top_k: TopK = 0,
     top_p: TopP = 0.0,
@@ -450,17 +467,22 @@ def upsample(
 
     Examples:
 
-        jukebox upsample runs/demo --samples 0,2 -o runs/demo-final
+        jukebox upsample runs/demo --takes 0,2 -o runs/demo-final
     """
     from jukebox_cli.engine.errors import ConfigError
     from jukebox_cli.engine.sampling.generation import prepare_upsample
 
+    if old_samples is not None:
+        if takes is not None:
+            raise ConfigError("Give --takes alone (--samples is its old name).")
+        deprecated("upsample --samples", "--takes (--samples counts takes in generate and continue)")
+        takes = old_samples
     rows = None
-    if select:
+    if takes:
         try:
-            rows = [int(p) for p in select.split(",") if p.strip()]
+            rows = [int(p) for p in takes.split(",") if p.strip()]
         except ValueError:
-            raise ConfigError(f"--samples must be sample numbers like 0,3; got {select!r}.") from None
+            raise ConfigError(f"--takes must be take numbers like 0,3; got {takes!r}.") from None
     with RichProgress(enabled=not quiet) as progress:
         job = prepare_upsample(
             run_dir, samples=rows, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, dtype=dtype,

@@ -27,6 +27,7 @@ from jukebox_cli.cli._options import (
     Json,
     Model,
     Quiet,
+    deprecated,
 )
 from jukebox_cli.cli._progress import RichProgress
 
@@ -42,9 +43,12 @@ def reconstruct(
     audio_format: Format = AudioFormat.wav,
     bit_depth: BitDepthOpt = BitDepth.pcm16,
     figure: Annotated[bool, typer.Option(help="Write the chromagram/spectrogram comparison figure.")] = True,
-    chunk_seconds: Annotated[
-        float, typer.Option(min=0.1, help="Process long audio in chunks of this length (bounded memory).")
+    block_seconds: Annotated[
+        float,
+        typer.Option(min=0.1, help="Read and process long audio in blocks of this length (bounded memory)."),
     ] = 12.0,
+    # --chunk-seconds is train's length of a training example: this memory knob's old name is a hidden alias.
+    old_chunk_seconds: Annotated[float | None, typer.Option("--chunk-seconds", min=0.1, hidden=True)] = None,
     device: Device = "auto",
     cache_dir: CacheDir = None,
     force: Force = False,
@@ -70,6 +74,11 @@ def reconstruct(
     from jukebox_cli.engine.weights.loading import load_vqvae
 
     console = Console(stderr=True, soft_wrap=True)
+    if old_chunk_seconds is not None:
+        deprecated(
+            "reconstruct --chunk-seconds", "--block-seconds (--chunk-seconds is a training example's length)"
+        )
+        block_seconds = old_chunk_seconds
     info = audio_io.audio_info(song)  # fail on a bad input before loading a model
     if output.exists() and not output.is_dir():
         raise ConfigError(f"Output {output} exists and is not a folder.")
@@ -104,11 +113,11 @@ def reconstruct(
             writers[lv] = audio_io.AudioWriter(
                 output / f"level_{lv}.{ext}", sr, subtype=subtype, overwrite=force
             )
-        chunk = int(chunk_seconds * sr)
+        chunk = int(block_seconds * sr)
         with RichProgress(enabled=not quiet) as progress:
             result = reconstruct_stream(
                 vqvae,
-                audio_io.stream_audio(song, sr, block_seconds=chunk_seconds),
+                audio_io.stream_audio(song, sr, block_seconds=block_seconds),
                 level_list,
                 chunk_samples=chunk,
                 sinks={key: writer.write for key, writer in writers.items()},

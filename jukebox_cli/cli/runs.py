@@ -94,7 +94,7 @@ def _print_run(run) -> None:
     out = Console(soft_wrap=True, highlight=False)
     out.print(f"[bold]{escape(run.path)}[/]: {escape(run.status)}")
     if run.state == "resumable":
-        out.print(f"resume with: jukebox generate --resume {escape(shlex.quote(run.path))}")
+        out.print(f"resume with: jukebox generate --resume -o {escape(shlex.quote(run.path))}")
     out.print(f"model {escape(run.model)}, {run.samples} take(s) of {_seconds(run.seconds)}, levels "
               f"{','.join(map(str, run.levels_asked))} asked, {','.join(map(str, run.levels_done)) or 'none'} done; "
               f"audio {run.audio['format']} {run.audio['subtype']}")  # fmt: skip

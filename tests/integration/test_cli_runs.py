@@ -48,7 +48,7 @@ def test_runs_lists_finished_resumable_and_skips_the_rest(run_cli, tmp_path: Pat
 
     one = run_cli("runs", root / "group" / "b")
     assert one.exit_code == 0 and "resumable at level 1 window 3" in one.stdout
-    assert "resume with: jukebox generate --resume" in one.stdout and "level_2/" in one.stdout
+    assert "resume with: jukebox generate --resume -o" in one.stdout and "level_2/" in one.stdout
     detail = json.loads(run_cli("runs", root / "a", "--json").stdout)
     assert [lv["level"] for lv in detail["levels"]] == [2, 1]
     assert len(detail["levels"][1]["audio"]) == 2 and detail["audio"]["format"] == "wav"
