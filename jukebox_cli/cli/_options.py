@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -31,3 +32,36 @@ CacheDir = Annotated[
         help="Model cache folder (downloads and converted weights); default: the user cache folder.",
     ),
 ]
+
+
+class AudioFormat(str, Enum):
+    wav = "wav"
+    flac = "flac"
+
+
+class BitDepth(str, Enum):
+    pcm16 = "16"
+    pcm24 = "24"
+    float32 = "float"
+
+
+#: ``--bit-depth`` -> the libsndfile subtype the engine writes.
+SUBTYPES = {BitDepth.pcm16: "PCM_16", BitDepth.pcm24: "PCM_24", BitDepth.float32: "FLOAT"}
+_FORMAT_HELP = "Audio file format."
+_BIT_DEPTH_HELP = "Sample format (float keeps peaks above 0 dBFS; WAV only)."
+Format = Annotated[AudioFormat, typer.Option("--format", help=_FORMAT_HELP)]
+BitDepthOpt = Annotated[BitDepth, typer.Option("--bit-depth", help=_BIT_DEPTH_HELP)]
+# The sampling commands' defaults are None: a resumed run keeps the format it was started with.
+OptionalFormat = Annotated[
+    AudioFormat | None, typer.Option("--format", help=_FORMAT_HELP + " Default: wav, or the run's own.")
+]
+OptionalBitDepth = Annotated[
+    BitDepth | None, typer.Option("--bit-depth", help=_BIT_DEPTH_HELP + " Default: 16, or the run's own.")
+]
+
+
+def deprecated(old: str, new: str) -> None:
+    """One line on stderr for an option spelled the old way (kept working, hidden from --help)."""
+    from rich.console import Console
+
+    Console(stderr=True, soft_wrap=True, highlight=False).print(f"[yellow]note:[/] {old} is now {new}.")

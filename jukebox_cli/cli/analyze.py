@@ -36,7 +36,9 @@ def analyze(
     songs: Annotated[
         list[Path],
         typer.Argument(
-            readable=False, help="Audio files (wav, flac, ogg, mp3, ...; any rate, any channels)."
+            readable=False,
+            help="Audio files (wav, flac, ogg, mp3, ...; any rate, any channels), or run folders (every level "
+            "of every take in one figure).",
         ),
     ],
     *,
@@ -56,7 +58,9 @@ def analyze(
 ) -> None:
     """Plot the chromagram and log spectrogram of each SONG and print loudness, flatness and chroma measures.
 
-    The file is read in blocks, so memory does not grow with its length.
+    The file is read in blocks, so memory does not grow with its length. A run folder gets one figure of
+    chromagrams: its levels as rows (top first), its takes as columns, so a column shows how the upsamplers
+    refine one take and a row compares the takes.
 
     Examples:
 
@@ -65,13 +69,17 @@ def analyze(
         jukebox analyze out/level_2.wav -o level2.png --force
 
         jukebox analyze a/x.wav b/x.wav -o figures/
+
+        jukebox analyze runs/rock -o rock.png
     """
     from jukebox_cli.engine.audio import io as audio_io
     from jukebox_cli.engine.audio import plots
     from jukebox_cli.engine.audio.analysis import analyze_file
     from jukebox_cli.engine.errors import OutputExistsError, OutputIsFolder
+    from jukebox_cli.engine.sampling.runs import RUN_FILE
 
-    infos = [audio_io.audio_info(song) for song in songs]  # every input is checked before any work
+    # Every input is checked before any work; a run folder is checked when it is read (it may be partial).
+    infos = [None if (song / RUN_FILE).is_file() else audio_io.audio_info(song) for song in songs]
     to_folder = output is not None and (len(songs) > 1 or output.is_dir() or str(output).endswith("/"))
     if output is not None and not to_folder:
         figures = [output]
@@ -87,6 +95,11 @@ def analyze(
 
     results = []
     for song, info, figure_path in zip(songs, infos, figures, strict=True):
+        if info is None:
+            results.append(
+                _analyze_run(song, figure_path, sample_rate, force=force, show=not (json_output or quiet))
+            )
+            continue
         analysis = analyze_file(song, sample_rate)
         fig = plots.plot_analysis_features(analysis.features, title=song.name)
         plots.save_figure(fig, figure_path, overwrite=force)
@@ -119,3 +132,28 @@ def _print_table(song: Path, info, summary, figure_path: Path) -> None:
     console = Console(soft_wrap=True)
     console.print(table)
     console.print(f"wrote {figure_path} (for {song})", highlight=False)
+
+
+def _analyze_run(run_dir: Path, figure_path: Path, sample_rate: int, *, force: bool, show: bool) -> dict:
+    from jukebox_cli.engine.audio import plots
+    from jukebox_cli.engine.sampling.run_analysis import analyze_run
+
+    analysis = analyze_run(run_dir, sample_rate)
+    plots.save_figure(analysis.figure(), figure_path, overwrite=force)
+    rows = [
+        {"level": level, "take": take, "input": str(path), **result.summary.to_dict()}
+        for level, takes in analysis.files.items()
+        for take, (path, result) in sorted(takes.items())
+    ]
+    if show:
+        table = Table(title=f"{run_dir} ({analysis.run.status})")
+        for column in ("level", "take", "duration", "RMS", "flatness", "chroma entropy", "pitch class"):
+            table.add_column(column, justify="right")
+        for row in rows:
+            table.add_row(str(row["level"]), str(row["take"]), f"{row['duration']:.2f} s", f"{row['rms_dbfs']:.1f} dBFS",
+                          f"{row['spectral_flatness']:.3f}", f"{row['frame_chroma_entropy_bits']:.2f} bits",
+                          row["dominant_pitch_class"])  # fmt: skip
+        console = Console(soft_wrap=True)
+        console.print(table)
+        console.print(f"wrote {figure_path} (for {run_dir})", highlight=False)
+    return {"run": str(run_dir), "status": analysis.run.status, "files": rows, "figure": str(figure_path)}

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from jukebox_cli import __version__
-from jukebox_cli.cli import _help, analyze, generate, labels, models, reconstruct, train
+from jukebox_cli.cli import _help, analyze, generate, labels, models, reconstruct, runs, train
 from jukebox_cli.cli._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, lookup
 from jukebox_cli.engine.errors import JukeboxError
 
@@ -46,9 +46,11 @@ def root(
     """Jukebox on the command line: generate, continue and upsample music; reconstruct and analyse audio."""
 
 
-app.command("generate")(generate.generate)
+# Extra arguments reach the command, which accepts one only as the old `--resume RUN` (see generate.py).
+app.command("generate", context_settings={"allow_extra_args": True})(generate.generate)
 app.command("continue")(generate.continue_)
 app.command("upsample")(generate.upsample)
+app.command("runs")(runs.runs)
 app.command("reconstruct")(reconstruct.reconstruct)
 app.command("analyze")(analyze.analyze)
 app.command("labels")(labels.labels)

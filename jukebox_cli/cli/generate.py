@@ -17,7 +17,19 @@ from rich.console import Console
 from rich.table import Table
 
 from jukebox_cli.cli._errors import EXIT_INTERRUPTED
-from jukebox_cli.cli._options import CacheDir, Device, Force, Json, Model, OptionalModel, Quiet
+from jukebox_cli.cli._options import (
+    SUBTYPES,
+    CacheDir,
+    Device,
+    Force,
+    Json,
+    Model,
+    OptionalBitDepth,
+    OptionalFormat,
+    OptionalModel,
+    Quiet,
+    deprecated,
+)
 from jukebox_cli.cli._progress import RichProgress
 from jukebox_cli.cli._signals import EXIT_TERMINATED, Terminated, sigterm_interrupts
 
@@ -212,7 +224,7 @@ def _size(n: float) -> str:
 
 
 def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_output: bool,
-             alignment: bool = True, compile: str = "auto") -> None:  # fmt: skip
+             alignment: bool = True, compile: str = "auto", audio_format=None, bit_depth=None) -> None:  # fmt: skip
     """Shared tail of the commands: show the warnings and the plan, run the job, report what it wrote."""
     console = Console(stderr=True, soft_wrap=True)
     for warning in job.warnings if not quiet else []:
@@ -242,11 +254,12 @@ def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_
     try:
         with sigterm_interrupts(), RichProgress(enabled=not quiet, on_level=level_ready) as progress:
             result = job.run(device=torch_device, progress=progress, force=force, alignment=alignment,
-                             compile=compile)  # fmt: skip
+                             compile=compile, audio_format=audio_format and audio_format.value,
+                             subtype=bit_depth and SUBTYPES[bit_depth])  # fmt: skip
     except KeyboardInterrupt as stop:  # the bars are down: the with block has closed them
         # Every window's codes were written atomically when it finished: nothing else needs saving.
         console.print(f"stopped: {job.output} is saved up to its last finished window; resume with: "
-                      f"jukebox generate --resume {shlex.quote(str(job.output))}", highlight=False)  # fmt: skip
+                      f"jukebox generate --resume -o {shlex.quote(str(job.output))}", highlight=False)  # fmt: skip
         raise typer.Exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED) from None
     if json_output:
         typer.echo(json.dumps(result.to_dict(), indent=2))
@@ -263,6 +276,7 @@ def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_
 
 
 def generate(
+    ctx: typer.Context,
     *,
     model: Model = "demo",
     artist: Artist = "unknown",
@@ -289,9 +303,16 @@ def generate(
     allow_unknown: AllowUnknown = False,
     alignment: Alignment = True,
     output: Output = None,
+    audio_format: OptionalFormat = None,
+    bit_depth: OptionalBitDepth = None,
     resume: Annotated[
-        Path | None, typer.Option(help="Continue an interrupted run folder with its own settings.")
-    ] = None,
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in --output with its own settings (the other options but --format, "
+            "--bit-depth, --device and --compile are not needed).",
+        ),
+    ] = False,
     compile: Compile = CompileChoice.auto,
     dry_run: DryRun = False,
     force: Force = False,
@@ -301,7 +322,7 @@ def generate(
     """Generate music: sample the top level, then upsample, writing audio per level into a run folder.
 
     The top level's audio (level_2/item_N.wav) is written as soon as it is done, long before the
-    upsampling finishes. Codes are saved after every window: re-run the same command (or --resume RUN) to
+    upsampling finishes. Codes are saved after every window: re-run the same command (or --resume -o RUN) to
     continue an interrupted run with identical results.
 
     Examples:
@@ -310,16 +331,24 @@ def generate(
 
         jukebox generate -m 1b_lyrics --artist "zac brown band" --genre country --lyrics-file l.txt --duration 20
 
-        jukebox generate --resume runs/demo
+        jukebox generate --resume -o runs/demo
     """
+    from jukebox_cli.engine.errors import ConfigError
     from jukebox_cli.engine.sampling.generation import prepare_generate, prepare_resume
 
-    if resume is not None:
+    if ctx.args:  # `--resume RUN`, the old spelling, leaves RUN as an extra argument
+        if not resume or len(ctx.args) != 1 or output is not None:
+            raise ConfigError(f"jukebox generate takes no arguments, got {' '.join(ctx.args)!r}.")
+        deprecated("--resume RUN", "--resume -o RUN (--resume means the same in every command)")
+        output = Path(ctx.args[0])
+    if resume:
+        if output is None:
+            raise ConfigError("--resume continues the run in --output: add -o RUN.")
         with RichProgress(enabled=not quiet) as progress:
-            job = prepare_resume(resume, cache_dir=cache_dir, progress=progress)
+            job = prepare_resume(output, cache_dir=cache_dir, progress=progress)
         # Its settings are the run's own: --force can only mean starting a run with unreadable codes over.
         _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
-                 alignment=alignment, compile=compile.value)  # fmt: skip
+                 alignment=alignment, compile=compile.value, audio_format=audio_format, bit_depth=bit_depth)  # fmt: skip
         return
     text = _read_lyrics(lyrics, lyrics_file)
     with RichProgress(enabled=not quiet) as progress:  # a released model's download shows its bytes
@@ -331,7 +360,7 @@ def generate(
             cache_dir=cache_dir, progress=progress,
         )  # fmt: skip
     _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
-             alignment=alignment, compile=compile.value)  # fmt: skip
+             alignment=alignment, compile=compile.value, audio_format=audio_format, bit_depth=bit_depth)  # fmt: skip
 
 
 def continue_(
@@ -373,6 +402,8 @@ def continue_(
     allow_unknown: AllowUnknown = False,
     alignment: Alignment = True,
     output: Output = None,
+    audio_format: OptionalFormat = None,
+    bit_depth: OptionalBitDepth = None,
     compile: Compile = CompileChoice.auto,
     dry_run: DryRun = False,
     force: Force = False,
@@ -402,15 +433,17 @@ def continue_(
             cache_dir=cache_dir, progress=progress,
         )  # fmt: skip
     _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
-             alignment=alignment, compile=compile.value)  # fmt: skip
+             alignment=alignment, compile=compile.value, audio_format=audio_format, bit_depth=bit_depth)  # fmt: skip
 
 
 def upsample(
     run_dir: Annotated[Path, typer.Argument(help="A run folder whose top level is finished.")],
     *,
-    select: Annotated[
-        str | None, typer.Option("--samples", help="Which samples to upsample, e.g. 0,3 (default: all).")
+    takes: Annotated[
+        str | None, typer.Option("--takes", help="Which takes to upsample, e.g. 0,3 (default: all).")
     ] = None,
+    # --samples is a count everywhere else (generate -n): this selection's old name is a hidden alias.
+    old_samples: Annotated[str | None, typer.Option("--samples", hidden=True)] = None,
     temperature: Temperature = "0.99",
     top_k: TopK = 0,
     top_p: TopP = 0.0,
@@ -421,6 +454,8 @@ def upsample(
     max_batch_size: MaxBatch = "auto",
     chunk_size: ChunkSize = 32,
     output: Output = None,
+    audio_format: OptionalFormat = None,
+    bit_depth: OptionalBitDepth = None,
     compile: Compile = CompileChoice.auto,
     dry_run: DryRun = False,
     force: Force = False,
@@ -434,17 +469,22 @@ def upsample(
 
     Examples:
 
-        jukebox upsample runs/demo --samples 0,2 -o runs/demo-final
+        jukebox upsample runs/demo --takes 0,2 -o runs/demo-final
     """
     from jukebox_cli.engine.errors import ConfigError
     from jukebox_cli.engine.sampling.generation import prepare_upsample
 
+    if old_samples is not None:
+        if takes is not None:
+            raise ConfigError("Give --takes alone (--samples is its old name).")
+        deprecated("upsample --samples", "--takes (--samples counts takes in generate and continue)")
+        takes = old_samples
     rows = None
-    if select:
+    if takes:
         try:
-            rows = [int(p) for p in select.split(",") if p.strip()]
+            rows = [int(p) for p in takes.split(",") if p.strip()]
         except ValueError:
-            raise ConfigError(f"--samples must be sample numbers like 0,3; got {select!r}.") from None
+            raise ConfigError(f"--takes must be take numbers like 0,3; got {takes!r}.") from None
     with RichProgress(enabled=not quiet) as progress:
         job = prepare_upsample(
             run_dir, samples=rows, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, dtype=dtype,
@@ -452,4 +492,4 @@ def upsample(
             progress=progress,
         )  # fmt: skip
     _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
-             compile=compile.value)  # fmt: skip
+             compile=compile.value, audio_format=audio_format, bit_depth=bit_depth)  # fmt: skip

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -15,22 +14,22 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from jukebox_cli.cli._options import AudioIn, CacheDir, Device, Force, Json, Model, Quiet
+from jukebox_cli.cli._options import (
+    SUBTYPES,
+    AudioFormat,
+    AudioIn,
+    BitDepth,
+    BitDepthOpt,
+    CacheDir,
+    Device,
+    Force,
+    Format,
+    Json,
+    Model,
+    Quiet,
+    deprecated,
+)
 from jukebox_cli.cli._progress import RichProgress
-
-
-class AudioFormat(str, Enum):
-    wav = "wav"
-    flac = "flac"
-
-
-class BitDepth(str, Enum):
-    pcm16 = "16"
-    pcm24 = "24"
-    float32 = "float"
-
-
-SUBTYPES = {BitDepth.pcm16: "PCM_16", BitDepth.pcm24: "PCM_24", BitDepth.float32: "FLOAT"}
 
 
 def reconstruct(
@@ -41,16 +40,15 @@ def reconstruct(
         str | None, typer.Option(help="Levels to use, e.g. 2,1,0 (default: all, top first).")
     ] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")] = Path("reconstruction"),
-    audio_format: Annotated[
-        AudioFormat, typer.Option("--format", help="Audio file format.")
-    ] = AudioFormat.wav,
-    bit_depth: Annotated[BitDepth, typer.Option(help="Sample format (float keeps peaks above 0 dBFS).")] = (
-        BitDepth.pcm16
-    ),
+    audio_format: Format = AudioFormat.wav,
+    bit_depth: BitDepthOpt = BitDepth.pcm16,
     figure: Annotated[bool, typer.Option(help="Write the chromagram/spectrogram comparison figure.")] = True,
-    chunk_seconds: Annotated[
-        float, typer.Option(min=0.1, help="Process long audio in chunks of this length (bounded memory).")
+    block_seconds: Annotated[
+        float,
+        typer.Option(min=0.1, help="Read and process long audio in blocks of this length (bounded memory)."),
     ] = 12.0,
+    # --chunk-seconds is train's length of a training example: this memory knob's old name is a hidden alias.
+    old_chunk_seconds: Annotated[float | None, typer.Option("--chunk-seconds", min=0.1, hidden=True)] = None,
     device: Device = "auto",
     cache_dir: CacheDir = None,
     force: Force = False,
@@ -76,6 +74,11 @@ def reconstruct(
     from jukebox_cli.engine.weights.loading import load_vqvae
 
     console = Console(stderr=True, soft_wrap=True)
+    if old_chunk_seconds is not None:
+        deprecated(
+            "reconstruct --chunk-seconds", "--block-seconds (--chunk-seconds is a training example's length)"
+        )
+        block_seconds = old_chunk_seconds
     info = audio_io.audio_info(song)  # fail on a bad input before loading a model
     if output.exists() and not output.is_dir():
         raise ConfigError(f"Output {output} exists and is not a folder.")
@@ -113,11 +116,11 @@ def reconstruct(
             writers[lv] = audio_io.AudioWriter(
                 output / f"level_{lv}.{ext}", sr, subtype=subtype, overwrite=force
             )
-        chunk = int(chunk_seconds * sr)
+        chunk = int(block_seconds * sr)
         with RichProgress(enabled=not quiet) as progress:
             result = reconstruct_stream(
                 vqvae,
-                audio_io.stream_audio(song, sr, block_seconds=chunk_seconds),
+                audio_io.stream_audio(song, sr, block_seconds=block_seconds),
                 level_list,
                 chunk_samples=chunk,
                 sinks={key: writer.write for key, writer in writers.items()},

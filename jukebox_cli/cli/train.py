@@ -198,7 +198,8 @@ def vqvae(
     metadata: Metadata = None,
     held_out: HeldOut = 0.1,
     chunk_seconds: Annotated[
-        float | None, typer.Option(min=0.1, help="Training chunk length (default: 64 top-level codes).")
+        float | None,
+        typer.Option(min=0.1, help="Length of each training example (default: 64 top-level codes)."),
     ] = None,
     revival_threshold: Annotated[
         float | None,

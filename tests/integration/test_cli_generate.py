@@ -124,7 +124,7 @@ def test_co_composition_extend_then_upsample(run_cli, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert torch.equal(_codes(longer, 2)[:, : _codes(takes, 2).shape[1]], _codes(takes, 2))
     final = tmp_path / "final"
-    result = run_cli("upsample", longer, "--samples", "0,2", "--device", "cpu", "--quiet", "-o", final)
+    result = run_cli("upsample", longer, "--takes", "0,2", "--device", "cpu", "--quiet", "-o", final)
     assert result.exit_code == 0, result.stderr
     assert torch.equal(_codes(final, 2), _codes(longer, 2)[[0, 2]])
     assert _codes(final, 0).shape == (2, _expected_samples(1.5) // 8)
@@ -399,9 +399,46 @@ def test_a_signal_stops_with_the_command_to_resume(tmp_path: Path, signum: int, 
     assert "Traceback" not in err
     stopped = [line for line in err.splitlines() if line.startswith("stopped:")]
     assert stopped == [
-        f"stopped: {run} is saved up to its last finished window; resume with: jukebox generate --resume {run}"
+        f"stopped: {run} is saved up to its last finished window; resume with: jukebox generate --resume -o {run}"
     ]
-    resumed = subprocess.run([sys.executable, "-m", "jukebox_cli", "generate", "--resume", str(run), "--quiet",
+    resumed = subprocess.run([sys.executable, "-m", "jukebox_cli", "generate", "--resume", "-o", str(run), "--quiet",
                               "--device", "cpu"], env=env, cwd=root, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert _codes(run, 2).shape[1] == _expected_samples(8.0) // 128
+
+
+def test_run_audio_format_is_chosen_recorded_and_changed_on_resume(run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = (*COMMON, "--duration", "1", "--levels", "2,1", "-o", run)
+    assert run_cli("generate", *args, "--format", "flac", "--bit-depth", "24").exit_code == 0
+    assert sf.info(run / "level_1" / "item_0.flac").subtype == "PCM_24"
+    assert not list(run.glob("level_*/*.wav"))
+    state = json.loads((run / "run.json").read_text())["state"]
+    assert state["audio"] == {"format": "flac", "subtype": "PCM_24"}
+    # Not a setting: a resume may change it (finished levels are rewritten), and keeps the format unless told.
+    assert (
+        run_cli("generate", "--resume", run, "--device", "cpu", "--quiet", "--bit-depth", "16").exit_code == 0
+    )
+    assert sf.info(run / "level_2" / "item_0.flac").subtype == "PCM_16"
+    result = run_cli("generate", *args, "--format", "flac", "--bit-depth", "float", "-o", tmp_path / "bad")
+    assert result.exit_code == 2 and "flac" in result.stderr and not (tmp_path / "bad").exists()
+
+
+def test_each_flag_means_one_thing_and_old_spellings_still_work(run_cli, tmp_path: Path) -> None:
+    takes = tmp_path / "takes"
+    assert (
+        run_cli("generate", *COMMON, "--duration", "1", "--levels", "2", "-n", "3", "-o", takes).exit_code
+        == 0
+    )
+    new = run_cli("upsample", takes, "--takes", "2", "--device", "cpu", "--quiet", "-o", tmp_path / "new")
+    old = run_cli("upsample", takes, "--samples", "2", "--device", "cpu", "--quiet", "-o", tmp_path / "old")
+    assert new.exit_code == old.exit_code == 0, old.stderr
+    assert "--takes" in old.stderr and "note:" in old.stderr and "note:" not in new.stderr
+    assert torch.equal(_codes(tmp_path / "new", 0), _codes(tmp_path / "old", 0))
+    assert "--samples" not in run_cli("upsample", "--help").stdout
+    # --resume is a switch in every command (train's too): the run is the one in -o.
+    assert run_cli("generate", "--resume", "-o", takes, "--device", "cpu", "--quiet").exit_code == 0
+    legacy = run_cli("generate", "--resume", takes, "--device", "cpu", "--quiet")
+    assert legacy.exit_code == 0 and "--resume -o RUN" in legacy.stderr
+    assert run_cli("generate", "--resume", "--quiet").exit_code == 2
+    assert run_cli("generate", *COMMON, "stray", "-o", tmp_path / "x").exit_code == 2

@@ -355,3 +355,40 @@ def save_figure(
         raise OutputExistsError(f"{path} already exists; pass overwrite=True to replace it.")
     atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi), overwrite=True)
     return path
+
+
+def plot_chroma_grid(
+    rows: list[str],
+    columns: list[str],
+    features: Mapping[tuple[int, int], SpectralFeatures],
+    *,
+    title: str | None = None,
+) -> Figure:
+    """Chromagrams in a grid: ``features[(row, column)]`` drawn in that cell, an empty cell says "no audio".
+
+    A run's figure (``jukebox analyze RUN/``) puts its levels in rows, top first, and its takes in columns, so a
+    column reads as one take refined level by level and a row compares the takes. One colour scale ([0, 1]).
+    """
+    width = min(4.0 * len(columns) + 1.5, 40.0)  # a figure of many takes stays openable
+    fig = _new_figure(width, 2.0 * len(rows) + 0.8)
+    axes = np.asarray(fig.subplots(len(rows), len(columns), squeeze=False, sharex=True, sharey=True))
+    image = None
+    for r, row in enumerate(rows):
+        for c, column in enumerate(columns):
+            ax = axes[r, c]
+            cell = features.get((r, c))
+            if cell is None:
+                ax.text(0.5, 0.5, "no audio yet", ha="center", va="center", transform=ax.transAxes)
+                ax.set_xticks([])
+            else:
+                image = _draw_chroma(ax, cell.chroma, cell.sample_rate, cell.column_hop)
+            ax.set_title(f"{row}, {column}", loc="left", fontsize="medium")
+            if r < len(rows) - 1:
+                ax.set_xlabel("")
+            if c > 0:
+                ax.set_ylabel("")
+    if image is not None:
+        fig.colorbar(image, ax=list(axes.ravel()), label="chroma energy")
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -34,17 +34,59 @@ from jukebox_cli.engine.weights.bundle import Bundle
 # -- running ----------------------------------------------------------------------------------------------
 
 
-def write_level_audio(run: Run, bundle: Bundle, level: int, codes: torch.Tensor, *, subtype: str = "PCM_16",
+#: What a run's audio is written as unless asked otherwise (and what runs made before the choice existed hold).
+DEFAULT_AUDIO = {"format": "wav", "subtype": audio_io.DEFAULT_SUBTYPE}
+AUDIO_FORMATS = tuple(ext.lstrip(".") for ext in audio_io.SUPPORTED_WRITE_FORMATS)
+
+
+def audio_output(saved: dict | None, audio_format: str | None = None, subtype: str | None = None) -> dict:
+    """The ``{"format", "subtype"}`` a run writes its audio as: what is asked, else what ``saved`` holds.
+
+    A resume may change either (they do not change the codes). A subtype is inherited only with its format:
+    a WAV run's ``FLOAT`` means nothing to FLAC.
+
+    Raises:
+        ConfigError: a format or subtype that cannot be written (FLAC has no float samples).
+    """
+    saved = saved or DEFAULT_AUDIO
+    fmt = (audio_format or saved["format"]).lower()
+    if subtype is None:
+        subtype = saved["subtype"] if fmt == saved["format"] else audio_io.DEFAULT_SUBTYPE
+    major = audio_io.SUPPORTED_WRITE_FORMATS.get(f".{fmt}")
+    if major is None:
+        raise ConfigError(f"Run audio is written as {' or '.join(AUDIO_FORMATS)}, not {fmt!r}.")
+    subtype = subtype.upper()
+    if subtype not in audio_io.SUPPORTED_SUBTYPES[major]:
+        allowed = ", ".join(audio_io.SUPPORTED_SUBTYPES[major])
+        raise ConfigError(f"{fmt} audio cannot be {subtype} (it can be {allowed}); choose another bit depth.")
+    return {"format": fmt, "subtype": subtype}
+
+
+def write_level_audio(run: Run, bundle: Bundle, level: int, codes: torch.Tensor, *, audio: dict | None = None,
                       chunk_samples: int = 2**19, progress: ProgressCallback = noop) -> list:  # fmt: skip
-    """Decode a level's codes with that level's decoder and write ``level_L/item_i.wav``; returns reports."""
+    """Decode a level's codes with that level's decoder and write ``level_L/item_i.<format>``; returns reports.
+
+    ``audio``: ``{"format", "subtype"}`` (``audio_output``); recorded per level in the run's state, so a
+    resume knows whether a finished level's files are already in the format it asks for.
+    """
+    audio = audio or DEFAULT_AUDIO
     reports = []
     for index in range(codes.shape[0]):
-        audio = bundle.vqvae.decode(
+        decoded = bundle.vqvae.decode(
             codes[index : index + 1], level, chunk_samples=chunk_samples, progress=progress
         )
-        reports.append(audio_io.save_audio(run.audio_path(level, index), audio[0].cpu(), bundle.sample_rate,
-                                           subtype=subtype, overwrite=True))  # fmt: skip
+        reports.append(audio_io.save_audio(run.audio_path(level, index, audio["format"]), decoded[0].cpu(),
+                                           bundle.sample_rate, subtype=audio["subtype"], overwrite=True))  # fmt: skip
+    run.update(level_audio={**run.state.get("level_audio", {}), str(level): audio})
     return reports
+
+
+def has_level_audio(run: Run, level: int, n_samples: int, audio: dict) -> bool:
+    """Whether ``level``'s audio is in the run as ``audio`` asks (runs older than the record hold 16-bit WAV)."""
+    written = run.state.get("level_audio", {}).get(str(level), DEFAULT_AUDIO)
+    return written == audio and all(
+        run.audio_path(level, i, audio["format"]).exists() for i in range(n_samples)
+    )
 
 
 def run_cascade(
@@ -57,6 +99,7 @@ def run_cascade(
     progress: ProgressCallback = noop,
     alignment: bool = True,
     decode: str = "auto",
+    audio: dict | None = None,
 ) -> dict[int, torch.Tensor]:
     """Sample every requested level into ``run`` (resuming whatever it already holds).
 
@@ -72,6 +115,8 @@ def run_cascade(
         decode: how each token is computed (``SamplingSettings.decode``: ``auto``, ``eager``, ``static``,
             ``compiled``, ``graph``); it does not change the codes beyond float rounding, so it is not part
             of the request.
+        audio: ``{"format", "subtype"}`` of the audio files (``audio_output``; default 16-bit WAV); not part of
+            the request either: a resume may change it, and rewrites finished levels' audio to match.
 
     Returns:
         level -> [N, T_level] codes of every level this run holds.
@@ -140,9 +185,9 @@ def run_cascade(
                 del prior
             run.save_codes(level, current, windows_done=done[0], finished=True)
         codes[level] = current
-        written = all(run.audio_path(level, i).exists() for i in range(n_samples))
-        if not (finished and written):  # a resumed run keeps the audio of levels it had finished
-            write_level_audio(run, bundle, level, current, progress=progress)
+        audio = audio or DEFAULT_AUDIO
+        if not (finished and has_level_audio(run, level, n_samples, audio)):  # a resume keeps finished audio
+            write_level_audio(run, bundle, level, current, audio=audio, progress=progress)
         # A run stopped before its alignment, or one that asks for it later, gets it from the saved codes.
         if alignment and missing_alignments(run, bundle, level, request):
             write_alignments(run, bundle, level, current, request, device=device, progress=progress)

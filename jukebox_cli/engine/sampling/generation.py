@@ -33,7 +33,12 @@ from jukebox_cli.engine.locks import hold_folder
 from jukebox_cli.engine.models.labels import Labeller
 from jukebox_cli.engine.models.presets import prior_config
 from jukebox_cli.engine.progress import ProgressCallback, noop
-from jukebox_cli.engine.sampling.cascade import run_cascade, write_level_audio
+from jukebox_cli.engine.sampling.cascade import (
+    audio_output,
+    has_level_audio,
+    run_cascade,
+    write_level_audio,
+)
 from jukebox_cli.engine.sampling.conditioning import encode_metadata
 from jukebox_cli.engine.sampling.estimate import LevelEstimate, estimate_cascade
 from jukebox_cli.engine.sampling.plan import LevelPlan, plan_cascade
@@ -164,6 +169,8 @@ class GenerationJob:
         force: bool = False,
         alignment: bool = True,
         compile: str = "auto",
+        audio_format: str | None = None,
+        subtype: str | None = None,
     ) -> GenerationResult:
         """Sample into the run folder, resuming whatever it already holds; returns what it holds at the end.
 
@@ -175,6 +182,9 @@ class GenerationJob:
             compile: ``auto`` (compile where it is known to be faster: always on CUDA, long levels on the
                 CPU), ``on`` or ``off`` (the eager step, the reference). The codes are the same either way up
                 to float rounding.
+            audio_format, subtype: ``wav`` or ``flac``; ``PCM_16``, ``PCM_24`` or ``FLOAT`` (WAV only). Default:
+                what the run was last written as, else 16-bit WAV. Recorded in the run's state, not its
+                settings (they do not change the codes); a different choice on resume rewrites finished levels.
 
         Raises:
             OutputExistsError: the folder holds a run with other settings (and ``force`` is off).
@@ -183,10 +193,12 @@ class GenerationJob:
         """
         torch_device = _device(device)
         decode = decode_mode(compile, torch_device)
+        audio_output(None, audio_format, subtype)  # a format it cannot write fails before any sampling
         self.bundle = self.bundle.fetched(progress)  # a released model is downloaded now, not when planned
         # Held from the first look at the folder to the last file: two processes would mix their windows.
         with hold_folder(self.output, "run folder"):
-            return self._run(torch_device, decode, progress, force=force, alignment=alignment)
+            return self._run(torch_device, decode, progress, force=force, alignment=alignment,
+                             audio_format=audio_format, subtype=subtype)  # fmt: skip
 
     def _run(
         self,
@@ -196,20 +208,24 @@ class GenerationJob:
         *,
         force: bool,
         alignment: bool,
+        audio_format: str | None,
+        subtype: str | None,
     ) -> GenerationResult:
         describe = functools.partial(describe_setting, sample_rate=self.bundle.sample_rate)
         run, _ = Run.create_or_resume(self.output, self.request.settings(), force=force, describe=describe)
-        run.update(device=str(torch_device), model=self.bundle.describe())
+        audio = audio_output(run.state.get("audio"), audio_format, subtype)
+        run.update(device=str(torch_device), model=self.bundle.describe(), audio=audio)
         for level, codes in self.given_levels.items():  # finished as they are
             if run.load_codes(level)[0] is None:
                 run.save_codes(level, codes, windows_done=0, finished=True)
-                write_level_audio(run, self.bundle, level, codes)
+            if not has_level_audio(run, level, codes.shape[0], audio):
+                write_level_audio(run, self.bundle, level, codes, audio=audio)
         for level, codes in self.initial_codes.items():  # the starting point stays in the run, for resumes
             if run.load_codes(level)[0] is None:
                 run.save_codes(level, codes, windows_done=0)
         codes = run_cascade(self.bundle, run, self.request, device=torch_device,
                             initial_codes=self.initial_codes or None, progress=progress,
-                            alignment=alignment, decode=decode)  # fmt: skip
+                            alignment=alignment, decode=decode, audio=audio)  # fmt: skip
         top = self.bundle.top_level
         return GenerationResult(
             run=self.output,
@@ -218,7 +234,11 @@ class GenerationJob:
             sample_rate=self.bundle.sample_rate,
             seconds=self.request.sample_length / self.bundle.sample_rate,
             codes=codes,
-            files=sorted(p for level in self.request.levels for p in run.level_dir(level).glob("item_*.wav")),
+            files=sorted(
+                p
+                for level in self.request.levels
+                for p in run.level_dir(level).glob(f"item_*.{audio['format']}")
+            ),  # fmt: skip
             alignments=sorted(run.level_dir(top).glob("item_*.alignment.json")),
         )
 
@@ -538,22 +558,28 @@ def prepare_resume(
 
 
 def generate(model: ModelArg = DEMO, *, device: str = "auto", progress: ProgressCallback = noop,
-             alignment: bool = True, force: bool = False, compile: str = "auto", **options) -> GenerationResult:  # fmt: skip
+             alignment: bool = True, force: bool = False, compile: str = "auto", audio_format: str | None = None,
+             subtype: str | None = None, **options) -> GenerationResult:  # fmt: skip
     """:func:`prepare_generate` then :meth:`GenerationJob.run` (options as for ``prepare_generate``)."""
     job = prepare_generate(model, **options)
-    return job.run(device=device, progress=progress, alignment=alignment, force=force, compile=compile)
+    return job.run(device=device, progress=progress, alignment=alignment, force=force, compile=compile,
+                   audio_format=audio_format, subtype=subtype)  # fmt: skip
 
 
 def continue_from(source: str | Path, *, device: str = "auto", progress: ProgressCallback = noop,
                   alignment: bool = True, force: bool = False, compile: str = "auto",
+                  audio_format: str | None = None, subtype: str | None = None,
                   **options) -> GenerationResult:  # fmt: skip
     """:func:`prepare_continue` then :meth:`GenerationJob.run`."""
     job = prepare_continue(source, **options)
-    return job.run(device=device, progress=progress, alignment=alignment, force=force, compile=compile)
+    return job.run(device=device, progress=progress, alignment=alignment, force=force, compile=compile,
+                   audio_format=audio_format, subtype=subtype)  # fmt: skip
 
 
 def upsample(run_dir: str | Path, *, device: str = "auto", progress: ProgressCallback = noop,
-             force: bool = False, compile: str = "auto", **options) -> GenerationResult:  # fmt: skip
+             force: bool = False, compile: str = "auto", audio_format: str | None = None,
+             subtype: str | None = None, **options) -> GenerationResult:  # fmt: skip
     """:func:`prepare_upsample` then :meth:`GenerationJob.run`."""
     job = prepare_upsample(run_dir, **options)
-    return job.run(device=device, progress=progress, force=force, compile=compile)
+    return job.run(device=device, progress=progress, force=force, compile=compile, audio_format=audio_format,
+                   subtype=subtype)  # fmt: skip

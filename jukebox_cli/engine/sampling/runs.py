@@ -359,6 +359,30 @@ class Run:
             raise ConfigError(f"{file} lacks its windows_done/finished metadata.") from e
         return codes, windows_done, finished
 
+    def codes_info(self, level: int) -> tuple[int, int, int, bool] | None:
+        """``(takes, codes per take, windows_done, finished)`` of a level's saved codes, without loading them
+        (a listing of long runs reads only headers); None when the level has none yet.
+
+        Raises:
+            ConfigError: the codes file is unreadable or lacks its metadata.
+        """
+        file = self.level_dir(level) / CODES_FILE
+        if not file.is_file():
+            return None
+        try:
+            with safetensors.safe_open(str(file), framework="pt") as f:
+                metadata = f.metadata() or {}
+                shape = f.get_slice("codes").get_shape()
+            windows_done = int(metadata["windows_done"])
+            finished = {"true": True, "false": False}[metadata["finished"]]
+        except (OSError, safetensors.SafetensorError) as e:
+            raise ConfigError(f"Cannot read the saved codes {file}: {e}") from e
+        except (KeyError, ValueError) as e:
+            raise ConfigError(f"{file} lacks its windows_done/finished metadata.") from e
+        if len(shape) != 2:
+            raise ConfigError(f"{file} holds codes of shape {shape}, not [takes, codes].")
+        return shape[0], shape[1], windows_done, finished
+
     def _damage(self) -> str | None:
         """Why a saved codes file cannot be read (truncated, corrupt, no metadata), or None if all can."""
         for file in sorted(self.path.glob(f"level_*/{CODES_FILE}")):

@@ -1,0 +1,74 @@
+"""``jukebox runs``: listing run folders and showing one (tiny-random runs; broken folders are notes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from jukebox_cli.engine.sampling.runs import Run
+
+COMMON = ("--model", "tiny-random", "--device", "cpu", "--quiet")
+
+
+def test_runs_lists_finished_resumable_and_skips_the_rest(run_cli, tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    assert (
+        run_cli(
+            "generate", *COMMON, "--duration", "1", "--levels", "2,1", "-n", "2", "-o", root / "a"
+        ).exit_code
+        == 0
+    )
+    # A run stopped in level 1: its codes say how far it got, and a listing reads only their header.
+    assert (
+        run_cli(
+            "generate", *COMMON, "--duration", "1", "--levels", "2,1", "-o", root / "group" / "b"
+        ).exit_code
+        == 0
+    )
+    stopped = Run.open(root / "group" / "b")
+    codes, _, _ = stopped.load_codes(1)
+    stopped.save_codes(1, codes[:, :300], windows_done=2)
+    (root / "junk").mkdir()
+    (root / "junk" / "run.json").write_text("{not json")
+    (root / "notes").mkdir()  # an ordinary folder: passed over in silence
+
+    result = run_cli("runs", root)
+    assert result.exit_code == 0, result.stderr
+    assert "Traceback" not in result.stderr and "skipped" in result.stderr and "junk" in result.stderr
+    assert "notes" not in result.stderr
+    rows = {line.split()[1]: line for line in result.stdout.splitlines() if "tiny-random" in line}
+    assert set(rows) == {"a", "group/b"}
+    assert "finished" in rows["a"] and "2/2" in rows["a"]
+    assert "resumable at level 1 window 3" in rows["group/b"] and "1/2" in rows["group/b"]
+
+    listed = json.loads(run_cli("runs", root, "--json").stdout)
+    assert [Path(r["path"]).name for r in listed["runs"]] == ["a", "b"]
+    assert listed["runs"][0]["samples"] == 2 and abs(listed["runs"][0]["seconds"] - 1.0) < 0.01
+    assert [Path(s["path"]).name for s in listed["skipped"]] == ["junk"]
+
+    one = run_cli("runs", root / "group" / "b")
+    assert one.exit_code == 0 and "resumable at level 1 window 3" in one.stdout
+    assert "resume with: jukebox generate --resume -o" in one.stdout and "level_2/" in one.stdout
+    detail = json.loads(run_cli("runs", root / "a", "--json").stdout)
+    assert [lv["level"] for lv in detail["levels"]] == [2, 1]
+    assert len(detail["levels"][1]["audio"]) == 2 and detail["audio"]["format"] == "wav"
+    assert run_cli("runs", tmp_path / "missing").exit_code == 2
+
+
+def test_analyze_a_run_draws_every_level_of_every_take(run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert (
+        run_cli("generate", *COMMON, "--duration", "1", "--levels", "2,1", "-n", "2", "-o", run).exit_code
+        == 0
+    )
+    result = run_cli("analyze", run, "-o", tmp_path / "fig.png", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert sorted((f["level"], f["take"]) for f in data["files"]) == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    assert data["status"] == "finished" and (tmp_path / "fig.png").stat().st_size > 0
+
+    from jukebox_cli.engine.sampling.run_analysis import analyze_run
+
+    figure = analyze_run(run, 22050).figure()
+    titles = [ax.get_title(loc="left") for ax in figure.axes if ax.get_title(loc="left")]
+    assert titles == ["level 2, take 0", "level 2, take 1", "level 1, take 0", "level 1, take 1"]
