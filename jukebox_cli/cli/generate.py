@@ -271,6 +271,8 @@ def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_
     if result.alignments:
         out.print(f"lyric alignment: {len(result.alignments)} sample(s), item_N.alignment.png/.json in "
                   f"{job.output / f'level_{top}'}/", highlight=False)  # fmt: skip
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     for note in job.notes:
         console.print(f"[yellow]note:[/] {note}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from jukebox_cli.engine.audio import io as audio_io
+from jukebox_cli.engine.audio.quality import check_collapse
 from jukebox_cli.engine.devices import free_memory
 from jukebox_cli.engine.dtypes import working_dtype
 from jukebox_cli.engine.errors import ConfigError, DeviceError
@@ -70,15 +71,33 @@ def write_level_audio(run: Run, bundle: Bundle, level: int, codes: torch.Tensor,
     resume knows whether a finished level's files are already in the format it asks for.
     """
     audio = audio or DEFAULT_AUDIO
-    reports = []
+    reports, checks = [], []
     for index in range(codes.shape[0]):
         decoded = bundle.vqvae.decode(
             codes[index : index + 1], level, chunk_samples=chunk_samples, progress=progress
         )
         reports.append(audio_io.save_audio(run.audio_path(level, index, audio["format"]), decoded[0].cpu(),
                                            bundle.sample_rate, subtype=audio["subtype"], overwrite=True))  # fmt: skip
+        if level == bundle.top_level:
+            checks.append(check_collapse(codes[index].cpu().numpy(), decoded[0].float().cpu().numpy()))
     run.update(level_audio={**run.state.get("level_audio", {}), str(level): audio})
+    if checks:  # the upsamplers render a collapsed top level faithfully: the whole take stays near silent
+        run.update(top_level_checks=[c.to_dict() for c in checks])
     return reports
+
+
+def silent_takes(run: Run) -> list[str]:
+    """One line per take whose top level collapsed to near silence or to one repeated code (see
+    ``audio/quality.py``): small priors fall into it now and then, and another seed usually escapes it."""
+    lines = []
+    for index, check in enumerate(run.state.get("top_level_checks", [])):
+        if check["collapsed"]:
+            lines.append(
+                f"take {index}: its top level is near silent or stuck (median level "
+                f"{check['median_level_db']:.0f} dBFS; code {check['dominant_code']} makes up "
+                f"{check['dominant_share']:.0%} of it); try another --seed"
+            )
+    return lines
 
 
 def has_level_audio(run: Run, level: int, n_samples: int, audio: dict) -> bool:

@@ -37,6 +37,7 @@ from jukebox_cli.engine.sampling.cascade import (
     audio_output,
     has_level_audio,
     run_cascade,
+    silent_takes,
     write_level_audio,
 )
 from jukebox_cli.engine.sampling.conditioning import encode_metadata
@@ -79,6 +80,7 @@ class GenerationResult:
     codes: dict[int, torch.Tensor]
     files: list[Path]
     alignments: list[Path]
+    warnings: list[str] = field(default_factory=list)  # takes whose top level fell silent (try another seed)
 
     def to_dict(self) -> dict:
         """JSON-friendly summary (the CLI's ``--json``)."""
@@ -91,6 +93,7 @@ class GenerationResult:
             "codes": {str(level): list(c.shape) for level, c in self.codes.items()},
             "files": [str(p) for p in self.files],
             "alignments": [str(p) for p in self.alignments],
+            "warnings": self.warnings,
         }
 
 
@@ -240,6 +243,7 @@ class GenerationJob:
                 for p in run.level_dir(level).glob(f"item_*.{audio['format']}")
             ),  # fmt: skip
             alignments=sorted(run.level_dir(top).glob("item_*.alignment.json")),
+            warnings=silent_takes(run),
         )
 
 
