@@ -312,7 +312,7 @@ def test_messages_and_hints_say_what_can_actually_fix_it(
         else:
             record = (run / "run.json").read_text()
             (run / "run.json").write_text(record.replace('"model": "tiny-random"', '"model": "demo"', 1))
-            args, code = ("generate", "--resume", run, "-q"), 2
+            args, code = ("generate", "--resume", "-o", run, "-q"), 2
             expected = [
                 "its run.json asks for settings its model 'demo' cannot honour",
                 "Was run.json edited",

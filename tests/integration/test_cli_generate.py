@@ -83,7 +83,7 @@ def test_interrupted_run_resumes_bit_identically(run_cli, tmp_path: Path, monkey
     assert result.exit_code == 0, result.stderr
     for level in HOPS:
         assert torch.equal(_codes(run, level), _codes(reference, level))
-    assert run_cli("generate", "--resume", run, "--quiet", "--device", "cpu").exit_code == 0
+    assert run_cli("generate", "--resume", "-o", run, "--quiet", "--device", "cpu").exit_code == 0
 
 
 def test_changed_settings_are_refused(run_cli, tmp_path: Path) -> None:
@@ -286,9 +286,9 @@ def test_resume_keeps_the_prompt_of_continue_and_upsample(run_cli, tmp_path: Pat
     assert run_cli("upsample", takes, "--device", "cpu", "--quiet", "-o", tmp_path / "up").exit_code == 130
     monkeypatch.setattr(sampling, "sample_window", real)
 
-    assert run_cli("generate", "--resume", tmp_path / "cont", "--device", "cpu", "--quiet").exit_code == 0
+    assert run_cli("generate", "--resume", "-o", tmp_path / "cont", "--device", "cpu", "--quiet").exit_code == 0
     assert torch.equal(_codes(tmp_path / "cont", 2), _codes(tmp_path / "reference", 2))
-    assert run_cli("generate", "--resume", tmp_path / "up", "--device", "cpu", "--quiet").exit_code == 0
+    assert run_cli("generate", "--resume", "-o", tmp_path / "up", "--device", "cpu", "--quiet").exit_code == 0
     assert torch.equal(_codes(tmp_path / "up", 2), _codes(takes, 2))
     assert _codes(tmp_path / "up", 0).shape == (2, _expected_samples(1.0) // 8)
     assert (tmp_path / "up" / "level_2" / "item_1.wav").exists()
@@ -417,7 +417,7 @@ def test_run_audio_format_is_chosen_recorded_and_changed_on_resume(run_cli, tmp_
     assert state["audio"] == {"format": "flac", "subtype": "PCM_24"}
     # Not a setting: a resume may change it (finished levels are rewritten), and keeps the format unless told.
     assert (
-        run_cli("generate", "--resume", run, "--device", "cpu", "--quiet", "--bit-depth", "16").exit_code == 0
+        run_cli("generate", "--resume", "-o", run, "--device", "cpu", "--quiet", "--bit-depth", "16").exit_code == 0
     )
     assert sf.info(run / "level_2" / "item_0.flac").subtype == "PCM_16"
     result = run_cli("generate", *args, "--format", "flac", "--bit-depth", "float", "-o", tmp_path / "bad")
