@@ -24,6 +24,7 @@ app = typer.Typer(
     name="jukebox",
     help="Generate, continue and analyse music with OpenAI's Jukebox models, re-implemented in PyTorch.",
     no_args_is_help=True,
+    rich_markup_mode="markdown",
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
