@@ -46,14 +46,19 @@ def test_debug_is_accepted_before_and_after_the_command(run_cli, tmp_path: Path,
         run_cli(*args)
 
 
-def _fail_writes(monkeypatch, code: int) -> None:
-    """Every atomic write fails as a full disk (ENOSPC) or a read-only folder (EROFS) would make it fail.
+def _fail_writes(monkeypatch, code: int, root: Path) -> None:
+    """Every atomic write under `root` fails as a full disk (ENOSPC) or a read-only folder (EROFS) would.
 
-    Moving the finished temporary file into place is the one step every writer shares.
+    Moving the finished temporary file into place is the one step every writer shares. Writes elsewhere
+    go through: a fresh environment's first librosa call moves numba's cache files into site-packages.
     """
     import os
 
-    def refuse(src, dst) -> None:
+    replace = os.replace
+
+    def refuse(src, dst, *args, **kwargs) -> None:
+        if not Path(os.fspath(dst)).resolve().is_relative_to(root.resolve()):
+            return replace(src, dst, *args, **kwargs)
         raise OSError(code, os.strerror(code), str(src))
 
     monkeypatch.setattr(os, "replace", refuse)
@@ -79,7 +84,7 @@ def test_output_write_failures(
     blocker.write_text("not a folder")
     out = blocker / "out" if failure == "under-a-file" else tmp_path / "out"
     if failure != "under-a-file":
-        _fail_writes(monkeypatch, getattr(errno, failure))
+        _fail_writes(monkeypatch, getattr(errno, failure), tmp_path)
     if command == "generate":
         args = ["generate", *TINY, "-o", out]
     elif command == "analyze":
