@@ -250,6 +250,15 @@ def test_unknown_artist_suggests_close_matches(v2: Labeller, v3: Labeller) -> No
         v3.artist_id("qqqqqqqqqqqqqqqqqqqq")
 
 
+def test_suggestions_offer_marked_names_as_their_plain_twins(v3: Labeller) -> None:
+    """A U+200E-marked genre looks like its plain twin; offering both would show an escape the user can't type."""
+    with pytest.raises(LabelError) as info:
+        v3.genre_ids("psychedelic roc")
+    message = str(info.value)
+    assert "'psychedelic rock'" in message and "\\u200e" not in message and "\u200e" not in message
+    assert message.count("'psychedelic rock'") == 1
+
+
 def test_unknown_genre(v2: Labeller, v3: Labeller) -> None:
     with pytest.raises(LabelError, match="'blues'"):
         v2.genre_ids("Bluez Rock")

@@ -324,13 +324,17 @@ def typed_id(label_set: LabelSet, kind: Literal["artists", "genres"], name: str)
     A lookup matches exactly, so the plain spelling always finds the plain entry; the marked one is reached
     only by typing its marks too.
     """
-    plain = "".join(c for c in name if not _is_mark(c))
+    plain = _visible(name)
     table = label_set.artists if kind == "artists" else label_set.genres
     return table.get(label_set.key(plain))
 
 
 def _is_mark(char: str) -> bool:
     return unicodedata.category(char) == "Cf"
+
+
+def _visible(name: str) -> str:
+    return "".join(c for c in name if not _is_mark(c))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -459,10 +463,12 @@ class Labeller:
         head = f"unknown {what} {shown} in the {self.version} label set"
         if len(table) <= _N_LISTED:  # a model trained on a small corpus: every name fits on the line
             return f"{head}; it knows {', '.join(sorted(table))}."
-        close = difflib.get_close_matches(key, list(table), n=_N_SUGGESTIONS)
+        # A name with an invisible mark is offered as its plain twin, which is what a user can type.
+        names = [n for n in table if _visible(n) == n or _visible(n) not in table]
+        close = difflib.get_close_matches(key, names, n=_N_SUGGESTIONS)
         if not close:  # fall back to names that contain what was typed, e.g. "beatles" -> "the beatles"
             needle = _fold(key)
-            close = sorted(n for n in table if needle and needle in _fold(n))[:_N_SUGGESTIONS]
+            close = sorted(n for n in names if needle and needle in _fold(n))[:_N_SUGGESTIONS]
         kind = "artists" if what == "artist" else "genres"
         suggestion = f"close matches: {', '.join(repr(c) for c in close)}" if close else "no close match"
         where = "--search TEXT" if self.version != "custom" else "--model MODEL"
