@@ -304,10 +304,12 @@ def test_lyrics_models_write_a_lyric_alignment(run_cli, tmp_path: Path) -> None:
     assert json.loads(result.stdout)["alignments"] == [str(f) for f in files]
     record = json.loads(files[0].read_text())
     assert record["lyrics"] == lyrics
-    assert [w["text"] for w in record["words"]] == lyrics.split()
+    sung = iter(lyrics.split())  # the attended words, in the order of the lyrics
+    assert record["words"] and all(w["text"] in sung for w in record["words"])
     matrix = np.array(record["matrix"])
     rows = _expected_samples(1.0) / SR / record["seconds_per_row"]
-    assert matrix.shape == (int(rows), len(lyrics)) and 0 < matrix.max() <= 1
+    assert matrix.shape[0] == int(rows) and 0 < matrix.max() <= 1
+    assert record["first_char"] + matrix.shape[1] <= len(lyrics)
     for i in range(2):
         assert (run / "level_2" / f"item_{i}.alignment.png").read_bytes()[:4] == b"\x89PNG"
     # Lost (or asked for later): the same command writes it again from the saved codes, identically.

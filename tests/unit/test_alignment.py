@@ -139,7 +139,21 @@ def test_write_alignment_keeps_a_coarser_matrix_and_the_words(tmp_path: Path) ->
     np.testing.assert_allclose(coarse, matrix.reshape(20, 5, -1).mean(1), atol=6e-5)
     assert [w["text"] for w in record["words"]] == ["la", "di", "da"]
     write_alignment(path, matrix * 0, lyrics, seconds_per_code=0.01)  # replaced in place
-    assert not np.array(json.loads(path.read_text())["matrix"]).any()
+    record = json.loads(path.read_text())
+    assert record["first_char"] == 0 and not np.array(record["matrix"]).any()
+
+
+def test_write_alignment_keeps_only_the_characters_the_music_attended_to(tmp_path: Path) -> None:
+    """Long lyrics against a short clip: the file grows with the audio, not with the lyrics."""
+    lyrics = "la di " * 20_000
+    matrix = np.zeros((200, len(lyrics)), dtype=np.float32)
+    matrix[:, 40:60] = np.random.default_rng(0).random((200, 20))
+    path = tmp_path / "item_0.alignment.json"
+    write_alignment(path, matrix, lyrics, seconds_per_code=0.01)
+    record = json.loads(path.read_text())
+    assert record["first_char"] == 40 and np.array(record["matrix"]).shape == (40, 20)
+    assert 0 < len(record["words"]) <= 7  # characters 40-59 lie in seven words
+    assert path.stat().st_size < len(lyrics) + 30_000  # all 120,000 columns would take megabytes
 
 
 def test_plot_alignment_trims_characters_no_moment_attends_to() -> None:

@@ -163,15 +163,22 @@ def write_alignment(
     """One sample's alignment as JSON (atomically, replacing): the lyrics, word timings and a coarser matrix.
 
     The matrix keeps ``rows_per_second`` rows per second of music (each the mean of its codes), rounded to
-    4 decimals: the full-resolution one is hundreds of rows per second.
+    4 decimals: the full-resolution one is hundreds of rows per second. Its columns are the characters from
+    ``first_char`` on that the music attended to (the lyrics of a whole song, against a few seconds of
+    audio, are mostly never seen), and its words are those some moment attended to, so the file grows with
+    the audio, not with the lyrics.
     """
     step = max(1, round(1.0 / (rows_per_second * seconds_per_code)))
     rows = matrix.shape[0] // step * step
-    coarse = matrix[:rows].reshape(-1, step, matrix.shape[1]).mean(axis=1) if rows else matrix[:0]
+    seen = np.flatnonzero(matrix.any(axis=0))
+    first, last = (int(seen[0]), int(seen[-1]) + 1) if seen.size else (0, 0)
+    kept = matrix[:rows, first:last]
+    coarse = kept.reshape(rows // step, step, kept.shape[1]).mean(axis=1)
     record = {
         "lyrics": lyrics,
         "seconds_per_row": step * seconds_per_code,
-        "words": [vars(w) for w in word_timings(matrix, lyrics, seconds_per_code)],
+        "words": [vars(w) for w in word_timings(matrix, lyrics, seconds_per_code) if w.start is not None],
+        "first_char": first,
         "matrix": np.round(coarse, 4).tolist(),
     }
     write_json(path, record, overwrite=True)
