@@ -286,7 +286,9 @@ def test_resume_keeps_the_prompt_of_continue_and_upsample(run_cli, tmp_path: Pat
     assert run_cli("upsample", takes, "--device", "cpu", "--quiet", "-o", tmp_path / "up").exit_code == 130
     monkeypatch.setattr(sampling, "sample_window", real)
 
-    assert run_cli("generate", "--resume", "-o", tmp_path / "cont", "--device", "cpu", "--quiet").exit_code == 0
+    assert (
+        run_cli("generate", "--resume", "-o", tmp_path / "cont", "--device", "cpu", "--quiet").exit_code == 0
+    )
     assert torch.equal(_codes(tmp_path / "cont", 2), _codes(tmp_path / "reference", 2))
     assert run_cli("generate", "--resume", "-o", tmp_path / "up", "--device", "cpu", "--quiet").exit_code == 0
     assert torch.equal(_codes(tmp_path / "up", 2), _codes(takes, 2))
@@ -419,7 +421,10 @@ def test_run_audio_format_is_chosen_recorded_and_changed_on_resume(run_cli, tmp_
     assert state["audio"] == {"format": "flac", "subtype": "PCM_24"}
     # Not a setting: a resume may change it (finished levels are rewritten), and keeps the format unless told.
     assert (
-        run_cli("generate", "--resume", "-o", run, "--device", "cpu", "--quiet", "--bit-depth", "16").exit_code == 0
+        run_cli(
+            "generate", "--resume", "-o", run, "--device", "cpu", "--quiet", "--bit-depth", "16"
+        ).exit_code
+        == 0
     )
     assert sf.info(run / "level_2" / "item_0.flac").subtype == "PCM_16"
     result = run_cli("generate", *args, "--format", "flac", "--bit-depth", "float", "-o", tmp_path / "bad")
