@@ -126,7 +126,7 @@ def sample_top(bundle, args, genre: str, duration: float, out: Path) -> tuple[np
 
 
 def upsample_takes(bundle, run: Path, takes: int, out: Path) -> list[np.ndarray]:
-    prepare_upsample(run, samples=list(range(takes)), model=bundle, output=out).run(device="cpu")
+    prepare_upsample(run, takes=list(range(takes)), model=bundle, output=out).run(device="cpu")
     return [load_audio(out / "level_0" / f"item_{i}.wav", bundle.sample_rate) for i in range(takes)]
 
 

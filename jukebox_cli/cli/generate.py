@@ -489,7 +489,7 @@ def upsample(
             raise ConfigError(f"--takes must be take numbers like 0,3; got {takes!r}.") from None
     with RichProgress(enabled=not quiet) as progress:
         job = prepare_upsample(
-            run_dir, samples=rows, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, dtype=dtype,
+            run_dir, takes=rows, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, dtype=dtype,
             max_batch_size=max_batch_size, chunk_size=chunk_size, output=output, cache_dir=cache_dir,
             progress=progress,
         )  # fmt: skip

@@ -124,6 +124,9 @@ def test_co_composition_extend_then_upsample(run_cli, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert torch.equal(_codes(longer, 2)[:, : _codes(takes, 2).shape[1]], _codes(takes, 2))
     final = tmp_path / "final"
+    result = run_cli("upsample", longer, "--takes", "0,7", "--device", "cpu", "--quiet", "-o", final)
+    assert result.exit_code == 2 and "has takes 0..2; chosen take(s) 7 do not exist" in result.stderr
+    assert not final.exists()
     result = run_cli("upsample", longer, "--takes", "0,2", "--device", "cpu", "--quiet", "-o", final)
     assert result.exit_code == 0, result.stderr
     assert torch.equal(_codes(final, 2), _codes(longer, 2)[[0, 2]])
@@ -449,3 +452,14 @@ def test_each_flag_means_one_thing_and_old_spellings_still_work(run_cli, tmp_pat
     assert legacy.exit_code == 0 and "--resume -o RUN" in legacy.stderr
     assert run_cli("generate", "--resume", "--quiet").exit_code == 2
     assert run_cli("generate", *COMMON, "stray", "-o", tmp_path / "x").exit_code == 2
+
+
+def test_prepare_upsample_still_takes_the_old_keyword(tmp_path: Path) -> None:
+    from jukebox_cli.engine.sampling.generation import prepare_generate, prepare_upsample
+
+    run = prepare_generate("tiny-random", duration=1, samples=2, levels=[2], output=tmp_path / "r").run(
+        device="cpu"
+    )
+    with pytest.warns(DeprecationWarning, match="takes="):
+        job = prepare_upsample(run.run, samples=[1], output=tmp_path / "u")
+    assert job.request.prompt == {"run": str(run.run), "samples": [1]}

@@ -22,6 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from warnings import warn
 
 import torch
 
@@ -483,7 +484,7 @@ def prepare_continue(
 def prepare_upsample(
     run_dir: str | Path,
     *,
-    samples: Sequence[int] | None = None,
+    takes: Sequence[int] | None = None,
     model: Bundle | None = None,
     temperature: PerLevel = 0.99,
     top_k: int = 0,
@@ -495,19 +496,26 @@ def prepare_upsample(
     output: str | Path | None = None,
     cache_dir: str | Path | None = None,
     progress: ProgressCallback = noop,
+    samples: Sequence[int] | None = None,
 ) -> GenerationJob:
     """Upsample chosen top-level takes of a run (every level below the top) into a new run folder.
 
     Args:
         run_dir: a run whose top level is finished.
-        samples: which takes (default: all).
+        takes: which takes, by their number in the run (default: all).
         model: the run's model, if already loaded (default: loaded from the run's record).
         output: the new run folder (default: ``<run_dir>-upsampled``).
+        samples: the old name of ``takes`` (deprecated: ``samples`` is a count everywhere else).
         Others: as for :func:`prepare_generate`.
 
     Raises:
         ConfigError: no finished top level, or takes that do not exist.
     """
+    if samples is not None:
+        if takes is not None:
+            raise ConfigError("Give takes alone (samples is its old name).")
+        warn("prepare_upsample(samples=) is now takes=", DeprecationWarning, stacklevel=2)
+        takes = samples
     run_dir = Path(run_dir)
     source = Run.open(run_dir)
     recorded = source.settings
@@ -517,11 +525,12 @@ def prepare_upsample(
     if codes is None or not finished:
         raise ConfigError(f"{run_dir} has no finished top-level (level {top}) codes to upsample.")
     check_codes(bundle, source, top, codes)
-    rows = list(range(codes.shape[0])) if samples is None else list(samples)
+    rows = list(range(codes.shape[0])) if takes is None else list(takes)
     bad = [r for r in rows if not 0 <= r < codes.shape[0]]
     if bad or not rows:
+        chosen = ", ".join(map(str, bad)) if bad else "none"
         raise ConfigError(
-            f"{run_dir} has samples 0..{codes.shape[0] - 1}; {bad or 'none'} chosen do not exist."
+            f"{run_dir} has takes 0..{codes.shape[0] - 1}; chosen take(s) {chosen} do not exist."
         )
     request = build_request(
         bundle, model=recorded["model"], samples=[SampleMeta(**recorded["samples"][r]) for r in rows],
