@@ -114,7 +114,7 @@ def _print_run(run) -> None:
             settings.add_row(key, escape(json.dumps(value)))
     out.print(settings)
     levels = Table(title="levels")
-    for column in ("level", "sampled", "codes/take", "windows done", "finished", "audio"):
+    for column in ("level", "sampled", "codes/take", "windows", "finished", "audio"):
         levels.add_column(column, justify="left" if column == "audio" else "right")
     for level in run.levels:
         audio = (
@@ -123,5 +123,14 @@ def _print_run(run) -> None:
             else "none yet"
         )
         levels.add_row(str(level.level), "yes" if level.asked else "given", f"{level.codes:,}",
-                       str(level.windows_done), "yes" if level.finished else "no", escape(audio))  # fmt: skip
+                       _windows(level), "yes" if level.finished else "no", escape(audio))  # fmt: skip
     out.print(levels)
+
+
+def _windows(level) -> str:
+    """``3/12``: windows done of the level's whole plan (``3`` alone where the plan is unknown)."""
+    return (
+        f"{level.windows_done}/{level.windows_total}"
+        if level.windows_total is not None
+        else str(level.windows_done)
+    )

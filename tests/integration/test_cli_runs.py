@@ -26,8 +26,12 @@ def test_runs_lists_finished_resumable_and_skips_the_rest(run_cli, tmp_path: Pat
         == 0
     )
     stopped = Run.open(root / "group" / "b")
-    codes, _, _ = stopped.load_codes(1)
-    stopped.save_codes(1, codes[:, :300], windows_done=2)
+    codes, windows, finished = stopped.load_codes(1)
+    assert finished and windows > 3
+    # Where an uninterrupted run stood after two windows: n_ctx codes, then one window advance more.
+    prior = stopped.state["model"]["priors"]["1"]
+    after_two = prior["n_ctx"] + int(stopped.settings["hop_fraction"]["1"] * prior["n_ctx"])
+    stopped.save_codes(1, codes[:, :after_two], windows_done=2)
     (root / "junk").mkdir()
     (root / "junk" / "run.json").write_text("{not json")
     (root / "notes").mkdir()  # an ordinary folder: passed over in silence
@@ -39,7 +43,7 @@ def test_runs_lists_finished_resumable_and_skips_the_rest(run_cli, tmp_path: Pat
     rows = {line.split()[1]: line for line in result.stdout.splitlines() if "tiny-random" in line}
     assert set(rows) == {"a", "group/b"}
     assert "finished" in rows["a"] and "2/2" in rows["a"]
-    assert "resumable at level 1 window 3" in rows["group/b"] and "1/2" in rows["group/b"]
+    assert f"resumable at level 1 window 3 of {windows}" in rows["group/b"] and "1/2" in rows["group/b"]
 
     listed = json.loads(run_cli("runs", root, "--json").stdout)
     assert [Path(r["path"]).name for r in listed["runs"]] == ["a", "b"]
@@ -51,6 +55,8 @@ def test_runs_lists_finished_resumable_and_skips_the_rest(run_cli, tmp_path: Pat
     assert "resume with: jukebox generate --resume -o" in one.stdout and "level_2/" in one.stdout
     detail = json.loads(run_cli("runs", root / "a", "--json").stdout)
     assert [lv["level"] for lv in detail["levels"]] == [2, 1]
+    assert detail["levels"][1]["windows_total"] == detail["levels"][1]["windows_done"] == windows
+    assert f"2/{windows}" in one.stdout  # the level table: windows done of the whole plan
     assert len(detail["levels"][1]["audio"]) == 2 and detail["audio"]["format"] == "wav"
     assert run_cli("runs", tmp_path / "missing").exit_code == 2
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from jukebox_cli.engine.errors import ConfigError
 from jukebox_cli.engine.sampling.cascade import DEFAULT_AUDIO
 from jukebox_cli.engine.sampling.runs import RUN_FILE, Run
+from jukebox_cli.engine.sampling.windows import plan_level, window_advance
 
 #: How deep ``find_runs`` looks below the folder it is given (runs/NAME and runs/GROUP/NAME).
 DEFAULT_DEPTH = 2
@@ -34,6 +35,7 @@ class LevelStatus:
     windows_done: int
     finished: bool
     audio: list[str]  # the takes' audio files present
+    windows_total: int | None = None  # the level's whole plan; None where the run lacks its model's shape
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,13 @@ class RunSummary:
 
     @property
     def status(self) -> str:
-        """The state in words: ``finished``, ``resumable at level 1 window 3``, ``damaged: ...``."""
+        """The state in words: ``finished``, ``resumable at level 1 window 3 of 12``, ``damaged: ...``."""
         if self.state == RESUMABLE:
-            return f"resumable at level {self.resume_level} window {self.resume_window}"
+            where = f"resumable at level {self.resume_level}"
+            if self.resume_window is None:
+                return where
+            total = next((s.windows_total for s in self.levels if s.level == self.resume_level), None)
+            return f"{where} window {self.resume_window}" + (f" of {total}" if total else "")
         if self.state == DAMAGED:
             return f"damaged: {self.problem}"
         return self.state
@@ -107,14 +113,18 @@ def describe_run(path: str | Path) -> RunSummary:
             problem = problem or str(err)
             continue
         files = [run.audio_path(level, i, audio["format"]) for i in range(n_samples)]
+        n_codes, windows_done, finished = (info[1], info[2], info[3]) if info else (0, 0, False)
         levels.append(
             LevelStatus(
                 level,
                 level in asked,
-                info[1] if info else 0,
-                info[2] if info else 0,
-                bool(info and info[3]),
+                n_codes,
+                windows_done,
+                finished,
                 [str(f) for f in files if f.exists()],
+                windows_total=_windows_total(
+                    state, settings, level, n_codes, windows_done, finished, sample_length
+                ),
             )  # fmt: skip
         )
     by_level = {s.level: s for s in levels}
@@ -138,6 +148,25 @@ def describe_run(path: str | Path) -> RunSummary:
             **{**summary, "state": RESUMABLE, "resume_level": pending[0], "resume_window": window}
         )
     return RunSummary(**summary)
+
+
+def _windows_total(state, settings, level, n_codes, windows_done, finished, sample_length) -> int | None:
+    """How many windows the level's whole plan has: those done plus those its saved codes still need.
+
+    A level sampled only in part resumes with the plan of its saved codes (`windows.plan_level`), so done +
+    remaining is the count an uninterrupted run shows. None for levels this run does not sample, or where
+    run.json lacks the model's shape (runs of older versions).
+    """
+    if finished:
+        return windows_done
+    try:
+        model = state["model"]
+        prior = model["priors"][str(level)]
+        total = sample_length // int(model["hop_lengths"][level])
+        advance = window_advance(float(settings["hop_fraction"][str(level)]), int(prior["n_ctx"]))
+        return windows_done + len(plan_level(total, min(n_codes, total), int(prior["n_ctx"]), advance))
+    except (KeyError, IndexError, TypeError, ValueError, ConfigError):
+        return None
 
 
 def find_runs(root: str | Path, *, depth: int = DEFAULT_DEPTH) -> tuple[list[RunSummary], list[Skipped]]:
