@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from jukebox_cli.engine.audio.io import load_audio
+from jukebox_cli.engine.audio.io import load_audio, stream_audio
 from jukebox_cli.engine.audio.quality import median_level_db
 from jukebox_cli.engine.errors import ConfigError, TrainingError
 from jukebox_cli.engine.progress import Advanced, StageFinished, StageStarted
@@ -56,9 +56,9 @@ def decoder_calls(monkeypatch) -> list[str]:
 
     def counting(path, sample_rate, **kwargs):
         calls.append(Path(path).name)
-        return load_audio(path, sample_rate, **kwargs)
+        return stream_audio(path, sample_rate, **kwargs)
 
-    monkeypatch.setattr(data, "load_audio", counting)
+    monkeypatch.setattr(data, "stream_audio", counting)
     return calls
 
 
@@ -82,6 +82,21 @@ def test_scan_decodes_recursively_at_the_model_rate(root: Path, tmp_path: Path) 
     assert (chunk.song, chunk.offset, chunk.total_length) == (2, 1000, corpus.songs[2].n_samples)
     assert events[0] == StageStarted("decode", 5, "file")
     assert events[1:] == [Advanced("decode")] * 5 + [StageFinished("decode")]
+
+
+def test_songs_are_cached_block_by_block_and_equal_a_whole_decode(
+    root: Path, tmp_path: Path, monkeypatch
+) -> None:
+    # Short blocks, so that every song spans many: the cache must not depend on how the stream is cut.
+    monkeypatch.setattr(data, "stream_audio", lambda path, rate: stream_audio(path, rate, block_seconds=0.07))
+    corpus = scan(root, tmp_path)
+    for index, song in enumerate(corpus.songs):
+        whole = load_audio(song.path, SR)
+        assert song.n_samples == len(whole)
+        np.testing.assert_array_equal(
+            corpus.chunk(index, song.n_samples - LENGTH).audio.numpy(), whole[-LENGTH:]
+        )
+        np.testing.assert_array_equal(corpus.chunk(index, 0).audio.numpy(), whole[:LENGTH])
 
 
 def test_short_and_corrupt_files_are_skipped_with_reasons(root: Path, tmp_path: Path) -> None:

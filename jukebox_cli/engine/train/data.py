@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jukebox_cli.engine.audio.io import load_audio
+from jukebox_cli.engine.audio.io import stream_audio
 from jukebox_cli.engine.audio.quality import median_level_db
 from jukebox_cli.engine.errors import AudioError, ConfigError, TrainingError
 from jukebox_cli.engine.files import atomic_write
@@ -101,19 +101,65 @@ def _decoded(path: Path, cache: Path, sample_rate: int) -> tuple[Path, int]:
     except (OSError, ValueError):
         pass  # a miss (or a damaged entry, decoded again)
     logger.debug("decoding %s into %s", path, target)
-    audio = load_audio(path, sample_rate)
+    length = [0]
+
+    def write(tmp: Path) -> None:
+        try:
+            length[0] = _save_stream(tmp, path, sample_rate)
+        except AudioError as err:  # some are OSErrors, which atomic_write would report as its own failure
+            raise _Unreadable(err) from err
+
     try:
         # Atomic, so a crash never leaves a torn entry and ranks decoding the same file at once are safe.
-        # A file handle, because np.save appends ".npy" to a path not ending in it.
-        atomic_write(target, lambda tmp: _save(tmp, audio), overwrite=True)
+        atomic_write(target, write, overwrite=True)
+    except _Unreadable as wrapped:
+        raise wrapped.error from None
     except OSError as err:
         raise TrainingError(f"Cannot write the decoded-audio cache in {cache}: {err}") from err
-    return target, len(audio)
+    return target, length[0]
 
 
-def _save(tmp: Path, audio: np.ndarray) -> None:
+class _Unreadable(Exception):
+    """Carries the input's decode error through `atomic_write` (which would type an OSError as an output one)."""
+
+    def __init__(self, error: AudioError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _npy_header(n_samples: int) -> bytes:
+    """The .npy header of a float32 vector of ``n_samples``: 128 bytes for any length up to 10**16."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer,
+        {
+            "descr": np.lib.format.dtype_to_descr(np.dtype("<f4")),
+            "fortran_order": False,
+            "shape": (n_samples,),
+        },
+    )
+    return buffer.getvalue()
+
+
+def _save_stream(tmp: Path, path: Path, sample_rate: int) -> int:
+    """Decodes ``path`` block by block into the .npy file ``tmp``; returns its length in samples.
+
+    Hours of audio cost one block of memory: the data goes to disk as it is decoded, and the header, whose
+    length field is only known at the end, is written again once the stream has ended (same size).
+    """
+    placeholder = _npy_header(0)
+    n_samples = 0
     with open(tmp, "wb") as handle:
-        np.save(handle, np.ascontiguousarray(audio, dtype=np.float32))
+        handle.write(placeholder)
+        for block in stream_audio(path, sample_rate):
+            handle.write(np.ascontiguousarray(block, dtype="<f4").tobytes())
+            n_samples += len(block)
+        header = _npy_header(n_samples)
+        if len(header) != len(placeholder):  # unreachable below 10**16 samples; never write a torn file
+            raise TrainingError(f"{path} is too long to cache ({n_samples} samples).")
+        handle.seek(0)
+        handle.write(header)
+    return n_samples
 
 
 def _metadata_rows(path: Path) -> list[tuple[int, dict]]:
