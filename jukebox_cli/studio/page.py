@@ -46,7 +46,7 @@ def build_page(studio: Studio, *, default_model: str, header: str) -> gr.Blocks:
         with gr.Row():
             with gr.Column(scale=1):
                 gr.Markdown("### New top-level takes")
-                model = gr.Dropdown(models, value=default_model, label="Model", filterable=False)
+                model = gr.Dropdown(models, value=default_model, label="Model", allow_custom_value=True)
                 genre = gr.Dropdown(label="Genre", allow_custom_value=True)
                 artist_search = gr.Textbox(label="Search artists", placeholder="e.g. beatles")
                 artist = gr.Dropdown(label="Artist", allow_custom_value=True)
@@ -64,10 +64,10 @@ def build_page(studio: Studio, *, default_model: str, header: str) -> gr.Blocks:
                 submitted = gr.Textbox(label="Last request's run", interactive=False, elem_id="submitted")
         gr.Markdown("### Runs")
         with gr.Row():
-            run = gr.Dropdown(label="Run", allow_custom_value=False, scale=3, elem_id="run")
+            run = gr.Dropdown(label="Run", allow_custom_value=True, scale=3, elem_id="run")
         run_info = gr.Markdown()
         with gr.Row():
-            extend_take = gr.Dropdown(label="Take to extend", scale=1)
+            extend_take = gr.Dropdown(label="Take to extend", allow_custom_value=True, scale=1)
             extend_to = gr.Number(8.0, label="Extend to (s)", scale=1)
             extend = gr.Button("Extend take", scale=1)
             upsample = gr.Button("Upsample favourites", scale=1)
