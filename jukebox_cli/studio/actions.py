@@ -147,9 +147,7 @@ class Studio:
                 except ConfigError:
                     continue
                 meta = summary.settings["samples"][take]
-                image = chromagram(
-                    audio, self.workspace.studio_dir / "chroma", f"take {take}, level {status.level}"
-                )
+                image = chromagram(audio, self.workspace.studio_dir / "chroma", take, status.level)
                 takes.append(TakeView(take, status.level, audio, image, take in favourites,
                                       f"{meta.get('artist')} / {meta.get('genre')}"))  # fmt: skip
                 break

@@ -16,7 +16,7 @@ from jukebox_cli.engine.audio import plots
 from jukebox_cli.engine.audio.analysis import analyze_file
 
 
-def chromagram(audio: Path, cache: Path, title: str) -> Path:
+def chromagram(audio: Path, cache: Path, take: int, level: int) -> Path:
     """The PNG of ``audio``'s chromagram in ``cache`` (drawn now if it is not there yet), at the file's rate."""
     stat = audio.stat()
     key = hashlib.sha1(f"{audio}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
@@ -24,6 +24,6 @@ def chromagram(audio: Path, cache: Path, title: str) -> Path:
     if image.is_file():
         return image
     features = analyze_file(audio, soundfile.info(str(audio)).samplerate).features
-    figure = plots.plot_chroma_grid([""], [title], {(0, 0): features})
+    figure = plots.plot_chroma_grid([f"take {take}"], [f"level {level}"], {(0, 0): features})
     figure.set_size_inches(6.0, 2.6)
     return plots.save_figure(figure, image, overwrite=True, dpi=80)
