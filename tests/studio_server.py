@@ -24,13 +24,13 @@ def _free_port() -> int:
 class Server:
     """``jukebox studio`` in a subprocess on a free loopback port."""
 
-    def __init__(self, runs: Path) -> None:
+    def __init__(self, runs: Path, model: str = "tiny-random") -> None:
         self.runs = runs
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         env = {**os.environ, "PYTHONPATH": str(ROOT), "GRADIO_ANALYTICS_ENABLED": "False"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "jukebox_cli", "studio", "--model", "tiny-random", "--device", "cpu",
+            [sys.executable, "-m", "jukebox_cli", "studio", "--model", model, "--device", "cpu",
              "--runs", str(runs), "--port", str(self.port)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
