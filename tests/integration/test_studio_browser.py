@@ -63,9 +63,7 @@ def test_the_page_generates_takes_and_shows_their_players(browser, tmp_path: Pat
         browser.get(server.url)
         _until(browser, "document.querySelector('#generate')", 60)
         # The page fills the genre and artist lists from the model when it loads.
-        _until(
-            browser, "[...document.querySelectorAll('input')].some(i => i.value === 'unknown')", 60
-        )
+        _until(browser, "[...document.querySelectorAll('input')].some(i => i.value === 'unknown')", 60)
         browser.find_element("css selector", "#generate").click()
         # The takes' players appear when the job has written their audio (the page polls the server).
         _until(browser, f"document.querySelectorAll('.take-audio audio').length >= {TAKES}", 240)
