@@ -47,6 +47,15 @@ ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
 ]
 
 
+def one_line(error: BaseException) -> str:
+    """The line the CLI prints for ``error`` (after ``error:``), whitespace folded: the studio shows the same."""
+    if isinstance(error, e.JukeboxError):
+        message = str(error)
+    else:  # a bug: its type is what a report needs
+        message = f"unexpected {type(error).__name__}: {error}"
+    return " ".join(message.split())
+
+
 def lookup(error: BaseException) -> tuple[int, str]:
     """Exit code and hint for ``error`` (unexpected errors: 1, no hint)."""
     for kind, code, hint in ERROR_TABLE:

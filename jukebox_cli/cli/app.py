@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from jukebox_cli import __version__
-from jukebox_cli.cli import _help, analyze, generate, labels, models, reconstruct, runs, train
-from jukebox_cli.cli._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, lookup
+from jukebox_cli.cli import _help, analyze, generate, labels, models, reconstruct, runs, studio, train
+from jukebox_cli.cli._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, lookup, one_line
 from jukebox_cli.engine.errors import JukeboxError
 
 _help.install()
@@ -55,6 +55,7 @@ app.command("runs")(runs.runs)
 app.command("reconstruct")(reconstruct.reconstruct)
 app.command("analyze")(analyze.analyze)
 app.command("labels")(labels.labels)
+app.command("studio")(studio.studio)
 app.add_typer(models.app, name="models")
 app.add_typer(train.app, name="train")
 
@@ -118,12 +119,9 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         code, hint = lookup(error)
-        if isinstance(error, JukeboxError):
-            _print_error(str(error), hint)
-        else:  # a bug: the traceback is what a report needs
-            _print_error(
-                f"unexpected {type(error).__name__}: {error}", "Re-run with --debug for the traceback."
-            )
+        if not isinstance(error, JukeboxError):  # a bug: the traceback is what a report needs
+            hint = "Re-run with --debug for the traceback."
+        _print_error(one_line(error), hint)
         sys.exit(code)
     # Non-standalone click returns what ends the command: None, or the code of a typer.Exit.
     sys.exit(result if isinstance(result, int) else EXIT_OK)

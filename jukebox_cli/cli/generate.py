@@ -126,6 +126,10 @@ ChunkSize = Annotated[
         help="Known codes pushed through the prior at once when priming.",
     ),
 ]
+Takes = Annotated[
+    str | None,
+    typer.Option("--takes", help="Which takes of the run to use, e.g. 0,3 (default: all)."),
+]
 AllowUnknown = Annotated[
     bool,
     typer.Option(
@@ -168,6 +172,18 @@ Output = Annotated[
         help="Run folder (re-running the same command resumes it).",
     ),
 ]
+
+
+def _take_numbers(takes: str | None) -> list[int] | None:
+    """``--takes 0,3`` as [0, 3]; None when not given (every take)."""
+    from jukebox_cli.engine.errors import ConfigError
+
+    if not takes:
+        return None
+    try:
+        return [int(p) for p in takes.split(",") if p.strip()]
+    except ValueError:
+        raise ConfigError(f"--takes must be take numbers like 0,3; got {takes!r}.") from None
 
 
 def _read_lyrics(lyrics: str | None, lyrics_file: Path | None) -> str | None:
@@ -391,6 +407,7 @@ def continue_(
     lyrics: Lyrics = None,
     lyrics_file: LyricsFile = None,
     samples: Samples = 1,
+    takes: Takes = None,
     levels: Levels = "2,1,0",
     temperature: Temperature = "0.99",
     top_k: TopK = 0,
@@ -422,14 +439,17 @@ def continue_(
         jukebox continue song.wav --model demo --prompt-seconds 5 --duration 15 -o runs/cont
 
         jukebox continue runs/demo --levels 2 --duration 12 -o runs/demo-longer
+
+        jukebox continue runs/takes --takes 3 --levels 2 --duration 8 -o runs/take3-longer
     """
     from jukebox_cli.engine.sampling.generation import prepare_continue
 
     text = _read_lyrics(lyrics, lyrics_file)
+    rows = _take_numbers(takes)
     with RichProgress(enabled=not quiet) as progress:
         job = prepare_continue(
             source, model=model, prompt_seconds=prompt_seconds, prompt_start=prompt_start, duration=duration,
-            total_duration=total_duration, artist=artist, genre=genre, lyrics=text, samples=samples,
+            total_duration=total_duration, artist=artist, genre=genre, lyrics=text, samples=samples, takes=rows,
             levels=levels, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, dtype=dtype,
             max_batch_size=max_batch_size, chunk_size=chunk_size, allow_unknown=allow_unknown, output=output,
             cache_dir=cache_dir, progress=progress,
@@ -441,9 +461,7 @@ def continue_(
 def upsample(
     run_dir: Annotated[Path, typer.Argument(help="A run folder whose top level is finished.")],
     *,
-    takes: Annotated[
-        str | None, typer.Option("--takes", help="Which takes to upsample, e.g. 0,3 (default: all).")
-    ] = None,
+    takes: Takes = None,
     # --samples is a count everywhere else (generate -n): this selection's old name is a hidden alias.
     old_samples: Annotated[str | None, typer.Option("--samples", hidden=True)] = None,
     temperature: Temperature = "0.99",
@@ -481,12 +499,7 @@ def upsample(
             raise ConfigError("Give --takes alone (--samples is its old name).")
         deprecated("upsample --samples", "--takes (--samples counts takes in generate and continue)")
         takes = old_samples
-    rows = None
-    if takes:
-        try:
-            rows = [int(p) for p in takes.split(",") if p.strip()]
-        except ValueError:
-            raise ConfigError(f"--takes must be take numbers like 0,3; got {takes!r}.") from None
+    rows = _take_numbers(takes)
     with RichProgress(enabled=not quiet) as progress:
         job = prepare_upsample(
             run_dir, takes=rows, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, dtype=dtype,

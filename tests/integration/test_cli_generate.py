@@ -134,6 +134,36 @@ def test_co_composition_extend_then_upsample(run_cli, tmp_path: Path) -> None:
     assert sorted(p.name for p in (final / "level_0").glob("*.wav")) == ["item_0.wav", "item_1.wav"]
 
 
+def test_continue_chosen_takes(run_cli, tmp_path: Path) -> None:
+    """--takes extends only the chosen takes, in the order given, and records the choice; a take the run does
+    not have is one line and exit 2, before anything is written."""
+    takes = tmp_path / "takes"
+    assert (
+        run_cli("generate", *COMMON, "--duration", "1", "--levels", "2", "-n", "3", "-o", takes).exit_code
+        == 0
+    )
+    longer = tmp_path / "longer"
+    args = ("--levels", "2", "--duration", "1.5", "--seed", "4")
+    result = run_cli("continue", takes, *COMMON, *args, "--takes", "2,0", "-o", longer)
+    assert result.exit_code == 0, result.stderr
+    kept = _codes(takes, 2)
+    assert torch.equal(_codes(longer, 2)[:, : kept.shape[1]], kept[[2, 0]])
+    assert _codes(longer, 2).shape == (2, _expected_samples(1.5) // 128)
+    assert json.loads((longer / "run.json").read_text())["settings"]["prompt"]["takes"] == [2, 0]
+    # Take i of the result is what continuing take takes[i] alone gives: each take draws from its own stream.
+    alone = tmp_path / "alone"
+    assert run_cli("continue", takes, *COMMON, *args, "--takes", "2", "-o", alone).exit_code == 0
+    assert torch.equal(_codes(alone, 2)[0, kept.shape[1] :], _codes(longer, 2)[0, kept.shape[1] :])
+    for bad in ("3", "x", "0,-1"):
+        out = tmp_path / f"bad{bad}"
+        result = run_cli("continue", takes, *COMMON, *args, "--takes", bad, "-o", out)
+        assert result.exit_code == 2, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+        assert not out.exists()
+    result = run_cli("continue", takes, *COMMON, *args, "--takes", "3", "-o", tmp_path / "y")
+    assert "takes 0..2; chosen take(s) 3 do not exist" in result.stderr
+
+
 def test_dry_run_prints_the_plan(run_cli, tmp_path: Path) -> None:
     result = run_cli(
         "generate", "--model", "tiny-random", "--duration", "2", "--dry-run", "--json", "-o", tmp_path / "r"

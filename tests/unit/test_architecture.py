@@ -1,8 +1,9 @@
 """The package's import graph: subpackages import only their own layer or those below, and nothing cycles.
 
 The layers, bottom up, are those of ``docs/ARCHITECTURE.md``: the engine's foundation modules
-(``engine/*.py``), ``models``, ``audio``, ``checkpoints``, ``weights``, ``sampling``, ``train``; the CLI
-sits on top. Imports inside functions count as much as those at the top of a module.
+(``engine/*.py``), ``models``, ``audio``, ``checkpoints``, ``weights``, ``sampling``, ``train``; the front
+ends sit on top, side by side: the CLI and the studio (which shows errors in the CLI's words, and which the
+CLI starts). Imports inside functions count as much as those at the top of a module.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ LAYERS = {
     "sampling": 5,
     "train": 6,
     "cli": 7,
+    "studio": 7,
 }
 
 
@@ -35,8 +37,8 @@ MODULES = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
 
 def _layer(module: str) -> int | None:
     parts = module.split(".")
-    if parts[:2] == ["jukebox_cli", "cli"]:
-        return LAYERS["cli"]
+    if parts[:2] in (["jukebox_cli", "cli"], ["jukebox_cli", "studio"]):
+        return LAYERS[parts[1]]
     if parts[:2] != ["jukebox_cli", "engine"] or len(parts) < 3:
         return None  # the package root and the engine's lazy front door
     if parts[2] in LAYERS:

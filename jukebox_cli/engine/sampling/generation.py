@@ -401,6 +401,7 @@ def prepare_continue(
     genre: str | None = None,
     lyrics: str | None = None,
     samples: int = 1,
+    takes: Sequence[int] | None = None,
     levels: Sequence[int] | str | None = None,
     temperature: PerLevel = 0.99,
     top_k: int = 0,
@@ -425,6 +426,8 @@ def prepare_continue(
             ``prompt_seconds`` of the file, so the continuation follows the song's end).
         duration: the length of the result, prompt included.
         samples: takes to sample from an audio prompt (a run keeps its own number of takes).
+        takes: a run: which of its takes to continue (default: all), in this order; the new run's take i
+            continues ``takes[i]``.
         Others: as for :func:`prepare_generate`.
 
     Raises:
@@ -437,6 +440,10 @@ def prepare_continue(
     if source.is_dir() and prompt_start is not None:
         raise ConfigError(
             "--prompt-start chooses where an audio prompt starts; a run is continued from its end."
+        )
+    if not source.is_dir() and takes is not None:
+        raise ConfigError(
+            "--takes chooses takes of a run to continue; an audio file has none (use --samples)."
         )
     if source.is_dir():
         source_run = Run.open(source)
@@ -451,6 +458,11 @@ def prepare_continue(
         metas = [SampleMeta(artist or m["artist"], genre or m["genre"], lyrics or m["lyrics"])
                  for m in recorded["samples"]]  # fmt: skip
         prompt = {"run": str(source), "seconds": prompt_seconds}
+        if takes is not None:  # recorded only when chosen: a run that continues every take keeps its settings
+            rows = _chosen_takes(source, takes, len(metas))
+            initial = {level: codes[rows] for level, codes in initial.items()}
+            metas = [metas[r] for r in rows]
+            prompt["takes"] = rows
     else:
         audio_io.audio_info(source)  # a bad file fails before the model loads
         seconds = DEFAULT_PROMPT_SECONDS if prompt_seconds is None else prompt_seconds
@@ -479,6 +491,20 @@ def prepare_continue(
         )
     output = output or Path("runs") / f"{_slug(source.stem)}-continued-seed{seed}"
     return _job(bundle, request, output, initial_codes=initial)
+
+
+def _chosen_takes(run_dir: Path, takes: Sequence[int], count: int) -> list[int]:
+    """``takes`` as a list, checked against a run of ``count`` takes.
+
+    Raises:
+        ConfigError: none chosen, or a take the run does not have.
+    """
+    rows = list(takes)
+    bad = [r for r in rows if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r < count]
+    if bad or not rows:
+        chosen = ", ".join(map(str, bad)) if bad else "none"
+        raise ConfigError(f"{run_dir} has takes 0..{count - 1}; chosen take(s) {chosen} do not exist.")
+    return rows
 
 
 def prepare_upsample(
@@ -525,13 +551,7 @@ def prepare_upsample(
     if codes is None or not finished:
         raise ConfigError(f"{run_dir} has no finished top-level (level {top}) codes to upsample.")
     check_codes(bundle, source, top, codes)
-    rows = list(range(codes.shape[0])) if takes is None else list(takes)
-    bad = [r for r in rows if not 0 <= r < codes.shape[0]]
-    if bad or not rows:
-        chosen = ", ".join(map(str, bad)) if bad else "none"
-        raise ConfigError(
-            f"{run_dir} has takes 0..{codes.shape[0] - 1}; chosen take(s) {chosen} do not exist."
-        )
+    rows = list(range(codes.shape[0])) if takes is None else _chosen_takes(run_dir, takes, codes.shape[0])
     request = build_request(
         bundle, model=recorded["model"], samples=[SampleMeta(**recorded["samples"][r]) for r in rows],
         duration=codes.shape[1] * bundle.vqvae.hop_lengths[top] / bundle.sample_rate,
