@@ -36,7 +36,7 @@ def _reproduced(card: dict) -> str:
     """What a retraining from scratch (`train_demo.sh ... verify`) showed, if one was checked."""
     r = card.get("reproduced")
     if r is None:
-        return "Whether it does has not been checked yet."
+        return "Whether a rerun gives these weights bit for bit has not been checked yet (`RUNS=runs/repro bash scripts/train_demo.sh vqvae priors verify` checks it)."
     same = [name for name, state in r["files"].items() if state == "identical"]
     other = {name: state for name, state in r["files"].items() if state != "identical"}
     minutes = r.get("wall_minutes", {})

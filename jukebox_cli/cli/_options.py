@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -65,3 +66,28 @@ def deprecated(old: str, new: str) -> None:
     from rich.console import Console
 
     Console(stderr=True, soft_wrap=True, highlight=False).print(f"[yellow]note:[/] {old} is now {new}.")
+
+
+_CLOCK = re.compile(r"(?:(\d+):)?(\d+):(\d+(?:\.\d*)?)")  # [h:]m:s
+_UNITS = re.compile(
+    r"(?:(\d+(?:\.\d*)?)h)?(?:(\d+(?:\.\d*)?)m(?!s))?(?:(\d+(?:\.\d*)?)s)?"
+)  # 1h2m3s, 90s, 2m
+
+
+def parse_seconds(text: str | float) -> float:
+    """A length in seconds as a user writes it: ``10``, ``10.5``, ``10s``, ``2m``, ``1m30s``, ``1:30``,
+    ``1:02:03``. ``nan`` and negatives pass through as numbers, for the engine to name what is wrong."""
+    if isinstance(text, int | float):
+        return float(text)
+    value = text.strip().lower()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    if match := _CLOCK.fullmatch(value):
+        hours, minutes, seconds = match.groups()
+        return int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
+    if value and (match := _UNITS.fullmatch(value)):
+        hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+        return hours * 3600 + minutes * 60 + seconds
+    raise typer.BadParameter(f"{text!r} is not a length of time (write seconds: 10, 10s, 1:30 or 1m30s).")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -29,6 +30,7 @@ from jukebox_cli.cli._options import (
     OptionalModel,
     Quiet,
     deprecated,
+    parse_seconds,
 )
 from jukebox_cli.cli._progress import RichProgress
 from jukebox_cli.cli._signals import EXIT_TERMINATED, Terminated, sigterm_interrupts
@@ -56,11 +58,19 @@ LyricsFile = Annotated[
 ]
 # Float options carry no min/max here: the engine checks them, and names NaN for what it is.
 Duration = Annotated[
-    float, typer.Option(rich_help_panel="Length and sampling", help="Seconds of audio to generate.")
+    float,
+    typer.Option(
+        parser=parse_seconds,
+        metavar="SECONDS",
+        rich_help_panel="Length and sampling",
+        help="Seconds of audio to generate (10, 10s, 1:30 or 1m30s).",
+    ),  # fmt: skip
 ]
 TotalDuration = Annotated[
     float | None,
     typer.Option(
+        parser=parse_seconds,
+        metavar="SECONDS",
         rich_help_panel="Length and sampling",
         help="Length of the whole song in seconds (conditions timing and lyrics); default: --duration, "
         "raised to the model's minimum.",
@@ -207,18 +217,19 @@ def _read_lyrics(lyrics: str | None, lyrics_file: Path | None) -> str | None:
 
 def _print_plan(console: Console, job, plans, estimates, device: str) -> None:
     bundle, request = job.bundle, job.request
+    # Short headers and no outer frame: ten columns fit an 80-column terminal.
     table = Table(title=f"Plan: {request.sample_length / bundle.sample_rate:.2f} s x {len(request.samples)} "
-                        f"sample(s) with {bundle.name}")  # fmt: skip
-    columns = ("level", "codes", "existing", "windows", "new tokens", "batch", "KV cache/sample", "weights",
-               "decode", "expected time")  # fmt: skip
+                        f"sample(s) with {bundle.name}", box=None, pad_edge=False, collapse_padding=True)  # fmt: skip
+    columns = ("level", "codes", "saved", "windows", "new", "batch", "KV/take", "weights", "decode", "time")
     for column in columns:
-        table.add_column(column, justify="left" if column == "decode" else "right")
+        table.add_column(column, justify="left" if column == "decode" else "right", no_wrap=True)
     for p, e in zip(plans, estimates, strict=True):
         table.add_row(str(p.level), f"{p.total_codes:,}", f"{p.existing_codes:,}", str(p.windows),
                       f"{p.new_tokens:,}", str(p.batch_size), _size(p.cache_bytes_per_sample), _size(p.weight_bytes),
                       e.mode,
                       _duration(e.seconds))  # fmt: skip
-    table.caption = (f"expected time on {device}: {_duration(sum(e.seconds for e in estimates))} "
+    table.caption = (f"codes: per take; saved: already in the run (a prompt or a resumed run); new: tokens to "
+                     f"sample; expected time on {device}: {_duration(sum(e.seconds for e in estimates))} "
                      "(a probe of each prior's decode step; VQ-VAE decoding not counted)")  # fmt: skip
     console.print(table)
 
@@ -234,7 +245,7 @@ def _duration(seconds: float) -> str:
 def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+            return f"{n:.0f} {unit}" if unit == "B" or n >= 100 else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GB"
 
@@ -248,8 +259,12 @@ def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_
     from jukebox_cli.engine.devices import device_description, resolve_device
 
     torch_device = resolve_device(device)  # once, for the plan, its estimate and the run
+    if not dry_run:  # a refusal comes before the plan's time probe, not after it
+        job.check(force=force)
     plans = job.plan(torch_device)
     show = not quiet and not json_output
+    if show and job.download_note:
+        console.print(f"[yellow]note:[/] {job.download_note}", highlight=False)
     estimates = job.estimate(torch_device, compile, plans) if show or (dry_run and json_output) else None
     if show:
         _print_plan(console, job, plans, estimates, device_description(torch_device))
@@ -267,6 +282,7 @@ def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_
     def level_ready(event) -> str:
         return f"level {event.level} ready: {len(event.payload)} sample(s) in {job.output / f'level_{event.level}'}/"
 
+    started = time.monotonic()
     try:
         with sigterm_interrupts(), RichProgress(enabled=not quiet, on_level=level_ready) as progress:
             result = job.run(device=torch_device, progress=progress, force=force, alignment=alignment,
@@ -291,6 +307,24 @@ def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     for note in job.notes:
         console.print(f"[yellow]note:[/] {note}")
+    console.print(_summary(result, job.request.levels, time.monotonic() - started), highlight=False)
+
+
+def _summary(result, levels: tuple[int, ...], seconds: float) -> str:
+    """The closing line: how long it took and where the audio of the last level asked for is."""
+    last = min(levels)
+    final = [p for p in result.files if p.parent.name == f"level_{last}"]
+    where = (
+        str(final[0])
+        if len(final) == 1
+        else f"{final[0].parent}/ ({len(final)} takes)"
+        if final
+        else str(result.run)
+    )
+    line = f"done in {_duration(seconds)}: {'final' if last == 0 else f'level-{last}'} audio in {where}"
+    if last > 0:
+        line += f"; upsample the takes you like with: jukebox upsample {shlex.quote(str(result.run))} --takes N,..."
+    return line
 
 
 def generate(
@@ -356,7 +390,10 @@ def generate(
 
     if ctx.args:  # `--resume RUN`, the old spelling, leaves RUN as an extra argument
         if not resume or len(ctx.args) != 1 or output is not None:
-            raise ConfigError(f"jukebox generate takes no arguments, got {' '.join(ctx.args)!r}.")
+            raise ConfigError(
+                f"jukebox generate takes no arguments, got {' '.join(ctx.args)!r}: every setting is a named "
+                f"option (--genre {shlex.quote(ctx.args[0])}, --artist ..., --lyrics-file FILE, -o RUN)."
+            )
         deprecated("--resume RUN", "--resume -o RUN (--resume means the same in every command)")
         output = Path(ctx.args[0])
     if resume:
@@ -454,8 +491,27 @@ def continue_(
             max_batch_size=max_batch_size, chunk_size=chunk_size, allow_unknown=allow_unknown, output=output,
             cache_dir=cache_dir, progress=progress,
         )  # fmt: skip
+    if not quiet and not json_output:
+        Console(stderr=True, soft_wrap=True, highlight=False).print(_prompt_line(job))
     _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
              alignment=alignment, compile=compile.value, audio_format=audio_format, bit_depth=bit_depth)  # fmt: skip
+
+
+def _prompt_line(job) -> str:
+    """What of the source is kept and how much is new, in seconds (the prompt counts in --duration)."""
+    bundle, request = job.bundle, job.request
+    prompt = request.settings().get("prompt") or {}
+    top = bundle.top_level
+    codes = job.initial_codes.get(top)
+    kept = 0.0 if codes is None else codes.shape[1] * bundle.vqvae.hop_lengths[top] / bundle.sample_rate
+    total = request.sample_length / bundle.sample_rate
+    if "file" in prompt:
+        source = f"{Path(prompt['file']).name} from {prompt.get('start', 0):.1f} s"
+    else:
+        takes = prompt.get("takes")
+        chosen = "" if not takes else f" (take{'s' if len(takes) > 1 else ''} {', '.join(map(str, takes))})"
+        source = f"{prompt.get('run')}{chosen}"
+    return f"prompt: {kept:.1f} s of {source}; {max(total - kept, 0):.1f} s new, {total:.1f} s in all"
 
 
 def upsample(

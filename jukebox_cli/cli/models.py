@@ -225,14 +225,22 @@ def verify(
 ) -> None:
     """Re-hash a model's converted files; corrupt ones are deleted (download again to replace them).
 
+    The shipped demo is checked against the hashes in its card (reinstall jukebox-cli to repair it).
+
     Examples:
 
         jukebox models verify 1b_lyrics
+
+        jukebox models verify demo
     """
     from jukebox_cli.engine.weights.released import verify_model
+    from jukebox_cli.engine.weights.shipped import SHIPPED_MODELS, verify_shipped
 
-    with RichProgress(enabled=not quiet) as progress:
-        results = verify_model(name, cache_dir=cache_dir, progress=progress)
+    if name in SHIPPED_MODELS:
+        results = verify_shipped(name)
+    else:
+        with RichProgress(enabled=not quiet) as progress:
+            results = verify_model(name, cache_dir=cache_dir, progress=progress)
     if json_output:
         _echo_json(results)
     elif not quiet:
@@ -240,6 +248,8 @@ def verify(
             Console(soft_wrap=True).print(f"{part}: {result}", highlight=False)
     if any(r == "missing" for r in results.values()):
         raise typer.Exit(3)
+    if name in SHIPPED_MODELS and any(r != "ok" for r in results.values()):
+        raise typer.Exit(3)  # as a checksum mismatch of a download
 
 
 @app.command("rm")

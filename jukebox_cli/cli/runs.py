@@ -22,13 +22,16 @@ from jukebox_cli.cli._options import Json
 _SHOWN_ELSEWHERE = ("model", "samples", "levels", "sample_length", "prompt")
 
 
+_DEFAULT = Path("runs")
+
+
 def runs(
     folder: Annotated[
         Path,
         typer.Argument(
             help="A folder of runs (searched two levels down), or one run folder. Default: runs/."
         ),
-    ] = Path("runs"),
+    ] = _DEFAULT,
     *,
     json_output: Json = False,
 ) -> None:
@@ -51,6 +54,15 @@ def runs(
             typer.echo(json.dumps(summary.to_dict(), indent=2))
         else:
             _print_run(summary)
+        return
+    if folder == _DEFAULT and not folder.exists():  # a first look, before any run: not an error
+        if json_output:
+            typer.echo(json.dumps({"runs": [], "skipped": []}, indent=2))
+        else:
+            Console(stderr=True, highlight=False, soft_wrap=True).print(
+                "no runs yet: runs/ does not exist here (`jukebox generate -o runs/NAME` makes one), or name "
+                "a folder: jukebox runs FOLDER"
+            )
         return
     found, skipped = find_runs(folder)
     if json_output:

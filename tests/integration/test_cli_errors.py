@@ -16,8 +16,10 @@ def _error_lines(stderr: str) -> list[str]:
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (("generate", *TINY, "--duration", "-1"), "--duration must be at least 0; got -1"),
+        (("generate", *TINY, "--duration", "-1"), "--duration must be above 0; got -1"),
         (("generate", *TINY, "--duration", "nan"), "--duration must be a finite number; got nan"),
+        (("generate", *TINY, "--duration", "0"), "--duration must be above 0; got 0"),
+        (("generate", *TINY, "--duration", "10x"), "'10x' is not a length of time (write seconds: 10, 10s"),
         (("generate", *TINY, "--top-p", "2"), "--top-p must be between 0 and 1; got 2"),
         (("generate", *TINY, "--samples", "0"), "'--samples' / '-n'"),
         (("generate", *TINY, "--chunk-size", "0"), "'--chunk-size'"),

@@ -95,6 +95,36 @@ def test_changed_settings_are_refused(run_cli, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "different settings" in result.stderr and "temperature" in result.stderr
 
 
+def test_refusals_come_before_the_plan_and_a_resumed_plan_counts_saved_codes(run_cli, tmp_path: Path) -> None:
+    """The plan and its time probe take seconds to minutes: a folder that would be refused is refused first.
+    Resuming, the plan shows what is saved and only what is left to sample."""
+    run = tmp_path / "run"
+    loud = ("--model", "tiny-random", "--device", "cpu", "--duration", "1", "--levels", "2,1")
+    assert run_cli("generate", *loud, "--quiet", "-o", run).exit_code == 0
+    result = run_cli("generate", *loud, "--seed", "3", "-o", run)
+    assert result.exit_code == 2 and "different settings" in result.stderr
+    assert "Plan" not in result.stderr
+    from jukebox_cli.engine.sampling.generation import prepare_resume
+
+    job = prepare_resume(run)
+    for plan in job.plan("cpu"):
+        assert plan.existing_codes == plan.total_codes and plan.new_tokens == 0 and plan.windows == 0
+    result = run_cli("generate", *loud, "-o", run)
+    assert result.exit_code == 0, result.stderr
+    assert "resuming" in result.stderr
+    rows = [line.split() for line in result.stderr.splitlines() if line.strip()[:1] in ("1", "2")]
+    assert rows and all(row[2] == row[1] and row[4] == "0" for row in rows), result.stderr
+
+
+def test_continue_says_what_it_keeps_and_what_is_new(run_cli, tmp_path: Path) -> None:
+    song = tmp_path / "song.wav"
+    sf.write(song, music_like(3.0, 44100), 44100)
+    args = ("--model", "tiny-random", "--device", "cpu", "--levels", "2", "--duration", "2", "--dry-run")
+    result = run_cli("continue", song, *args, "--prompt-seconds", "0.5", "-o", tmp_path / "c")
+    assert result.exit_code == 0, result.stderr
+    assert "prompt: 0.5 s of song.wav from 2.5 s; 1.5 s new, 2.0 s in all" in result.stderr
+
+
 def test_continue_from_audio_keeps_the_prompt(run_cli, tmp_path: Path) -> None:
     song = tmp_path / "song.wav"
     sf.write(song, music_like(2.0, 44100), 44100)
@@ -413,6 +443,15 @@ def test_each_level_is_announced_when_it_is_written(run_cli, tmp_path: Path, mon
     ready = result.stderr.index(f"level 2 ready: 1 sample(s) in {run / 'level_2'}/")
     assert ready < result.stderr.index("<upsampling level 1>"), "the top level is announced before upsampling"
     assert "level 0 ready" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("done in ") and last.endswith(f"final audio in {run / 'level_0' / 'item_0.wav'}")
+    top = tmp_path / "top"
+    result = run_cli("generate", *COMMON[:-1], "--duration", "1", "--levels", "2", "-n", "2", "-o", top)
+    last = result.stderr.strip().splitlines()[-1]
+    assert (
+        f"level-2 audio in {top / 'level_2'}/ (2 takes); upsample" in last
+        and f"jukebox upsample {top}" in last
+    )
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

@@ -78,3 +78,12 @@ def test_analyze_a_run_draws_every_level_of_every_take(run_cli, tmp_path: Path) 
     figure = analyze_run(run, 22050).figure()
     titles = [ax.get_title(loc="left") for ax in figure.axes if ax.get_title(loc="left")]
     assert titles == ["level 2, take 0", "level 2, take 1", "level 1, take 0", "level 1, take 1"]
+
+
+def test_no_runs_folder_yet_is_a_first_look_not_an_error(run_cli, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("runs")
+    assert result.exit_code == 0 and "no runs yet" in result.stderr
+    assert json.loads(run_cli("runs", "--json").stdout) == {"runs": [], "skipped": []}
+    result = run_cli("runs", "elsewhere")  # a folder the user named is still checked
+    assert result.exit_code == 2 and "does not exist" in result.stderr

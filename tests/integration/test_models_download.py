@@ -8,8 +8,10 @@ released key names. Everything else is the real code path.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -269,6 +271,26 @@ def test_info_describes_shipped_random_and_folder_models(run_cli, tmp_path: Path
     assert result.exit_code == 2 and "not a whole model" in result.stderr, result.stderr
 
 
+def test_verify_checks_the_shipped_demo_against_its_card(run_cli, tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    from jukebox_cli.engine.weights import shipped
+
+    result = run_cli("models", "verify", "demo", "--json")
+    assert result.exit_code == 0 and set(json.loads(result.stdout).values()) == {"ok"}
+    copy = tmp_path / "demo"
+    shutil.copytree(shipped.shipped_folder("demo"), copy)
+    with open(copy / "prior_level_1.safetensors", "r+b") as handle:
+        handle.seek(-1, os.SEEK_END)
+        handle.write(b"\x00" if handle.read(1) != b"\x00" else b"\x01")
+    (copy / "prior_level_0.safetensors").unlink()
+    monkeypatch.setattr(shipped, "shipped_folder", lambda name: copy)
+    result = run_cli("models", "verify", "demo", "--json")
+    states = json.loads(result.stdout)
+    assert result.exit_code == 3 and states["prior_level_1.safetensors"] == "corrupt"
+    assert states["prior_level_0.safetensors"] == "missing" and states["vqvae.safetensors"] == "ok"
+
+
 def test_code_execution_payload_is_refused(served, run_cli, tmp_path: Path) -> None:
     served.add_static("/jukebox/models/5b/vqvae.pth.tar", malicious_file())
     marker = Path("/tmp/jukebox-cli-pwned")
@@ -369,6 +391,32 @@ def test_no_network(served, run_cli, tmp_path: Path) -> None:
         result = run_cli(*_cli(tmp_path / "cache", *args))
         assert result.exit_code == 3 and fragment in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 2, "one line and a hint"
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_an_unreachable_hub_fails_at_once(run_cli, tmp_path: Path, monkeypatch, caplog) -> None:
+    """No route to the hub is one error line, without huggingface_hub's five retries (25 s of "Retrying"
+    lines), and generate refuses before its plan."""
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    caplog.set_level(logging.WARNING)
+    for args in (
+        ("models", "download", "1b_lyrics"),
+        ("generate", "--model", "5b_lyrics", "--genre", "rock"),
+    ):
+        result = run_cli(*_cli(tmp_path / "cache", *args))
+        assert result.exit_code == 3 and "127.0.0.1 cannot be reached" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 2, "one line and a hint"
+        assert "Plan" not in result.stderr
+    assert not [r for r in caplog.records if "Retrying" in r.getMessage()]
 
 
 def test_convert_from_a_local_copy_of_openais_files(parts, run_cli, tmp_path: Path, monkeypatch) -> None:

@@ -113,7 +113,7 @@ def test_errors_are_the_cli_line(server: Server, run_cli, tmp_path: Path) -> Non
     with pytest.raises(gradio_client.exceptions.AppError) as page:
         server.call("generate", "tiny-random", "unknown", "rok", "", 1.0, 1, SEED, 0.99)
     assert str(page.value) == line and "rock" in line
-    with pytest.raises(gradio_client.exceptions.AppError, match="--duration must be at least 0; got -1"):
+    with pytest.raises(gradio_client.exceptions.AppError, match="--duration must be above 0; got -1"):
         server.call("generate", "tiny-random", "unknown", "rock", "", -1.0, 1, SEED, 0.99)
     with pytest.raises(gradio_client.exceptions.AppError, match="Mark the takes of .* as favourites first"):
         first, _ = server.call("generate", "tiny-random", "unknown", "jazz", "", 1.0, 1, SEED, 0.99)

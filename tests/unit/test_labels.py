@@ -273,6 +273,9 @@ def test_a_small_table_is_listed_whole() -> None:
     message = str(info.value)
     assert message.endswith("it knows classical, country, electronic, jazz, rock, unknown.")
     assert "jukebox labels" not in message  # nothing more to list
+    assert "did you mean" not in message
+    with pytest.raises(LabelError, match=r"did you mean 'rock'\? it knows classical"):
+        tiny.genre_ids("rokc")
 
 
 def test_allow_unknown_gives_id_zero(v2: Labeller, v3: Labeller) -> None:

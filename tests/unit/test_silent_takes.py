@@ -39,3 +39,19 @@ def test_the_result_carries_the_warnings(tmp_path: Path) -> None:
     )
     assert result.warnings == silent_takes(Run.open(tmp_path / "r"))
     assert result.to_dict()["warnings"] == result.warnings
+
+
+def test_a_take_chosen_from_another_run_is_named_by_both_numbers(tmp_path: Path) -> None:
+    """upsample --takes 0,2 makes take 2 the new run's take 1: the warning names both, and since the top level
+    was not sampled there, it suggests another take, not another seed."""
+    bundle = tiny_random()
+    stuck = torch.full((2, 200), 7)
+    for name, prompt, advice in (
+        ("up", {"run": "runs/takes", "samples": [0, 2]}, "choose another take of runs/takes to upsample"),
+        ("cont", {"run": "runs/takes", "seconds": 1.0, "takes": [0, 2]}, "try another --seed"),
+    ):
+        run, _ = Run.create_or_resume(tmp_path / name, {"model": "tiny-random", "prompt": prompt})
+        write_level_audio(run, bundle, bundle.top_level, stuck)
+        first, second = silent_takes(run)
+        assert first.startswith("take 0: ") and first.endswith(advice)
+        assert second.startswith("take 1 (take 2 of runs/takes): ") and second.endswith(advice)

@@ -462,7 +462,9 @@ class Labeller:
         shown = f"{text!r}" if key == text.lower() else f"{text!r} (looked up as {key!r})"
         head = f"unknown {what} {shown} in the {self.version} label set"
         if len(table) <= _N_LISTED:  # a model trained on a small corpus: every name fits on the line
-            return f"{head}; it knows {', '.join(sorted(table))}."
+            close = difflib.get_close_matches(key, list(table), n=1)
+            guess = f"did you mean {close[0]!r}? " if close else ""
+            return f"{head}; {guess}it knows {', '.join(sorted(table))}."
         # A name with an invisible mark is offered as its plain twin, which is what a user can type.
         names = [n for n in table if _visible(n) == n or _visible(n) not in table]
         close = difflib.get_close_matches(key, names, n=_N_SUGGESTIONS)

@@ -88,14 +88,26 @@ def write_level_audio(run: Run, bundle: Bundle, level: int, codes: torch.Tensor,
 
 def silent_takes(run: Run) -> list[str]:
     """One line per take whose top level collapsed to near silence or to one repeated code (see
-    ``audio/quality.py``): small priors fall into it now and then, and another seed usually escapes it."""
+    ``audio/quality.py``): small priors fall into it now and then, and another seed usually escapes it.
+
+    A take made from another run's take (``continue --takes``, ``upsample --takes``) is named by both numbers;
+    an upsampled take's top level was not sampled here, so the advice is to choose another take.
+    """
+    prompt = run.settings.get("prompt") or {}
+    source = prompt.get("run")
+    upsampled = source is not None and "samples" in prompt  # the top level was taken as it is
+    rows = prompt.get("samples") if upsampled else prompt.get("takes")
     lines = []
     for index, check in enumerate(run.state.get("top_level_checks", [])):
         if check["collapsed"]:
+            name = f"take {index}"
+            if source is not None and isinstance(rows, list) and index < len(rows) and rows[index] != index:
+                name += f" (take {rows[index]} of {source})"
+            advice = f"choose another take of {source} to upsample" if upsampled else "try another --seed"
             lines.append(
-                f"take {index}: its top level is near silent or stuck (median level "
+                f"{name}: its top level is near silent or stuck (median level "
                 f"{check['median_level_db']:.0f} dBFS; code {check['dominant_code']} makes up "
-                f"{check['dominant_share']:.0%} of it); try another --seed"
+                f"{check['dominant_share']:.0%} of it); {advice}"
             )
     return lines
 

@@ -17,6 +17,7 @@ returns a :class:`GenerationJob`; nothing is written until :meth:`GenerationJob.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ import torch
 from jukebox_cli.engine.audio import io as audio_io
 from jukebox_cli.engine.devices import resolve_device
 from jukebox_cli.engine.dtypes import cpu_computes_bf16, working_dtype
-from jukebox_cli.engine.errors import ConfigError, LabelError
+from jukebox_cli.engine.errors import ConfigError, LabelError, NetworkError
 from jukebox_cli.engine.locks import hold_folder
 from jukebox_cli.engine.models.labels import Labeller
 from jukebox_cli.engine.models.presets import prior_config
@@ -60,6 +61,7 @@ from jukebox_cli.engine.sampling.runs import Run
 from jukebox_cli.engine.weights.bundle import Bundle
 from jukebox_cli.engine.weights.loading import load_bundle
 from jukebox_cli.engine.weights.registry import MODELS
+from jukebox_cli.engine.weights.released import download_blocker
 from jukebox_cli.engine.weights.shipped import DEMO
 
 #: Seconds of an audio file kept as the prompt when none is given.
@@ -144,9 +146,49 @@ class GenerationJob:
         """Whether :meth:`run` will continue a run already in the output folder (same settings)."""
         return Run.would_resume(self.output, self.request.settings())
 
+    def check(self, *, force: bool = False) -> None:
+        """Refuse now, in a moment, what :meth:`run` would refuse before sampling: the output folder in use by
+        another process, holding something else or a run with other settings (without ``force``), or a
+        released model that is not downloaded and cannot be. Writes nothing (a front end calls it before the
+        plan and its time probe).
+
+        Raises:
+            OutputInUse, OutputExistsError, ConfigError: as :meth:`run`.
+            NetworkError: the model's weights are not here and cannot be downloaded now.
+        """
+        describe = functools.partial(describe_setting, sample_rate=self.bundle.sample_rate)
+        with hold_folder(self.output, "run folder"):
+            Run.check_start(self.output, self.request.settings(), force=force, describe=describe)
+        if self.bundle.pending and self.bundle.released is not None:
+            reason = download_blocker(self.bundle.released)
+            if reason is not None:
+                raise NetworkError(
+                    f"{self.bundle.name} is not downloaded (about {self.bundle.download_bytes / 1e9:.1f} GB) "
+                    f"and {reason}: run `jukebox models download {self.bundle.released}` where there is one."
+                )
+
+    @property
+    def download_note(self) -> str | None:
+        """What :meth:`run` downloads first, if the model is not in the cache yet."""
+        if not self.bundle.pending:
+            return None
+        return (
+            f"{self.bundle.name} is not in the cache yet: the run first downloads about "
+            f"{self.bundle.download_bytes / 1e9:.1f} GB"
+        )
+
     def plan(self, device: str | torch.device = "auto") -> list[LevelPlan]:
-        """Codes, windows, new tokens and memory per level (the working dtype on ``device`` sizes the cache)."""
+        """Codes, windows, new tokens and memory per level (the working dtype on ``device`` sizes the cache).
+
+        A run folder this job resumes counts its saved codes as existing."""
         existing = {level: codes.shape[1] for level, codes in self.initial_codes.items()}
+        if self.resumes:
+            run = Run.open(self.output)
+            for level in self.request.levels:
+                with contextlib.suppress(ConfigError):  # unreadable codes: refused by run(), or started over
+                    info = run.codes_info(level)
+                    if info is not None:
+                        existing[level] = max(existing.get(level, 0), info[1])
         torch_device = _device(device)
         return plan_cascade(
             self.bundle, self.request, existing, working_dtype(self.request.dtype, torch_device), torch_device

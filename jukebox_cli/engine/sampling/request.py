@@ -77,7 +77,10 @@ def validate_request(bundle: Bundle, request: CascadeRequest, *, options: bool =
     """
     top_hop = bundle.vqvae.hop_lengths[-1]
     if request.sample_length < top_hop:
-        raise ConfigError(f"The duration is shorter than one top-level code ({top_hop} samples).")
+        what = "--duration" if options else "The duration"
+        raise ConfigError(
+            f"{what} is shorter than one top-level code ({top_hop / bundle.sample_rate * 1000:.1f} ms)."
+        )
     for level in request.levels:
         c = bundle.prior_configs.get(level)
         if c is None:
@@ -250,7 +253,7 @@ def build_request(
     Raises:
         ConfigError: settings the model cannot honour (the message says which and why).
     """
-    check_number("--duration", duration, 0.0)
+    check_number("--duration", duration, 0.0, above=True)
     if total_duration is not None:
         check_number("--total-duration", total_duration, 0.0)
     check_number("--top-p", top_p, 0.0, 1.0)

@@ -217,18 +217,44 @@ class Run:
             OutputExistsError: ``path`` is a non-empty directory that is not a run (even with ``force``).
         """
         path = Path(path)
+        if cls.check_start(path, settings, force=force, describe=describe):
+            return cls.open(path), True
+        return cls.create(path, settings, force=force), False
+
+    @classmethod
+    def check_start(
+        cls,
+        path: str | Path,
+        settings: dict[str, Any],
+        *,
+        force: bool = False,
+        describe: Callable[[str, Any, Any], str] | None = None,
+    ) -> bool:
+        """What :meth:`create_or_resume` would do, without writing anything: True to resume, False to start.
+
+        A front end calls it before slow work (loading, planning) so that a refusal comes first.
+
+        Raises:
+            As :meth:`create_or_resume`.
+        """
+        path = Path(path)
         if not _is_run_dir(path):
-            return cls.create(path, settings, force=force), False
+            _to_json(settings, "settings")
+            if path.exists() and not path.is_dir():
+                raise OutputBlocked(f"{path} exists and is not a directory.")
+            if path.is_dir() and any(not _is_leftover(e) and e.name != LOCK_FILE for e in path.iterdir()):
+                raise OutputBlocked(f"{path} is not empty and is not a run directory; choose another folder.")
+            return False
         run = cls.open(path)
         diffs = _differences(_to_json(settings, "settings"), run._record["settings"])
         if not diffs:
             damage = run._damage()
             if damage is None:
-                return run, True
+                return True
             if not force:  # resuming cannot get past a file it cannot read, so say how to get out
                 raise ConfigError(f"{damage.rstrip('.')}; re-run with --force to start the run over.")
         if force:
-            return cls.create(path, settings, force=True), False
+            return False
         more = f" (and {len(diffs) - _MAX_DIFFS_SHOWN} more)" if len(diffs) > _MAX_DIFFS_SHOWN else ""
         if describe is not None:
             shown = "; ".join(

@@ -42,6 +42,8 @@ class Bundle:
     # A released model not yet in the cache: the architecture only (a meta-device VQ-VAE, no prior loader), so
     # a plan and its time estimate need no download; ``fetch(progress)`` downloads it and returns the real one.
     fetch: Callable[..., Bundle] | None = None
+    download_bytes: int = 0  # what ``fetch`` downloads, about (pending bundles only)
+    released: str | None = None  # the registry name of a released model (pending bundles only)
 
     @property
     def pending(self) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
@@ -45,6 +46,43 @@ def is_offline() -> bool:
 
 def hub_endpoint() -> str | None:
     return os.environ.get("HF_ENDPOINT") or None
+
+
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+# Hosts that accepted a TCP connection in this process.
+_reachable_hosts: set[tuple[str, int]] = set()
+
+
+def reachable(url: str, timeout: float = 5.0) -> bool:
+    """Whether ``url``'s server accepts a connection at all (once it has, it is not asked again).
+
+    huggingface_hub retries a host it cannot resolve or connect to five times with backoff: 25 s of "Retrying"
+    lines before the same failure. A machine with no route to the hub is known in one connection attempt.
+    Behind a proxy the answer is left to the real request (True): the proxy, not the host, is what is reached.
+    """
+    parts = urlparse(url)
+    if not parts.hostname or parts.scheme not in ("http", "https"):
+        return True
+    if any(os.environ.get(v) for v in _PROXY_VARIABLES):
+        return True
+    key = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    if key not in _reachable_hosts:  # a "no" is asked again next time: the network may be back
+        try:
+            socket.create_connection(key, timeout=timeout).close()
+        except OSError:
+            return False
+        _reachable_hosts.add(key)
+    return True
+
+
+def hub_base_url() -> str:
+    from huggingface_hub import constants
+
+    return hub_endpoint() or constants.ENDPOINT
+
+
+def unreachable_reason(url: str) -> str:
+    return f"{urlparse(url).hostname} cannot be reached (no network?)"
 
 
 def _bar_class(progress: ProgressCallback, stage: str) -> type:
@@ -101,7 +139,9 @@ def _hub_errors(what: str, repo_id: str, revision: str | None, filename: str):
         try:
             yield
         except hf_errors.LocalEntryNotFoundError as err:
-            reason = "offline mode is on (HF_HUB_OFFLINE)" if is_offline() else "the hub cannot be reached"
+            reason = (
+                "offline mode is on (HF_HUB_OFFLINE)" if is_offline() else unreachable_reason(hub_base_url())
+            )
             raise NetworkError(f"{what} is not in the cache and {reason}.") from err
         except hf_errors.GatedRepoError as err:
             raise CheckpointNotFound(
@@ -142,6 +182,8 @@ def hub_file(
     from huggingface_hub import hf_hub_download
 
     what = f"{filename} from {repo_id}" + (f" at {revision}" if revision else "")
+    # An unreachable hub still serves what its cache holds, without the retries.
+    local_only = is_offline() or not reachable(hub_base_url())
     with _hub_errors(what, repo_id, revision, filename):
         return Path(
             hf_hub_download(
@@ -150,7 +192,7 @@ def hub_file(
                 revision=revision,
                 cache_dir=cache.hub_dir,
                 endpoint=hub_endpoint(),
-                local_files_only=is_offline(),
+                local_files_only=local_only,
                 tqdm_class=_bar_class(progress, f"download {filename}"),
             )  # fmt: skip
         )
@@ -179,6 +221,8 @@ def hub_weight_file(
     if is_offline():
         raise NetworkError(f"{what} is not in the cache and offline mode is on (HF_HUB_OFFLINE).")
     url = hf_hub_url(repo_id, filename, revision=revision, endpoint=hub_endpoint())
+    if not reachable(url):
+        raise NetworkError(f"{what} is not in the cache and {unreachable_reason(url)}.")
     with _hub_errors(what, repo_id, revision, filename):
         meta = get_hf_file_metadata(url)
     sha = (meta.etag or "").strip('"')
@@ -246,6 +290,8 @@ def _head_size(url: str) -> int | None:
     """
     from huggingface_hub.utils import get_session
 
+    if not reachable(url):
+        raise NetworkError(f"{unreachable_reason(url)}.")
     try:
         response = get_session().head(url, follow_redirects=True, timeout=15)
     except Exception as err:

@@ -206,8 +206,10 @@ def _released_architecture(source: ModelSource, cache_dir: str | Path | None) ->
     def fetch(progress: ProgressCallback = noop) -> Bundle:
         return load_bundle(source.spec, cache_dir=cache_dir, download=True, progress=progress)
 
+    entry = MODELS[source.released]
     return Bundle(source.name, build_vqvae(vqvae.preset, "meta"), configs, not_fetched, pretrained=True,
-                  source=source.spec, fetch=fetch)  # fmt: skip
+                  source=source.spec, fetch=fetch, download_bytes=entry.hub_size or entry.original_size(),
+                  released=source.released)  # fmt: skip
 
 
 def tiny_random(seed: int = 0) -> Bundle:

@@ -173,6 +173,21 @@ def download_model(
     return model_status(name, cache_dir=cache.root)
 
 
+def download_blocker(name: str) -> str | None:
+    """Why released model ``name`` cannot be downloaded from its default source right now (None: it can be
+    tried). Cheap (one connection attempt at most), so a command can refuse before any other work."""
+    entry = get_model(name)
+    if fetch.is_offline():
+        return "offline mode is on (HF_HUB_OFFLINE)"
+    if entry.default_source == "hub":
+        url = fetch.hub_base_url()
+    else:
+        url = next((m for m in openai_mirrors() if not m.startswith("file://")), None)
+        if url is None:
+            return None
+    return None if fetch.reachable(url) else fetch.unreachable_reason(url)
+
+
 def ensure_vqvae(
     name: str, *, cache_dir: str | Path | None = None, progress: ProgressCallback = noop
 ) -> Path:

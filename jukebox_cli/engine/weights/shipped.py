@@ -6,11 +6,13 @@ dev corpus by ``scripts/train_demo.sh``; its ``MODEL_CARD.md`` says how and how 
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 
 from jukebox_cli.engine.checkpoints.folder import VQVAE_FILE
 from jukebox_cli.engine.errors import CheckpointNotFound
+from jukebox_cli.engine.weights.cache import sha256_file
 
 DEMO = "demo"
 SHIPPED_MODELS = (DEMO,)
@@ -29,3 +31,25 @@ def shipped_folder(name: str) -> Path:
             "or rebuild it with scripts/train_demo.sh."
         )
     return folder
+
+
+def verify_shipped(name: str) -> dict[str, str]:
+    """Each file of a shipped model checked against the sha256 its ``card.json`` records: ``ok``,
+    ``corrupt`` or ``missing`` (nothing is deleted: the package's own files are reinstalled, not fetched).
+
+    Raises:
+        CheckpointNotFound: the installation lacks the model, or its card.
+    """
+    folder = shipped_folder(name)
+    try:
+        files = json.loads((folder / "card.json").read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError) as err:
+        raise CheckpointNotFound(f"The bundled {name!r} model has no readable card.json ({err}).") from err
+    results = {}
+    for file, expected in files.items():
+        path = folder / file
+        if not path.is_file():
+            results[file] = "missing"
+        else:
+            results[file] = "ok" if sha256_file(path) == expected["sha256"] else "corrupt"
+    return results
