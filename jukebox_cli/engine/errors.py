@@ -95,6 +95,10 @@ class DeviceError(JukeboxError):
     """No such device, or the device ran out of memory."""
 
 
+class NotEnoughMemory(DeviceError):
+    """The memory plan of a training run exceeds the device's memory (the message says what would fit)."""
+
+
 class LabelError(JukeboxError, ValueError):
     """Unknown artist or genre."""
 
