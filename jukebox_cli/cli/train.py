@@ -336,6 +336,93 @@ app.command("prior")(prior)
 app.command("upsampler")(upsampler)
 
 
+def _print_plan(console: Console, plan, title: str) -> None:
+    from rich.table import Table
+
+    # lazy: keeps torch out of `jukebox --help`
+    from jukebox_cli.engine.train.memory import plan_rows
+
+    table = Table(title=title, box=None, pad_edge=False, show_header=False)
+    table.add_column("what")
+    table.add_column("per device", justify="right")
+    for what, size in plan_rows(plan):
+        table.add_row(what, size)
+    checkpointed = "on" if plan.checkpoint_activations else "off"
+    table.caption = (f"{plan.strategy} on {plan.world} device(s), {plan.precision}, batch {plan.batch_size}, "
+                     f"activation checkpointing {checkpointed}; {plan.trainable_params:,} of "
+                     f"{plan.total_params:,} parameters trained; GB = 2**30 bytes")  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+def plan(
+    model: Annotated[
+        str, typer.Argument(help="A released model (5b_lyrics, 5b, 1b_lyrics) or a prior preset name.")
+    ],
+    *,
+    level: Annotated[int, typer.Option(help="Which prior (2: top; 1, 0: upsamplers).")] = 2,
+    world_size: Annotated[int, typer.Option(min=1, help="Devices (processes) training together.")] = 1,
+    device_memory: Annotated[
+        str | None, typer.Option(help="Memory of one device, e.g. 24GB or 80GB (default: not checked).")
+    ] = None,
+    strategy: Annotated[
+        str, typer.Option(help="auto, none, ddp or fsdp (auto: ddp when it fits, else fsdp).")
+    ] = "auto",
+    precision: PrecisionOpt = Precision.bf16,
+    batch_size: BatchSize = 1,
+    checkpoint_activations: Annotated[
+        bool, typer.Option("--checkpoint-activations", help="Recompute each block's activations.")
+    ] = False,
+    ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Count a float32 weight EMA.")] = True,
+    lora_rank: Annotated[
+        int | None, typer.Option(min=1, help="Plan LoRA adapters of this rank (the base frozen in bf16).")
+    ] = None,
+) -> None:
+    """The memory plan of training one prior, per device, from its config alone (no weights needed).
+
+    Exits with code 5 and names what would fit when --device-memory is too small.
+
+    Examples:
+
+        jukebox train plan 5b_lyrics --world-size 8 --device-memory 24GB --strategy fsdp --checkpoint-activations
+
+        jukebox train plan 1b_lyrics --device-memory 24GB --lora-rank 16
+    """
+    # lazy: keeps torch out of `jukebox --help`
+    from jukebox_cli.engine.models.builders import build_prior
+    from jukebox_cli.engine.train.memory import (
+        check_fits,
+        choose_strategy,
+        lora_params,
+        parse_memory,
+        plan_memory,
+        prior_shape,
+    )
+    from jukebox_cli.engine.weights.registry import MODELS
+
+    preset = model
+    if model in MODELS:
+        parts = [p for p in MODELS[model].part_list() if p.kind == "prior" and p.level == level]
+        if not parts:
+            from jukebox_cli.engine.errors import ConfigError
+
+            raise ConfigError(f"{model} has no level-{level} prior.")
+        preset = parts[0].preset
+    shape = prior_shape(preset)
+    trainable = None
+    if lora_rank is not None:
+        trainable = lora_params(build_prior(preset, "meta"), lora_rank)
+    memory = parse_memory(device_memory) if device_memory else None
+    options = dict(world=world_size, precision=precision.value, checkpoint_activations=checkpoint_activations,
+                   batch_size=batch_size, ema=ema, trainable_params=trainable, device_memory=memory)  # fmt: skip
+    fits_ddp = world_size > 1 and plan_memory(shape, strategy="ddp", **options).fits
+    chosen = choose_strategy(strategy, world_size, fits_ddp)
+    result = plan_memory(shape, strategy=chosen, **options)
+    what = f"LoRA rank {lora_rank} on " if lora_rank else ""
+    _print_plan(Console(soft_wrap=True), result, f"Training plan: {what}{model} level {level} ({preset})")
+    check_fits(shape, result, trainable_params=trainable, ema=ema)
+
+
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A training run folder.")],

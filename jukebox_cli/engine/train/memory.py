@@ -6,7 +6,7 @@ Per device, in bytes (``P`` all parameters, ``P_t`` the trainable ones, ``P_f = 
 - weights: ``4 P_t + bytes(frozen_dtype) P_f`` (float32 master weights; LoRA's frozen base in bf16), divided
   by ``n`` under fsdp. Plus the working copies: under fsdp the two largest blocks unsharded in the compute
   dtype (the one running and the one prefetched), ``2 b max_block``; under ddp or one process with bf16/fp16
-  autocast, the cast copy of every weight kept for the backward pass, ``b P``.
+  autocast, the cast copy of every weight not stored in that dtype, kept for the backward pass.
 - gradients: ``4 P_t`` (``/ n`` under fsdp); ddp keeps a second copy in its all-reduce buckets (``+ 4 P_t``).
 - optimizer: AdamW's two float32 moments, ``8 P_t`` (``/ n`` under fsdp).
 - EMA: a float32 shadow, ``4 P_t`` (``/ n`` under fsdp; rank 0 holds it all under ddp).
@@ -252,7 +252,9 @@ def plan_memory(
     if strategy == "fsdp":
         working = 2 * b * shape.largest_block_params
     else:
-        working = b * shape.total_params if precision != "fp32" else 0
+        # Autocast casts what is not already stored in the compute dtype (a bf16 LoRA base is used as it is).
+        cast = trainable + (frozen if frozen_dtype != precision else 0)
+        working = b * cast if precision != "fp32" else 0
     gradients = math.ceil(4 * trainable / shards) * (2 if strategy == "ddp" else 1)
     return MemoryPlan(
         strategy=strategy,
@@ -341,7 +343,7 @@ def _suggestions(shape: ModelShape, plan: MemoryPlan, options: dict) -> list[str
     if smaller is not None:
         found.append(f"--batch-size {smaller}")
     world = plan.world
-    while world < MAX_DEVICES:
+    while not found and world < MAX_DEVICES:
         world *= 2
         if fits(strategy="fsdp", world=world, checkpoint_activations=True):
             extra = "" if plan.checkpoint_activations else " with --checkpoint-activations"
