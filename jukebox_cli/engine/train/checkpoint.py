@@ -32,7 +32,10 @@ from jukebox_cli.engine.files import atomic_write, write_json
 
 FORMAT = 1
 # Settings that only say how long to run and how often to report; everything else decides the weights.
-MAY_CHANGE_ON_RESUME = frozenset({"steps", "save_every", "eval_every", "log_every"})
+# How the work is spread (strategy, recomputed activations) changes neither the weights nor the data.
+MAY_CHANGE_ON_RESUME = frozenset(
+    {"steps", "save_every", "eval_every", "log_every", "strategy", "checkpoint_activations"}
+)
 
 
 def checkpoint_path(run_dir: str | Path) -> Path:
@@ -198,8 +201,12 @@ def training_state(
     train_config: Mapping[str, Any],
     scheduler: Mapping[str, Any],
     rngs: list[dict[str, Any]],
+    sharded: str | None = None,
 ) -> dict[str, Any]:
     """Everything the next step depends on, as a checkpoint dict (tensors are shared, not copied).
+
+    With ``sharded`` (the name of a ``train.sharded`` folder beside the file) the model, optimizer, buffers and
+    EMA are in that folder and stored here as None.
 
     Args:
         model: the bare model (not the DDP wrapper).
@@ -215,18 +222,21 @@ def training_state(
     Returns:
         The dict :func:`save_checkpoint` writes.
     """
-    persistent = model.state_dict()
-    # Non-persistent buffers (the codebook's EMA sums and counts) are training state too.
-    buffers = {name: b for name, b in model.named_buffers() if name not in persistent}
+    persistent = buffers = None
+    if sharded is None:
+        persistent = model.state_dict()
+        # Non-persistent buffers (the codebook's EMA sums and counts) are training state too.
+        buffers = {name: b for name, b in model.named_buffers() if name not in persistent}
     return {
         "format": FORMAT,
         **{key: int(value) for key, value in counters.items()},
+        "sharded": sharded,
         "model": persistent,
         "buffers": buffers,
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizer.state_dict() if sharded is None else None,
         "scheduler": dict(scheduler),
         "scaler": scaler.state_dict() if scaler is not None else {},
-        "ema": ema,
+        "ema": ema if sharded is None else None,
         "train_config": plain(train_config),
         "task_config": plain(task.config()),
         "task_state": task.state_dict() if hasattr(task, "state_dict") else None,
@@ -255,15 +265,16 @@ def restore_training_state(
     Raises:
         TrainingError: the checkpoint's weights do not fit the model.
     """
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise TrainingError(f"The checkpoint does not fit this model: {err}") from err
-    with torch.no_grad():
-        for name, buffer in model.named_buffers():
-            if name in state["buffers"]:
-                buffer.copy_(state["buffers"][name])
-    optimizer.load_state_dict(state["optimizer"])
+    if state.get("sharded") is None:  # else train.sharded.load has loaded them
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as err:
+            raise TrainingError(f"The checkpoint does not fit this model: {err}") from err
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():
+                if name in state["buffers"]:
+                    buffer.copy_(state["buffers"][name])
+        optimizer.load_state_dict(state["optimizer"])
     if scaler is not None and state["scaler"]:
         scaler.load_state_dict(state["scaler"])
     if load_ema is not None and state["ema"] is not None:

@@ -37,7 +37,8 @@ from jukebox_cli.engine.progress import (
     noop,
 )
 from jukebox_cli.engine.train import checkpoint as ckpt
-from jukebox_cli.engine.train import distributed
+from jukebox_cli.engine.train import distributed, sharded
+from jukebox_cli.engine.train.memory import STRATEGIES, MemoryPlan, check_fits, training_plan
 from jukebox_cli.engine.train.optim import WeightEMA, lr_factor
 
 __all__ = ["Logger", "Task", "TrainConfig", "TrainResult", "WeightEMA", "lr_factor", "train"]
@@ -78,6 +79,8 @@ class TrainConfig(DictConfig):
     save_every: int = 500
     eval_every: int = 500
     log_every: int = 10
+    strategy: str = "auto"
+    checkpoint_activations: bool = False
 
     def __post_init__(self) -> None:
         # from_dict gets a list back from JSON; the dataclass field is a tuple.
@@ -105,6 +108,14 @@ class TrainConfig(DictConfig):
             (self.save_every >= 0, f"save_every must be 0 (only at the end) or more (got {self.save_every})"),
             (self.eval_every >= 0, f"eval_every must be 0 (only at the end) or more (got {self.eval_every})"),
             (self.log_every >= 1, f"log_every must be at least 1 (got {self.log_every})"),
+            (
+                self.strategy in ("auto", *STRATEGIES),
+                f"strategy must be auto, {', '.join(STRATEGIES)} (got {self.strategy!r})",
+            ),
+            (
+                not (self.strategy == "fsdp" and self.precision == "fp16"),
+                "fsdp trains in fp32 or bf16, not fp16 (use --precision bf16)",
+            ),
         ]
         for ok, message in problems:
             if not ok:
@@ -226,6 +237,7 @@ class _Trainer:
         *,
         logger: Logger | None,
         progress: ProgressCallback,
+        strategy: str = "none",
     ) -> None:
         self.task, self.config, self.run_dir, self.info = task, config, run_dir, info
         main = info.rank == 0
@@ -233,6 +245,14 @@ class _Trainer:
         self.progress = progress if main else noop
         self.model = task.model.to(info.device)
         self.model.train()
+        self.strategy = strategy
+        self.fsdp = strategy == "fsdp"
+        # Taken before the blocks change: the plain module an export of the sharded model is loaded into.
+        self.skeleton = sharded.meta_skeleton(self.model) if self.fsdp and main else None
+        if config.checkpoint_activations:
+            sharded.checkpoint_activations(self.model)
+        if self.fsdp:
+            sharded.shard(self.model, info.device, info.world, config.precision)
         self.train_model: nn.Module = self.model  # the DDP wrapper under torchrun
         self.ddp: nn.parallel.DistributedDataParallel | None = None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -247,8 +267,10 @@ class _Trainer:
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
         fp16 = config.precision == "fp16"
         self.scaler = torch.amp.GradScaler(info.device.type) if fp16 else None  # "cuda" (FP16_DEVICES)
-        # Only rank 0 evaluates, saves and exports, so only it needs the shadow (it is identical everywhere).
-        self.ema = WeightEMA(self.model, config.ema) if config.ema is not None and main else None
+        # Under ddp only rank 0 evaluates, saves and exports, so only it needs the shadow (it is identical
+        # everywhere); under fsdp each rank keeps the shadow of its own shards.
+        keeps_ema = config.ema is not None and (main or self.fsdp)
+        self.ema = WeightEMA(self.model, config.ema) if keeps_ema else None
         self.step = self.skipped_steps = self.bad_in_a_row = 0
         self.stop_requested = self.stopping = False
         # "clean" between steps, "forward" once the model ran (buffers may have changed), "update" while the
@@ -262,8 +284,9 @@ class _Trainer:
 
     # -- state -------------------------------------------------------------------------------------------
 
-    def state_dict(self, rngs: list[dict[str, Any]]) -> dict[str, Any]:
+    def state_dict(self, rngs: list[dict[str, Any]], folder: str | None = None) -> dict[str, Any]:
         return ckpt.training_state(
+            sharded=folder,
             model=self.model,
             optimizer=self.optimizer,
             scaler=self.scaler,
@@ -281,6 +304,16 @@ class _Trainer:
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         ema = self.ema.load_state_dict if self.ema is not None else None
+        if state.get("sharded"):
+            folder = ckpt.checkpoint_path(self.run_dir).parent / state["sharded"]
+            sharded.load(
+                folder, self.model, self.optimizer, self.ema.shadow if self.ema is not None else None
+            )
+        elif self.fsdp:
+            raise TrainingError(
+                f"The checkpoint in {self.run_dir} was saved without fsdp; resume it with --strategy ddp "
+                "(or in one process)."
+            )
         ckpt.restore_training_state(state, self.model, self.optimizer, self.scaler, ema, self.task)
         self.step, self.skipped_steps = state["step"], state["skipped_steps"]
         self.bad_in_a_row = state["bad_in_a_row"]
@@ -292,7 +325,7 @@ class _Trainer:
         self.rng = ckpt.rng_state()
 
     def wrap_ddp(self) -> None:
-        if self.info.world > 1:
+        if self.strategy == "ddp":
             self.ddp = distributed.wrap(self.model, self.info)
             self.train_model = self.ddp
 
@@ -323,8 +356,10 @@ class _Trainer:
         for micro in range(cfg.grad_accum):
             batch = _to_device(self.task.train_batch(self.step, micro, info.rank, info.world), info.device)
             last = micro == cfg.grad_accum - 1
-            # Gradients are all-reduced once per step, on the last micro step.
+            # Gradients are all-reduced (fsdp: reduce-scattered) once per step, on the last micro step.
             sync = self.ddp.no_sync() if self.ddp is not None and not last else nullcontext()
+            if self.fsdp:
+                sharded.set_gradient_sync(self.model, last)
             self.phase = "forward"
             with sync:
                 with self._autocast():
@@ -338,7 +373,9 @@ class _Trainer:
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # clip and report the true gradient norm
         max_norm = cfg.clip if cfg.clip > 0 else math.inf  # inf: measure only (grads are scaled by 1.0)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        # Over fsdp shards the norm is a replicated DTensor: the same full value on every rank.
+        grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         # Every rank must take the same decision: the loss is per rank, the (all-reduced) gradients are not.
         # ``stopping`` is the agreed decision; ``stop_requested`` may flip (Ctrl-C) at any time on one rank.
         bad_loss, self.stopping = distributed.any_rank([not math.isfinite(loss_value), self.stop_requested])
@@ -404,13 +441,15 @@ class _Trainer:
 
     def evaluate(self) -> None:
         self.evaluated_at = self.step
-        if self.info.rank != 0:
+        if self.info.rank != 0 and not self.fsdp:  # fsdp: every rank takes part in each forward
             return
         self.model.eval()
         try:
             with self._as_evaluated() as model, self._autocast():
                 metrics = {key: float(value) for key, value in self.task.evaluate(model, self.step).items()}
-                media = self.task.media(model, self.step)
+                # Sampling calls the model's parts one by one, outside the sharded root's forward that
+                # gathers its weights: no samples while training under fsdp (sample the exported model).
+                media = {} if self.fsdp else self.task.media(model, self.step)
         finally:
             self.model.train()
         self.eval_metrics = metrics
@@ -421,8 +460,35 @@ class _Trainer:
                 self.logger.media(self.step, media)
         self.progress(TrainMetrics(self.step, prefixed))
 
-    def save(self, *, collective: bool = True) -> None:
+    def save_sharded(self, *, final: bool) -> None:
+        """fsdp: every rank writes its shards, rank 0 the rest; the native export only when ``final``."""
+        rngs = distributed.gather(self.rng)
+        path = ckpt.checkpoint_path(self.run_dir)
+        folder = sharded.folder_name(self.step)
+        ema = self.ema.shadow if self.ema is not None else None
+        sharded.save(path.parent / folder, self.model, self.optimizer, ema, rank=self.info.rank)
+        error: BaseException | None = None
+        if self.info.rank == 0:
+            try:
+                ckpt.save_checkpoint(path, self.state_dict(rngs, folder))
+                sharded.remove_older(path.parent, folder)
+            except Exception as err:  # re-raised below, once the other ranks know
+                error = err
+        if distributed.any_rank([error is not None])[0]:
+            raise error if error is not None else TrainingError("Rank 0 could not save the checkpoint.")
+        self.saved_at = self.step
+        if final:
+            with self._as_evaluated():
+                plain = sharded.full_model(self.model, self.skeleton, rank=self.info.rank)
+            if plain is not None:
+                self.task.export(plain, self.run_dir)
+            distributed.barrier()
+
+    def save(self, *, collective: bool = True, final: bool = False) -> None:
         """Checkpoint on rank 0 (every rank's RNG gathered first), then export; other ranks wait for it."""
+        if self.fsdp:
+            self.save_sharded(final=final)
+            return
         rngs = distributed.gather(self.rng) if collective else [self.rng]
         error: BaseException | None = None
         if self.info.rank == 0:
@@ -450,8 +516,8 @@ class _Trainer:
                 self.window.seconds += time.perf_counter() - started
                 self.progress(Advanced("train"))
                 if self.stopping:
-                    if self.saved_at != self.step:
-                        self.save()
+                    if self.saved_at != self.step or self.fsdp:
+                        self.save(final=True)
                     return "interrupted"
                 if self.step % cfg.log_every == 0:
                     self.log_window()
@@ -463,8 +529,8 @@ class _Trainer:
                 self.log_window()
             if self.evaluated_at != self.step:
                 self.evaluate()
-            if self.saved_at != self.step:
-                self.save()
+            if self.saved_at != self.step or self.fsdp:
+                self.save(final=True)
             return "done"
         except KeyboardInterrupt:
             self._save_after_interrupt()
@@ -481,6 +547,9 @@ class _Trainer:
             log.debug("interrupted mid-step %d: buffers changed by its forward are saved", self.step)
         # The step's gradients are dropped and the RNG states saved are those of the step's start (``self.rng``),
         # so resuming repeats it exactly. Other ranks may be anywhere: rank 0 saves alone, without collectives.
+        if self.fsdp:  # rank 0 holds only its shards: keep the last checkpoint
+            log.debug("interrupted under fsdp at step %d; keeping the last checkpoint", self.step)
+            return
         self.optimizer.zero_grad(set_to_none=True)
         self.save(collective=self.info.world == 1)
 
@@ -495,6 +564,7 @@ def train(
     device: str | torch.device = "cpu",
     progress: ProgressCallback = noop,
     handle_signals: bool = True,
+    check_memory: bool = True,
 ) -> TrainResult:
     """Train ``task.model`` for ``config.steps`` steps, checkpointing into ``run_dir``.
 
@@ -511,6 +581,7 @@ def train(
         device: ``"cpu"``, ``"cuda"``, ``"auto"``, ... (each rank takes ``cuda:LOCAL_RANK`` under torchrun).
         progress: receives ``StageStarted("train", steps, "step")``, ``Advanced``, ``TrainMetrics`` and
             ``StageFinished`` (rank 0).
+        check_memory: refuse to start when the memory plan (``train.memory``) exceeds the device.
         handle_signals: while training, the first Ctrl-C or SIGTERM stops cleanly after the current step
             (checkpoint saved); a second one acts at once. Only installed in the main thread, and only over
             Python's default handlers.
@@ -519,7 +590,8 @@ def train(
         The final step, skip count, last metrics and how training stopped.
 
     Raises:
-        ConfigError: fp16 on a device other than CUDA.
+        ConfigError: fp16 on a device other than CUDA, a strategy that does not suit the world size.
+        NotEnoughMemory: the memory plan exceeds the device (the message names what would fit).
         TrainingError: a run already in ``run_dir`` (without ``resume``), no or a different run to resume,
             100 non-finite steps in a row, or a checkpoint that cannot be saved.
         OutputInUse: another process is training in ``run_dir`` (rank 0 holds the folder; under torchrun the
@@ -535,11 +607,24 @@ def train(
     # Held from the check for an existing run to the last checkpoint: a second process would overwrite it.
     with hold_folder(run_dir, "training run") if info.rank == 0 else nullcontext():
         return _train(task, config, run_dir, info, resume=resume, logger=logger, progress=progress,
-                      handle_signals=handle_signals)  # fmt: skip
+                      handle_signals=handle_signals, check_memory=check_memory)  # fmt: skip
+
+
+def plan(task_model: nn.Module, config: TrainConfig, info: distributed.DistInfo) -> MemoryPlan:
+    """The memory plan the loop follows for ``task_model`` (``auto`` resolved), without checking it."""
+    return training_plan(task_model, requested=config.strategy, world=info.world, precision=config.precision,
+                         checkpoint_activations=config.checkpoint_activations, batch_size=config.batch_size,
+                         ema=config.ema is not None, device=info.device)[0]  # fmt: skip
 
 
 def _train(task: Task, config: TrainConfig, run_dir: Path, info: distributed.DistInfo, *, resume: bool,
-           logger: Logger | None, progress: ProgressCallback, handle_signals: bool) -> TrainResult:  # fmt: skip
+           logger: Logger | None, progress: ProgressCallback, handle_signals: bool,
+           check_memory: bool) -> TrainResult:  # fmt: skip
+    memory, shape = training_plan(task.model, requested=config.strategy, world=info.world,
+                                  precision=config.precision, checkpoint_activations=config.checkpoint_activations,
+                                  batch_size=config.batch_size, ema=config.ema is not None, device=info.device)  # fmt: skip
+    if check_memory:
+        check_fits(shape, memory, ema=config.ema is not None)
     ckpt.check_run_dir(run_dir, resume=resume)
     task_config = ckpt.plain(task.config())
     state = None
@@ -552,7 +637,9 @@ def _train(task: Task, config: TrainConfig, run_dir: Path, info: distributed.Dis
     if info.rank == 0:
         ckpt.write_run_info(run_dir, config.to_dict(), task_config, resume=resume)
 
-    trainer = _Trainer(task, config, run_dir, info, logger=logger, progress=progress)
+    trainer = _Trainer(
+        task, config, run_dir, info, logger=logger, progress=progress, strategy=memory.strategy
+    )
     if state is not None:
         trainer.load_state(state)
         del state

@@ -390,3 +390,29 @@ def plan_rows(plan: MemoryPlan) -> Sequence[tuple[str, str]]:
             (f"usable ({USABLE:.0%} of {gigabytes(plan.device_memory)})", gigabytes(plan.usable or 0))
         )
     return rows
+
+
+def training_plan(
+    model: nn.Module,
+    *,
+    requested: str,
+    world: int,
+    precision: str,
+    checkpoint_activations: bool,
+    batch_size: int,
+    ema: bool,
+    device: torch.device,
+) -> tuple[MemoryPlan, ModelShape]:
+    """The plan of training ``model`` as the loop will, with ``auto`` resolved (ddp if it fits, else fsdp).
+
+    Raises:
+        ConfigError: a strategy that does not suit the world size.
+    """
+    config = getattr(model, "config", None)
+    shape = model_shape(model, encoder_positions=getattr(config, "n_tokens", 0) or 0)
+    memory = device_memory(device)
+    options = dict(world=world, precision=precision, checkpoint_activations=checkpoint_activations,
+                   batch_size=batch_size, ema=ema, device_memory=memory)  # fmt: skip
+    fits_ddp = world > 1 and plan_memory(shape, strategy="ddp", **options).fits
+    strategy = choose_strategy(requested, world, fits_ddp)
+    return plan_memory(shape, strategy=strategy, **options), shape
