@@ -30,6 +30,13 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
+class Strategy(str, Enum):
+    auto = "auto"
+    none = "none"
+    ddp = "ddp"
+    fsdp = "fsdp"
+
+
 class LoggerKind(str, Enum):
     tensorboard = "tensorboard"
     wandb = "wandb"
@@ -111,13 +118,15 @@ def _corpus_lines(corpus: dict) -> list[str]:
 
 def _run(kind: str, build, *, output: Path | None, data: Path, steps: int, batch_size: int, lr: float, warmup: int,
          grad_accum: int, precision: Precision, seed: int, save_every: int, eval_every: int, log_every: int,
-         resume: bool, logger: LoggerKind, ema: float, device: str, quiet: bool, json_output: bool) -> None:  # fmt: skip
+         resume: bool, logger: LoggerKind, ema: float, device: str, quiet: bool, json_output: bool,
+         strategy: str = "auto", checkpoint_activations: bool = False, plan_only: bool = False) -> None:  # fmt: skip
     """Shared by the three commands: set up (distributed if under torchrun), build the task, train, report."""
     from jukebox_cli.engine.locks import hold_folder
     from jukebox_cli.engine.train import distributed
     from jukebox_cli.engine.train.checkpoint import check_run_dir
     from jukebox_cli.engine.train.logging import make_logger
-    from jukebox_cli.engine.train.loop import TrainConfig, train
+    from jukebox_cli.engine.train.loop import TrainConfig, plan, train
+    from jukebox_cli.engine.train.memory import check_fits
 
     info = distributed.setup(device)
     show = not quiet and info.rank == 0
@@ -125,10 +134,12 @@ def _run(kind: str, build, *, output: Path | None, data: Path, steps: int, batch
     run_dir = output or Path("runs") / f"train-{kind}-{data.resolve().name}"
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=min(warmup, steps), grad_accum=grad_accum,
                          precision=precision.value, seed=seed, save_every=save_every, eval_every=eval_every,
-                         log_every=log_every, ema=ema or None)  # fmt: skip
+                         log_every=log_every, ema=ema or None, strategy=strategy,
+                         checkpoint_activations=checkpoint_activations)  # fmt: skip
     try:
         # Refused before anything is written: the logger would leave an event file in someone's run.
-        check_run_dir(run_dir, resume=resume)
+        if not plan_only:
+            check_run_dir(run_dir, resume=resume)
         with TrainProgress(enabled=show, device=info.device.type) as progress:
             task = build(progress)
             if show:
@@ -140,6 +151,12 @@ def _run(kind: str, build, *, output: Path | None, data: Path, steps: int, batch
                     console.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False)
                 for note in task.notes(world=info.world):
                     console.print(f"[yellow]note:[/] {note}", highlight=False)
+            if kind != "vqvae" and (show or plan_only):  # the plan counts Transformer activations only
+                memory, shape = plan(task.model, config, info)
+                _print_plan(console, memory, f"Training plan: {kind} on {info.device}")
+                if plan_only:
+                    check_fits(shape, memory, ema=config.ema is not None)
+                    return
             # The logger writes into the run folder too, so the folder is held before it starts (train
             # takes the same lock again).
             with hold_folder(run_dir, "training run") if info.rank == 0 else nullcontext():
@@ -289,6 +306,21 @@ def _prior_command(kind: str, default_level: int | None):
                 help="Share given the unknown artist (at least --label-dropout; default: it).",
             ),
         ] = None,
+        strategy: Annotated[
+            Strategy,
+            typer.Option(
+                help="Under torchrun: ddp, fsdp (sharded), or auto (ddp when the memory plan fits)."
+            ),
+        ] = Strategy.auto,
+        checkpoint_activations: Annotated[
+            bool,
+            typer.Option(
+                "--checkpoint-activations", help="Recompute each block's activations (less memory)."
+            ),
+        ] = False,
+        plan_only: Annotated[
+            bool, typer.Option("--plan", help="Print the memory plan and exit without training.")
+        ] = False,
         device: Device = "auto",
         cache_dir: CacheDir = None,
         quiet: Quiet = False,
@@ -311,7 +343,8 @@ def _prior_command(kind: str, default_level: int | None):
         _run(kind, build, output=output, data=data, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
              grad_accum=grad_accum, precision=precision, seed=seed, save_every=save_every, eval_every=eval_every,
              log_every=log_every, resume=resume, logger=logger, ema=ema, device=device, quiet=quiet,
-             json_output=json_output)  # fmt: skip
+             json_output=json_output, strategy=strategy.value, checkpoint_activations=checkpoint_activations,
+             plan_only=plan_only)  # fmt: skip
 
     return command
 
@@ -324,6 +357,9 @@ prior.__doc__ = """Train a top-level prior on a VQ-VAE's codes, conditioned on t
         jukebox train prior data/ --vqvae runs/vqvae --metadata data/meta.csv -o runs/top
 
         jukebox train prior data/ --vqvae jukebox --from 1b_lyrics --metadata meta.csv --lr 1e-5 -o runs/ft
+
+        torchrun --nproc-per-node 8 -m jukebox_cli train prior data/ --vqvae jukebox --from 5b_lyrics
+        --strategy fsdp --checkpoint-activations --precision bf16 -o runs/ft5b
     """
 upsampler = _prior_command("upsampler", None)
 upsampler.__doc__ = """Train an upsampler (level 1 or 0) on a VQ-VAE's codes.
@@ -366,8 +402,8 @@ def plan(
         str | None, typer.Option(help="Memory of one device, e.g. 24GB or 80GB (default: not checked).")
     ] = None,
     strategy: Annotated[
-        str, typer.Option(help="auto, none, ddp or fsdp (auto: ddp when it fits, else fsdp).")
-    ] = "auto",
+        Strategy, typer.Option(help="auto: none for one device, else ddp when it fits, else fsdp.")
+    ] = Strategy.auto,
     precision: PrecisionOpt = Precision.bf16,
     batch_size: BatchSize = 1,
     checkpoint_activations: Annotated[
@@ -416,7 +452,7 @@ def plan(
     options = dict(world=world_size, precision=precision.value, checkpoint_activations=checkpoint_activations,
                    batch_size=batch_size, ema=ema, trainable_params=trainable, device_memory=memory)  # fmt: skip
     fits_ddp = world_size > 1 and plan_memory(shape, strategy="ddp", **options).fits
-    chosen = choose_strategy(strategy, world_size, fits_ddp)
+    chosen = choose_strategy(strategy.value, world_size, fits_ddp)
     result = plan_memory(shape, strategy=chosen, **options)
     what = f"LoRA rank {lora_rank} on " if lora_rank else ""
     _print_plan(Console(soft_wrap=True), result, f"Training plan: {what}{model} level {level} ({preset})")

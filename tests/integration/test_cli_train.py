@@ -286,3 +286,37 @@ def test_a_refused_start_writes_nothing(corpus: Path, tmp_path: Path, run_cli) -
     assert sorted(p for p in run.rglob("*")) == before, "the refused run left a file behind"
     changed = run_cli(*args[:-2], "--lr", "1e-3", "--resume", "-o", run)  # a changed setting: refused too
     assert changed.exit_code == 8 and sorted(p for p in run.rglob("*")) == before
+
+
+def test_two_process_fsdp_prior_then_generate(corpus: Path, tmp_path: Path, run_cli) -> None:
+    run = tmp_path / "fsdp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+               str(_free_port()), "-m", "jukebox_cli", "train", "prior", str(corpus), "--vqvae", "tiny",
+               "--preset", "tiny", "--metadata", str(corpus / "meta.csv"), "--steps", "4", "--batch-size", "1",
+               "--save-every", "2", "--eval-every", "4", "--strategy", "fsdp", "--checkpoint-activations",
+               "--precision", "bf16", *_common(tmp_path, run)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest.pt", "step-00000004.dcp"]
+    # The export is the native layout a one-process run writes: `--model RUN` samples from it.
+    assert sorted(p.name for p in run.glob("*.safetensors")) == [
+        "prior_level_2.safetensors",
+        "vqvae.safetensors",
+    ]
+    result = run_cli("generate", "--model", run, "--levels", "2", "--duration", "1", "--device", "cpu",
+                     "--quiet", "-o", tmp_path / "gen")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "gen" / "level_2" / "item_0.wav").is_file()
+
+
+def test_plan_flag_prints_the_plan_and_trains_nothing(corpus: Path, tmp_path: Path, run_cli) -> None:
+    run = tmp_path / "planned"
+    result = run_cli("train", "prior", corpus, "--vqvae", "tiny", "--preset", "tiny", "--plan",
+                     "--checkpoint-activations", "--device", "cpu", "--cache-dir", tmp_path / "cache", "-o", run)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "Training plan: prior on cpu" in result.stderr and "activation checkpointing on" in result.stderr
+    assert not run.exists()
+    result = run_cli("train", "prior", corpus, "--vqvae", "tiny", "--preset", "tiny", "--plan", "--strategy",
+                     "fsdp", "--device", "cpu", "--cache-dir", tmp_path / "cache", "-o", run)  # fmt: skip
+    assert result.exit_code == 2 and "--strategy fsdp needs several processes" in result.stderr

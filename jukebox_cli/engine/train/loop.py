@@ -38,7 +38,7 @@ from jukebox_cli.engine.progress import (
 )
 from jukebox_cli.engine.train import checkpoint as ckpt
 from jukebox_cli.engine.train import distributed, sharded
-from jukebox_cli.engine.train.memory import STRATEGIES, MemoryPlan, check_fits, training_plan
+from jukebox_cli.engine.train.memory import STRATEGIES, MemoryPlan, ModelShape, check_fits, training_plan
 from jukebox_cli.engine.train.optim import WeightEMA, lr_factor
 
 __all__ = ["Logger", "Task", "TrainConfig", "TrainResult", "WeightEMA", "lr_factor", "train"]
@@ -610,19 +610,19 @@ def train(
                       handle_signals=handle_signals, check_memory=check_memory)  # fmt: skip
 
 
-def plan(task_model: nn.Module, config: TrainConfig, info: distributed.DistInfo) -> MemoryPlan:
-    """The memory plan the loop follows for ``task_model`` (``auto`` resolved), without checking it."""
+def plan(
+    task_model: nn.Module, config: TrainConfig, info: distributed.DistInfo
+) -> tuple[MemoryPlan, ModelShape]:
+    """The memory plan the loop follows for ``task_model`` (``auto`` resolved), unchecked, and the model's shape."""
     return training_plan(task_model, requested=config.strategy, world=info.world, precision=config.precision,
                          checkpoint_activations=config.checkpoint_activations, batch_size=config.batch_size,
-                         ema=config.ema is not None, device=info.device)[0]  # fmt: skip
+                         ema=config.ema is not None, device=info.device)  # fmt: skip
 
 
 def _train(task: Task, config: TrainConfig, run_dir: Path, info: distributed.DistInfo, *, resume: bool,
            logger: Logger | None, progress: ProgressCallback, handle_signals: bool,
            check_memory: bool) -> TrainResult:  # fmt: skip
-    memory, shape = training_plan(task.model, requested=config.strategy, world=info.world,
-                                  precision=config.precision, checkpoint_activations=config.checkpoint_activations,
-                                  batch_size=config.batch_size, ema=config.ema is not None, device=info.device)  # fmt: skip
+    memory, shape = plan(task.model, config, info)
     if check_memory:
         check_fits(shape, memory, ema=config.ema is not None)
     ckpt.check_run_dir(run_dir, resume=resume)
