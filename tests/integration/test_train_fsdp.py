@@ -1,10 +1,11 @@
 """Fully sharded training under torchrun (2 CPU processes, gloo): equal to one process over the same global
-batch, stopped and resumed exactly, resumed on another world size, exported in the native layout."""
+batch, stopped and resumed exactly, resumed on another world size (both ways), exported in the native layout."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -97,6 +98,10 @@ if what == "fsdp":
     results["bf16"] = train(TokenTask(seed=rank), config(precision="bf16"), out / "bf16").step
 elif what == "single":
     results["single"] = train(TokenTask(), config(), out / "single").step
+elif what == "to-fsdp":  # a one-process run continued by two sharded processes
+    results["to-fsdp"] = train(TokenTask(seed=rank), config(steps=8), out / "single", resume=True).step
+elif what == "reference":  # the same continued in one process
+    results["reference"] = train(TokenTask(seed=3), config(steps=8), out / "single-copy", resume=True).step
 elif what == "reshard":
     results["reshard"] = train(TokenTask(seed=5), config(steps=8), out / "a", resume=True).step
 (out / f"{what}-rank{rank}.json").write_text(json.dumps(results))
@@ -178,6 +183,17 @@ def test_fsdp_equals_one_process_resumes_exactly_and_reshards(tmp_path: Path) ->
     for key in ("step", "skipped_steps", "rng"):
         assert_identical(stopped[key], through[key], key)
     assert_identical(_everything(tmp_path / "b", tmp_path), _everything(tmp_path / "a", tmp_path))
+
+    # A one-process run continues under fsdp (its whole-model checkpoint read by each rank, then sharded) as
+    # it would have continued alone.
+    shutil.copytree(tmp_path / "single", tmp_path / "single-copy")
+    _run(tmp_path, "to-fsdp", 2)
+    _run(tmp_path, "reference", 1)
+    continued, reference = _full(tmp_path / "single"), _full(tmp_path / "single-copy")
+    assert continued["step"] == reference["step"] == 8
+    for name, value in reference["model"].items():
+        torch.testing.assert_close(continued["model"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(continued["ema"][name], reference["ema"][name], rtol=1e-4, atol=1e-5)
 
     # The 2-process sharded run continues in one unsharded process (DCP reshards on load).
     _run(tmp_path, "reshard", 1)

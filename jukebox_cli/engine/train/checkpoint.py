@@ -251,8 +251,12 @@ def restore_training_state(
     scaler: torch.amp.GradScaler | None,
     load_ema: Callable[[Mapping[str, torch.Tensor]], None] | None,
     task: Any,
+    *,
+    weights: bool = True,
 ) -> None:
     """Load what :func:`training_state` saved into freshly built objects (RNG and counters excepted).
+
+    ``weights=False`` leaves the model, optimizer and EMA alone (``train.sharded`` has loaded them).
 
     Args:
         state: a :func:`load_checkpoint` result.
@@ -265,7 +269,8 @@ def restore_training_state(
     Raises:
         TrainingError: the checkpoint's weights do not fit the model.
     """
-    if state.get("sharded") is None:  # else train.sharded.load has loaded them
+    weights = weights and state.get("sharded") is None  # else train.sharded.load has loaded them
+    if weights:
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as err:
@@ -277,7 +282,7 @@ def restore_training_state(
         optimizer.load_state_dict(state["optimizer"])
     if scaler is not None and state["scaler"]:
         scaler.load_state_dict(state["scaler"])
-    if load_ema is not None and state["ema"] is not None:
+    if weights and load_ema is not None and state["ema"] is not None:
         load_ema(state["ema"])
     if state["task_state"] is not None and hasattr(task, "load_state_dict"):
         task.load_state_dict(state["task_state"])

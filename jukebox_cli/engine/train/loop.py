@@ -309,12 +309,12 @@ class _Trainer:
             sharded.load(
                 folder, self.model, self.optimizer, self.ema.shadow if self.ema is not None else None
             )
-        elif self.fsdp:
-            raise TrainingError(
-                f"The checkpoint in {self.run_dir} was saved without fsdp; resume it with --strategy ddp "
-                "(or in one process)."
+        elif self.fsdp:  # saved by ddp or one process: every rank read the whole state
+            sharded.load_full(
+                state, self.model, self.optimizer, self.ema.shadow if self.ema is not None else None
             )
-        ckpt.restore_training_state(state, self.model, self.optimizer, self.scaler, ema, self.task)
+        ckpt.restore_training_state(state, self.model, self.optimizer, self.scaler, ema, self.task,
+                                    weights=not self.fsdp)  # fmt: skip
         self.step, self.skipped_steps = state["step"], state["skipped_steps"]
         self.bad_in_a_row = state["bad_in_a_row"]
         rngs = state["rng"]

@@ -29,10 +29,13 @@ from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
     get_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
     set_state_dict,
 )
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.utils.checkpoint import checkpoint
 
 from jukebox_cli.engine.errors import TrainingError
@@ -173,6 +176,48 @@ def load(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, ema: 
         for name, buffer in model.named_buffers():
             if name in state["buffers"]:
                 buffer.copy_(state["buffers"][name])
+
+
+def load_full(
+    state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, ema: dict | None
+) -> None:
+    """Load a whole-model checkpoint (written by ddp or one process, read by every rank) into the sharded
+    ``model``: the weights, the optimizer state (keyed by position there, by name here) and the EMA shadow.
+
+    Raises:
+        TrainingError: the checkpoint does not fit the model.
+    """
+    full = StateDictOptions(full_state_dict=True)
+    try:
+        set_model_state_dict(model, state["model"], options=full)
+    except (RuntimeError, KeyError) as err:
+        raise TrainingError(f"The checkpoint does not fit this model: {err}") from err
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name in state["buffers"]:
+                buffer.copy_(state["buffers"][name])
+    # The loop's groups list the trainable parameters in model order, matrices first (loop._Trainer).
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    names = [n for n, p in trainable if p.dim() >= 2] + [n for n, p in trainable if p.dim() < 2]
+    saved = state["optimizer"]
+    by_index = [index for group in saved["param_groups"] for index in group["params"]]
+    if len(by_index) != len(names):
+        raise TrainingError("The checkpoint's optimizer does not cover the same parameters as the model.")
+    name_of = dict(zip(by_index, names, strict=True))
+    optim = {
+        "state": {name_of[index]: value for index, value in saved["state"].items()},
+        "param_groups": [{**g, "params": [name_of[i] for i in g["params"]]} for g in saved["param_groups"]],
+    }
+    set_optimizer_state_dict(model, optimizer, optim, options=full)
+    if ema is not None and state.get("ema") is not None:
+        if set(state["ema"]) != set(ema):
+            raise TrainingError("The checkpoint's EMA does not cover the same parameters as the model.")
+        with torch.no_grad():
+            for name, shadow in ema.items():
+                value = state["ema"][name].to(shadow.device)
+                if isinstance(shadow, DTensor):
+                    value = distribute_tensor(value, shadow.device_mesh, shadow.placements)
+                shadow.copy_(value)
 
 
 def remove_older(checkpoints: Path, keep: str) -> None:
