@@ -93,6 +93,10 @@ if what == "fsdp":
     results["a"] = train(TokenTask(seed=rank), config(checkpoint_activations=True), out / "a").stopped
     stopped = train(TokenTask(seed=rank, signal_at=4 if rank else None), config(), out / "b")
     results["b"] = [stopped.stopped, stopped.step]
+    # What a kill -9 in the middle of a later save leaves: a partial folder that latest.pt does not name.
+    if rank == 0:
+        (out / "b" / "checkpoints" / "step-00000099.dcp").mkdir()
+        (out / "b" / "checkpoints" / "step-00000099.dcp" / "__0_0.distcp").write_bytes(b"half a shard")
     resumed = train(TokenTask(seed=9), config(checkpoint_activations=True), out / "b", resume=True)
     results["b_resumed"] = [resumed.stopped, resumed.step]
     results["bf16"] = train(TokenTask(seed=rank), config(precision="bf16"), out / "bf16").step
@@ -183,6 +187,8 @@ def test_fsdp_equals_one_process_resumes_exactly_and_reshards(tmp_path: Path) ->
     for key in ("step", "skipped_steps", "rng"):
         assert_identical(stopped[key], through[key], key)
     assert_identical(_everything(tmp_path / "b", tmp_path), _everything(tmp_path / "a", tmp_path))
+    # The partial folder a kill left was ignored on resume and removed by the next save.
+    assert sorted(os.listdir(tmp_path / "b" / "checkpoints")) == ["latest.pt", "step-00000006.dcp"]
 
     # A one-process run continues under fsdp (its whole-model checkpoint read by each rank, then sharded) as
     # it would have continued alone.

@@ -124,3 +124,15 @@ def test_cli_plan_prints_the_table_and_refuses_with_exit_5(run_cli) -> None:
     assert "fsdp on 8 device(s)" in done.stdout  # auto: ddp does not fit
     assert "it would fit with --checkpoint-activations." in " ".join(done.stderr.split())
     assert "Traceback" not in done.stderr
+
+
+def test_training_refuses_to_start_when_the_plan_does_not_fit(tmp_path, monkeypatch) -> None:
+    from jukebox_cli.engine.train import memory
+    from jukebox_cli.engine.train.loop import TrainConfig, train
+    from tests.unit.test_train_loop import ToyTask
+
+    monkeypatch.setattr(memory, "device_memory", lambda device: 1000)  # bytes: less than the toy's AdamW
+    with pytest.raises(NotEnoughMemory, match=r"more than the 0\.0 GB usable of 0\.0 GB"):
+        train(ToyTask(), TrainConfig(steps=2, ema=None), tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+    assert train(ToyTask(), TrainConfig(steps=2, ema=None), tmp_path / "run", check_memory=False).step == 2
