@@ -309,14 +309,13 @@ def _prior_command(kind: str, default_level: int | None):
         strategy: Annotated[
             Strategy,
             typer.Option(
-                help="Under torchrun: ddp, fsdp (sharded), or auto (ddp when the memory plan fits)."
+                metavar="MODE",
+                help="Under torchrun: auto, ddp or fsdp (auto: ddp when the memory plan fits).",
             ),
         ] = Strategy.auto,
         checkpoint_activations: Annotated[
             bool,
-            typer.Option(
-                "--checkpoint-activations", help="Recompute each block's activations (less memory)."
-            ),
+            typer.Option("--checkpoint-acts", help="Recompute each block's activations (less memory)."),
         ] = False,
         plan_only: Annotated[
             bool, typer.Option("--plan", help="Print the memory plan and exit without training.")
@@ -357,9 +356,6 @@ prior.__doc__ = """Train a top-level prior on a VQ-VAE's codes, conditioned on t
         jukebox train prior data/ --vqvae runs/vqvae --metadata data/meta.csv -o runs/top
 
         jukebox train prior data/ --vqvae jukebox --from 1b_lyrics --metadata meta.csv --lr 1e-5 -o runs/ft
-
-        torchrun --nproc-per-node 8 -m jukebox_cli train prior data/ --vqvae jukebox --from 5b_lyrics
-        --strategy fsdp --checkpoint-activations --precision bf16 -o runs/ft5b
     """
 upsampler = _prior_command("upsampler", None)
 upsampler.__doc__ = """Train an upsampler (level 1 or 0) on a VQ-VAE's codes.
@@ -407,7 +403,7 @@ def plan(
     precision: PrecisionOpt = Precision.bf16,
     batch_size: BatchSize = 1,
     checkpoint_activations: Annotated[
-        bool, typer.Option("--checkpoint-activations", help="Recompute each block's activations.")
+        bool, typer.Option("--checkpoint-acts", help="Recompute each block's activations.")
     ] = False,
     ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Count a float32 weight EMA.")] = True,
     lora_rank: Annotated[
@@ -420,7 +416,7 @@ def plan(
 
     Examples:
 
-        jukebox train plan 5b_lyrics --world-size 8 --device-memory 24GB --strategy fsdp --checkpoint-activations
+        jukebox train plan 5b_lyrics --world-size 8 --device-memory 24GB --strategy fsdp --checkpoint-acts
 
         jukebox train plan 1b_lyrics --device-memory 24GB --lora-rank 16
     """

@@ -293,7 +293,7 @@ def test_two_process_fsdp_prior_then_generate(corpus: Path, tmp_path: Path, run_
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
                str(_free_port()), "-m", "jukebox_cli", "train", "prior", str(corpus), "--vqvae", "tiny",
                "--preset", "tiny", "--metadata", str(corpus / "meta.csv"), "--steps", "4", "--batch-size", "1",
-               "--save-every", "2", "--eval-every", "4", "--strategy", "fsdp", "--checkpoint-activations",
+               "--save-every", "2", "--eval-every", "4", "--strategy", "fsdp", "--checkpoint-acts",
                "--precision", "bf16", *_common(tmp_path, run)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -313,7 +313,7 @@ def test_two_process_fsdp_prior_then_generate(corpus: Path, tmp_path: Path, run_
 def test_plan_flag_prints_the_plan_and_trains_nothing(corpus: Path, tmp_path: Path, run_cli) -> None:
     run = tmp_path / "planned"
     result = run_cli("train", "prior", corpus, "--vqvae", "tiny", "--preset", "tiny", "--plan",
-                     "--checkpoint-activations", "--device", "cpu", "--cache-dir", tmp_path / "cache", "-o", run)  # fmt: skip
+                     "--checkpoint-acts", "--device", "cpu", "--cache-dir", tmp_path / "cache", "-o", run)  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert "Training plan: prior on cpu" in result.stderr and "activation checkpointing on" in result.stderr
     assert not run.exists()

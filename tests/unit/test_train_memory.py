@@ -122,7 +122,7 @@ def test_cli_plan_prints_the_table_and_refuses_with_exit_5(run_cli) -> None:
     done = run_cli("train", "plan", "5b_lyrics", "--world-size", "8", "--device-memory", "24GB")
     assert done.exit_code == 5
     assert "fsdp on 8 device(s)" in done.stdout  # auto: ddp does not fit
-    assert "it would fit with --checkpoint-activations." in " ".join(done.stderr.split())
+    assert "it would fit with --checkpoint-acts." in " ".join(done.stderr.split())
     assert "Traceback" not in done.stderr
 
 

@@ -331,14 +331,14 @@ def _suggestions(shape: ModelShape, plan: MemoryPlan, options: dict) -> list[str
     if plan.strategy == "ddp" and fits(strategy="fsdp"):
         found.append("--strategy fsdp")
     if not plan.checkpoint_activations and fits(checkpoint_activations=True):
-        found.append("--checkpoint-activations")
+        found.append("--checkpoint-acts")
     if (
         plan.strategy == "ddp"
         and not plan.checkpoint_activations
         and not found
         and fits(strategy="fsdp", checkpoint_activations=True)
     ):
-        found.append("--strategy fsdp with --checkpoint-activations")
+        found.append("--strategy fsdp with --checkpoint-acts")
     smaller = next((b for b in range(plan.batch_size - 1, 0, -1) if fits(batch_size=b)), None)
     if smaller is not None:
         found.append(f"--batch-size {smaller}")
@@ -346,7 +346,7 @@ def _suggestions(shape: ModelShape, plan: MemoryPlan, options: dict) -> list[str
     while not found and world < MAX_DEVICES:
         world *= 2
         if fits(strategy="fsdp", world=world, checkpoint_activations=True):
-            extra = "" if plan.checkpoint_activations else " with --checkpoint-activations"
+            extra = "" if plan.checkpoint_activations else " with --checkpoint-acts"
             found.append(f"fsdp over {world} devices{extra}")
             break
     return found
