@@ -3,11 +3,14 @@ batch, stopped and resumed exactly, resumed on another world size (both ways), e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +44,15 @@ class TokenTask:
     """Next-token prediction on a fixed random rule; the global batch of a step is split evenly over ranks,
     so one process and two see the same data. No dropout, no noise: runs differ only by how they compute."""
 
-    def __init__(self, *, seed: int = 0, batch_size: int = 8, signal_at: int | None = None) -> None:
+    def __init__(
+        self, *, seed: int = 0, batch_size: int = 8, signal_at: int | None = None, sleep: float = 0.0
+    ) -> None:
         torch.manual_seed(seed)
         self.model = TokenModel()
-        self.batch_size, self.signal_at = batch_size, signal_at
+        self.batch_size, self.signal_at, self.sleep = batch_size, signal_at, sleep
 
     def train_batch(self, step: int, micro: int, rank: int, world: int) -> dict[str, Any]:
+        time.sleep(self.sleep)
         generator = torch.Generator().manual_seed(1000 * step + micro)
         start = torch.randint(0, VOCAB, (self.batch_size, 1), generator=generator)
         tokens = (start + 3 * torch.arange(LENGTH + 1)) % VOCAB  # (B, T + 1)
@@ -106,6 +112,13 @@ elif what == "to-fsdp":  # a one-process run continued by two sharded processes
     results["to-fsdp"] = train(TokenTask(seed=rank), config(steps=8), out / "single", resume=True).step
 elif what == "reference":  # the same continued in one process
     results["reference"] = train(TokenTask(seed=3), config(steps=8), out / "single-copy", resume=True).step
+elif what == "kill":  # slow steps, a checkpoint every 2: the test kills it somewhere in between
+    (out / f"pid{rank}").write_text(str(os.getpid()))
+    train(TokenTask(sleep=0.05), config(steps=30, save_every=2), out / "killed", handle_signals=False)
+elif what == "killed-resume":
+    results["killed"] = train(TokenTask(), config(steps=30, save_every=2), out / "killed", resume=True).step
+elif what == "kill-reference":
+    results["reference"] = train(TokenTask(), config(steps=30, save_every=2), out / "kill-reference").step
 elif what == "reshard":
     results["reshard"] = train(TokenTask(seed=5), config(steps=8), out / "a", resume=True).step
 (out / f"{what}-rank{rank}.json").write_text(json.dumps(results))
@@ -117,14 +130,17 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
-def _run(tmp_path: Path, what: str, nproc: int) -> None:
+def _command(tmp_path: Path, what: str, nproc: int) -> list[str]:
     script = tmp_path / "fsdp_train.py"
     script.write_text(SCRIPT)
     if nproc > 1:
-        command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-                   "--master-addr", "127.0.0.1", "--master-port", str(free_port()), str(script), str(tmp_path), what]  # fmt: skip
-    else:
-        command = [sys.executable, str(script), str(tmp_path), what]
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+                "--master-addr", "127.0.0.1", "--master-port", str(free_port()), str(script), str(tmp_path), what]  # fmt: skip
+    return [sys.executable, str(script), str(tmp_path), what]
+
+
+def _run(tmp_path: Path, what: str, nproc: int) -> None:
+    command = _command(tmp_path, what, nproc)
     done = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr[-5000:]
 
@@ -208,3 +224,44 @@ def test_fsdp_equals_one_process_resumes_exactly_and_reshards(tmp_path: Path) ->
     assert continued["step"] == 8 and continued["sharded"] is None
     assert all(t.isfinite().all() for t in continued["model"].values())
     assert any(not torch.equal(continued["model"][n], v) for n, v in sharded["model"].items())
+
+
+def test_fsdp_resume_after_kill_9_equals_uninterrupted(tmp_path: Path) -> None:
+    run = tmp_path / "killed"
+    child = subprocess.Popen(_command(tmp_path, "kill", 2), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)  # fmt: skip
+
+    def kill_all() -> None:  # both workers and torchrun at once, as a node failure would
+        for rank in (0, 1):
+            pid_file = tmp_path / f"pid{rank}"
+            if pid_file.exists():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        child.kill()
+
+    try:
+        deadline = time.monotonic() + 120
+        while not ckpt.checkpoint_path(run).exists():
+            assert child.poll() is None, child.stderr.read().decode()[-3000:] if child.stderr else ""
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.02)
+        time.sleep(0.4)  # somewhere in the following steps, or in the middle of a save
+        kill_all()
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            kill_all()
+            child.wait()
+    for rank in (0, 1):  # the workers are gone before the resume takes the run folder
+        pid = int((tmp_path / f"pid{rank}").read_text())
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    killed_at = ckpt.load_checkpoint(ckpt.checkpoint_path(run))["step"]
+    assert 2 <= killed_at < 30
+
+    _run(tmp_path, "killed-resume", 2)
+    _run(tmp_path, "kill-reference", 2)
+    assert json.loads((tmp_path / "killed-resume-rank0.json").read_text()) == {"killed": 30}
+    assert_identical(_everything(run, tmp_path), _everything(tmp_path / "kill-reference", tmp_path))
+    assert sorted(os.listdir(run / "checkpoints")) == ["latest.pt", "step-00000030.dcp"]
