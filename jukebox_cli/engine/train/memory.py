@@ -403,7 +403,8 @@ def training_plan(
     ema: bool,
     device: torch.device,
 ) -> tuple[MemoryPlan, ModelShape]:
-    """The plan of training ``model`` as the loop will, with ``auto`` resolved (ddp if it fits, else fsdp).
+    """The plan of training ``model`` as the loop will, with ``auto`` resolved (ddp if it fits, else fsdp;
+    always ddp for a model without Transformer blocks).
 
     Raises:
         ConfigError: a strategy that does not suit the world size.
@@ -413,6 +414,7 @@ def training_plan(
     memory = device_memory(device)
     options = dict(world=world, precision=precision, checkpoint_activations=checkpoint_activations,
                    batch_size=batch_size, ema=ema, device_memory=memory)  # fmt: skip
-    fits_ddp = world > 1 and plan_memory(shape, strategy="ddp", **options).fits
+    # A model without Transformer blocks (the VQ-VAE) has nothing to shard block by block: ddp.
+    fits_ddp = world > 1 and (not shape.layers or plan_memory(shape, strategy="ddp", **options).fits)
     strategy = choose_strategy(requested, world, fits_ddp)
     return plan_memory(shape, strategy=strategy, **options), shape

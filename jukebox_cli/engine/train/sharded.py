@@ -16,9 +16,7 @@ folder's tensors are keyed by parameter name, so any world size, and a single un
 from __future__ import annotations
 
 import copy
-import logging
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +38,6 @@ from torch.utils.checkpoint import checkpoint
 
 from jukebox_cli.engine.errors import TrainingError
 from jukebox_cli.engine.models.transformer import ResAttnBlock
-
-log = logging.getLogger(__name__)
 
 SHARDED_PREFIX = "step-"
 
@@ -243,9 +239,3 @@ def full_model(model: nn.Module, skeleton: nn.Module, *, rank: int) -> nn.Module
             if name not in full:
                 buffer.copy_(dict(model.named_buffers())[name])
     return plain.eval()
-
-
-def named_shards(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """Each parameter's local shard (the whole tensor when unsharded)."""
-    for name, param in model.named_parameters():
-        yield name, param.to_local() if hasattr(param, "to_local") else param
