@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -23,7 +24,9 @@ Json = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSO
 AudioIn = Annotated[
     Path,
     # readable=False: the engine reports an unreadable file as an audio error (exit 4), not a usage error.
-    typer.Argument(readable=False, help="Audio file (wav, flac, ogg, mp3, ...; any rate, any channels)."),
+    typer.Argument(
+        readable=False, metavar="AUDIO", help="Audio file (wav, flac, ogg, mp3, ...; any rate, any channels)."
+    ),
 ]
 CacheDir = Annotated[
     Path | None,
@@ -91,3 +94,13 @@ def parse_seconds(text: str | float) -> float:
         hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
         return hours * 3600 + minutes * 60 + seconds
     raise typer.BadParameter(f"{text!r} is not a length of time (write seconds: 10, 10s, 1:30 or 1m30s).")
+
+
+#: The running command's arguments (set by ``app.main``), for messages that say what to run again.
+INVOCATION: list[str] = []
+
+
+def rerun_command(*extra: str) -> str:
+    """The running command as a shell line, with ``extra`` arguments added where it lacks them."""
+    args = [*INVOCATION, *(a for a in extra if a not in INVOCATION)]
+    return shlex.join(["jukebox", *args])

@@ -37,6 +37,7 @@ def analyze(
         list[Path],
         typer.Argument(
             readable=False,
+            metavar="AUDIO_OR_RUN",
             help="Audio files (wav, flac, ogg, mp3, ...; any rate, any channels), or run folders (every level "
             "of every take in one figure).",
         ),

@@ -16,6 +16,7 @@ from rich.markup import escape
 from jukebox_cli import __version__
 from jukebox_cli.cli import _help, analyze, generate, labels, models, reconstruct, runs, studio, train
 from jukebox_cli.cli._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, lookup, one_line
+from jukebox_cli.cli._options import INVOCATION
 from jukebox_cli.engine.errors import JukeboxError
 
 _help.install()
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     Typer's usage box.
     """
     args, debug = _take_debug(sys.argv[1:] if argv is None else list(argv))
+    INVOCATION[:] = args
     debug = debug or os.environ.get("JUKEBOX_DEBUG", "") not in ("", "0")
     try:
         result = app(args=args, prog_name="jukebox", standalone_mode=False)

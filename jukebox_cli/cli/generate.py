@@ -420,7 +420,10 @@ def generate(
 
 def continue_(
     source: Annotated[
-        Path, typer.Argument(readable=False, help="An audio file to continue, or a run folder to extend.")
+        Path,
+        typer.Argument(
+            readable=False, metavar="SOURCE", help="An audio file to continue, or a run folder to extend."
+        ),
     ],
     *,
     model: OptionalModel = None,
@@ -515,7 +518,7 @@ def _prompt_line(job) -> str:
 
 
 def upsample(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder whose top level is finished.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run folder whose top level is finished.")],
     *,
     takes: Takes = None,
     # --samples is a count everywhere else (generate -n): this selection's old name is a hidden alias.

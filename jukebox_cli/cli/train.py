@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from jukebox_cli.cli._options import CacheDir, Device, Json, Quiet
+from jukebox_cli.cli._options import CacheDir, Device, Json, Quiet, rerun_command
 from jukebox_cli.cli._progress import TrainProgress
 
 app = typer.Typer(
@@ -37,7 +37,8 @@ class LoggerKind(str, Enum):
 
 
 Data = Annotated[
-    Path, typer.Argument(help="Folder of audio files (searched recursively: wav, flac, ogg, mp3).")
+    Path,
+    typer.Argument(metavar="DATA", help="Folder of audio files (searched recursively: wav, flac, ogg, mp3)."),
 ]
 Output = Annotated[
     Path | None, typer.Option("--output", "-o", help="Run folder (checkpoints, logs, the exported model).")
@@ -161,12 +162,13 @@ def _run(kind: str, build, *, output: Path | None, data: Path, steps: int, batch
     if json_output:
         typer.echo(json.dumps(summary, indent=2))
     elif not quiet:
-        state = "stopped (resume with --resume)" if result.stopped == "interrupted" else "done"
-        Console(soft_wrap=True).print(
-            f"{kind} {state} at step {result.step}; model in {run_dir} (use --model {run_dir}); "
-            f"curves: jukebox train report {run_dir}",
-            highlight=False,
-        )
+        out = Console(soft_wrap=True)
+        if result.stopped == "interrupted":
+            out.print(f"{kind} stopped at step {result.step:,} of {steps:,}. Resume with: "
+                      f"{rerun_command('--resume')}", highlight=False)  # fmt: skip
+        else:
+            out.print(f"{kind} done at step {result.step:,}; model in {run_dir} (use --model {run_dir}); "
+                      f"curves: jukebox train report {run_dir}", highlight=False)  # fmt: skip
     if result.stopped == "interrupted":
         raise typer.Exit(130)
 
@@ -338,7 +340,7 @@ app.command("upsampler")(upsampler)
 
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A training run folder.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A training run folder.")],
     *,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="PNG to write (default RUN/report.png).")
