@@ -18,6 +18,15 @@ MODEL_HELP = (
 Model = Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)]
 OptionalModel = Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+Adapters = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--adapter",
+        readable=False,
+        help="LoRA adapter (a run of train --lora-rank, or its adapter.safetensors) merged into the base "
+        "model's prior of its level; repeat for other levels.",
+    ),
+]
 Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output files.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
 Json = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]

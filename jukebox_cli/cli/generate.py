@@ -20,6 +20,7 @@ from rich.table import Table
 from jukebox_cli.cli._errors import EXIT_INTERRUPTED
 from jukebox_cli.cli._options import (
     SUBTYPES,
+    Adapters,
     CacheDir,
     Device,
     Force,
@@ -331,6 +332,7 @@ def generate(
     ctx: typer.Context,
     *,
     model: Model = "demo",
+    adapter: Adapters = None,
     artist: Artist = "unknown",
     genre: Genre = "unknown",
     lyrics: Lyrics = None,
@@ -408,7 +410,7 @@ def generate(
     text = _read_lyrics(lyrics, lyrics_file)
     with RichProgress(enabled=not quiet) as progress:  # a released model's download shows its bytes
         job = prepare_generate(
-            model, artist=artist, genre=genre, lyrics=text or "", duration=duration,
+            _adapted(model, adapter, cache_dir, progress), artist=artist, genre=genre, lyrics=text or "", duration=duration,
             total_duration=total_duration, samples=samples, levels=levels, temperature=temperature,
             top_k=top_k, top_p=top_p, seed=seed, prime=prime, prompt_seconds=prompt_seconds, dtype=dtype,
             max_batch_size=max_batch_size, chunk_size=chunk_size, allow_unknown=allow_unknown, output=output,
@@ -427,6 +429,7 @@ def continue_(
     ],
     *,
     model: OptionalModel = None,
+    adapter: Adapters = None,
     prompt_seconds: Annotated[
         float | None,
         typer.Option(help="Seconds of the source to keep (default: 5 s of audio, or all of a run)."),
@@ -488,7 +491,7 @@ def continue_(
     rows = _take_numbers(takes)
     with RichProgress(enabled=not quiet) as progress:
         job = prepare_continue(
-            source, model=model, prompt_seconds=prompt_seconds, prompt_start=prompt_start, duration=duration,
+            source, model=_adapted(model, adapter, cache_dir, progress, run=source), prompt_seconds=prompt_seconds, prompt_start=prompt_start, duration=duration,
             total_duration=total_duration, artist=artist, genre=genre, lyrics=text, samples=samples, takes=rows,
             levels=levels, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, dtype=dtype,
             max_batch_size=max_batch_size, chunk_size=chunk_size, allow_unknown=allow_unknown, output=output,
@@ -498,6 +501,23 @@ def continue_(
         Console(stderr=True, soft_wrap=True, highlight=False).print(_prompt_line(job))
     _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
              alignment=alignment, compile=compile.value, audio_format=audio_format, bit_depth=bit_depth)  # fmt: skip
+
+
+def _adapted(model: str | None, adapters: list[Path] | None, cache_dir, progress, *, run: Path | None = None):
+    """``model`` itself, or with ``--adapter``s the loaded bundle of ``model`` (default: ``run``'s) with them."""
+    if not adapters:
+        return model
+    from jukebox_cli.engine.errors import ConfigError
+    from jukebox_cli.engine.sampling.runs import Run
+    from jukebox_cli.engine.weights.loading import load_bundle
+
+    if model is None:
+        if run is None or not Path(run).is_dir():
+            raise ConfigError("--adapter needs --model BASE (the model the adapter was trained on).")
+        model = Run.open(Path(run)).settings["model"]
+    return load_bundle(
+        model, cache_dir=cache_dir, download=True, defer=True, adapters=adapters, progress=progress
+    )
 
 
 def _prompt_line(job) -> str:
@@ -521,6 +541,7 @@ def upsample(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run folder whose top level is finished.")],
     *,
     takes: Takes = None,
+    adapter: Adapters = None,
     # --samples is a count everywhere else (generate -n): this selection's old name is a hidden alias.
     old_samples: Annotated[str | None, typer.Option("--samples", hidden=True)] = None,
     temperature: Temperature = "0.99",
@@ -561,7 +582,7 @@ def upsample(
     rows = _take_numbers(takes)
     with RichProgress(enabled=not quiet) as progress:
         job = prepare_upsample(
-            run_dir, takes=rows, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, dtype=dtype,
+            run_dir, takes=rows, model=_adapted(None, adapter, cache_dir, progress, run=run_dir), temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, dtype=dtype,
             max_batch_size=max_batch_size, chunk_size=chunk_size, output=output, cache_dir=cache_dir,
             progress=progress,
         )  # fmt: skip

@@ -132,9 +132,11 @@ def _run(kind: str, build, *, output: Path | None, data: Path, steps: int, batch
         check_run_dir(run_dir, resume=resume)
         with TrainProgress(enabled=show, device=info.device.type) as progress:
             task = build(progress)
+            lora_base = task.source if getattr(task, "lora", None) is not None else None
             if show:
-                console.print(f"[bold]{kind}[/]: {sum(p.numel() for p in task.model.parameters()):,} parameters",
-                              highlight=False)  # fmt: skip
+                trainable = sum(p.numel() for p in task.model.parameters() if p.requires_grad)
+                console.print(f"[bold]{kind}[/]: {sum(p.numel() for p in task.model.parameters()):,} parameters, "
+                              f"{trainable:,} trained", highlight=False)  # fmt: skip
                 for line in _corpus_lines(task.corpus.describe()):
                     console.print(line, highlight=False)
                 for path, reason in task.corpus.skipped[:SKIPPED_SHOWN]:
@@ -166,6 +168,9 @@ def _run(kind: str, build, *, output: Path | None, data: Path, steps: int, batch
         if result.stopped == "interrupted":
             out.print(f"{kind} stopped at step {result.step:,} of {steps:,}. Resume with: "
                       f"{rerun_command('--resume')}", highlight=False)  # fmt: skip
+        elif lora_base is not None:
+            out.print(f"{kind} done at step {result.step:,}; adapter in {run_dir} (use --model {lora_base} "
+                      f"--adapter {run_dir})", highlight=False)  # fmt: skip
         else:
             out.print(f"{kind} done at step {result.step:,}; model in {run_dir} (use --model {run_dir}); "
                       f"curves: jukebox train report {run_dir}", highlight=False)  # fmt: skip
@@ -291,6 +296,19 @@ def _prior_command(kind: str, default_level: int | None):
                 help="Share given the unknown artist (at least --label-dropout; default: it).",
             ),
         ] = None,
+        lora_rank: Annotated[
+            int | None,
+            typer.Option(
+                min=1, help="Train rank-R LoRA adapters on the frozen --from prior (not every weight)."
+            ),
+        ] = None,
+        lora_alpha: Annotated[
+            float | None,
+            typer.Option(min=0.0, help="LoRA scale numerator: updates scale by A/R (default: R)."),
+        ] = None,
+        lora_targets: Annotated[
+            str, typer.Option(help="Projections to adapt: attn, mlp or attn,mlp.")
+        ] = "attn,mlp",
         device: Device = "auto",
         cache_dir: CacheDir = None,
         quiet: Quiet = False,
@@ -298,6 +316,20 @@ def _prior_command(kind: str, default_level: int | None):
     ) -> None:
         from jukebox_cli.engine.errors import ConfigError
         from jukebox_cli.engine.train.setup import prior_task
+
+        lora = base_dtype = None
+        if lora_rank is not None:
+            import torch  # lazy: torch only once a command runs
+
+            from jukebox_cli.engine.devices import resolve_device
+            from jukebox_cli.engine.models.lora import LoRAConfig
+
+            targets = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
+            lora = LoRAConfig(rank=lora_rank, alpha=lora_alpha, targets=targets)
+            # The frozen base in bf16 on a GPU (half the memory of a 1B prior); CPUs keep float32.
+            base_dtype = torch.bfloat16 if resolve_device(device).type == "cuda" else None
+        elif lora_alpha is not None or lora_targets != "attn,mlp":
+            raise ConfigError("--lora-alpha and --lora-targets need --lora-rank.")
 
         if level is None:
             raise ConfigError("Pass --level 1 or --level 0 (the upsampler to train).")
@@ -308,7 +340,8 @@ def _prior_command(kind: str, default_level: int | None):
             return prior_task(data, vqvae=vqvae, level=level, preset=preset, source=from_, batch_size=batch_size,
                               seed=seed, metadata=metadata, held_out=held_out, cache_dir=cache_dir,
                               min_level_db=min_level_db, label_dropout=label_dropout,
-                              artist_dropout=artist_dropout, progress=progress)  # fmt: skip
+                              artist_dropout=artist_dropout, lora=lora, base_dtype=base_dtype,
+                              progress=progress)  # fmt: skip
 
         _run(kind, build, output=output, data=data, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
              grad_accum=grad_accum, precision=precision, seed=seed, save_every=save_every, eval_every=eval_every,
@@ -326,6 +359,8 @@ prior.__doc__ = """Train a top-level prior on a VQ-VAE's codes, conditioned on t
         jukebox train prior data/ --vqvae runs/vqvae --metadata data/meta.csv -o runs/top
 
         jukebox train prior data/ --vqvae jukebox --from 1b_lyrics --metadata meta.csv --lr 1e-5 -o runs/ft
+
+        jukebox train prior data/ --vqvae jukebox --from 1b_lyrics --lora-rank 8 --lr 1e-4 -o runs/lora
     """
 upsampler = _prior_command("upsampler", None)
 upsampler.__doc__ = """Train an upsampler (level 1 or 0) on a VQ-VAE's codes.
