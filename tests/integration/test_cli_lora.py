@@ -68,9 +68,13 @@ def test_lora_needs_a_base_and_a_rank(corpus: Path, tmp_path: Path, run_cli) -> 
     assert result.exit_code == 2 and "--from" in result.stderr
     result = run_cli(*_train_args(corpus, tmp_path, tmp_path / "r2", "--lora-alpha", "4"))
     assert result.exit_code == 2 and "--lora-rank" in result.stderr
-    result = run_cli(*_train_args(corpus, tmp_path, tmp_path / "r3", "--lora-rank", "4", "--lora-targets", "ffn"))
+    result = run_cli(
+        *_train_args(corpus, tmp_path, tmp_path / "r3", "--lora-rank", "4", "--lora-targets", "ffn")
+    )
     assert result.exit_code == 2 and "--lora-targets" in result.stderr
-    result = run_cli("generate", "--model", "tiny-random", "--adapter", tmp_path / "none", "-o", tmp_path / "g")
+    result = run_cli(
+        "generate", "--model", "tiny-random", "--adapter", tmp_path / "none", "-o", tmp_path / "g"
+    )
     assert result.exit_code == 3 and "No adapter" in result.stderr
 
 

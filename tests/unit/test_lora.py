@@ -30,7 +30,9 @@ def _inputs(prior, batch: int = 2, seed: int = 1):
     c = prior.config
     codes = torch.randint(0, c.codebook_size, (batch, c.n_ctx), generator=g)
     labeller = load_bundle("tiny-random").labellers[2]
-    row = labeller.label_vector(0, [0], [], total_length=c.window_samples * 4, offset=0, length=c.window_samples)
+    row = labeller.label_vector(
+        0, [0], [], total_length=c.window_samples * 4, offset=0, length=c.window_samples
+    )
     return codes, torch.tensor([row] * batch)
 
 
@@ -76,7 +78,9 @@ def test_only_adapters_train_and_are_saved() -> None:
     state = model.state_dict()
     assert set(state) == trainable
     assert not any(".c_fc." in n or "mlp" in n for n in state)  # attention only
-    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == lora.trainable_count(_prior(), config)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == lora.trainable_count(
+        _prior(), config
+    )
     # Strict loading of an adapters-only state (what a resume does), into a fresh adapted copy.
     other = lora.attach(_prior(), config, seed=9)
     assert not all(torch.equal(state[k], other.state_dict()[k]) for k in state)
@@ -116,14 +120,16 @@ def test_adapter_file_round_trip_and_refusal_of_another_base(tmp_path) -> None:
     bundle = with_adapters(load_bundle("tiny-random"), [path])
     merged = bundle.load_prior(2)
     expected = lora.merge_state(copy.deepcopy(base), lora.adapter_state(adapted), config)
-    assert all(torch.equal(a, b) for a, b in zip(merged.state_dict().values(), expected.state_dict().values()))
+    got, want = merged.state_dict(), expected.state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
 
     with pytest.raises(IncompatibleCheckpoint, match="another base"):
         adapter.apply(_prior(seed=7))
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"rank": 0}, {"rank": 4, "alpha": 0.0}, {"rank": 4, "targets": ("ffn",)}, {"rank": 4, "targets": ()}]
+    "kwargs",
+    [{"rank": 0}, {"rank": 4, "alpha": 0.0}, {"rank": 4, "targets": ("ffn",)}, {"rank": 4, "targets": ()}],
 )
 def test_config_is_validated(kwargs) -> None:
     with pytest.raises(ConfigError):
