@@ -22,9 +22,9 @@ Adapters = Annotated[
     list[Path] | None,
     typer.Option(
         "--adapter",
+        metavar="RUN",
         readable=False,
-        help="LoRA adapter (a run of train --lora-rank, or its adapter.safetensors) merged into the base "
-        "model's prior of its level; repeat for other levels.",
+        help="A LoRA run (train --lora-rank) or adapter file for --model.",
     ),
 ]
 Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output files.")]

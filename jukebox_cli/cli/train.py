@@ -304,7 +304,9 @@ def _prior_command(kind: str, default_level: int | None):
         ] = None,
         lora_alpha: Annotated[
             float | None,
-            typer.Option(min=0.0, help="LoRA scale numerator: updates scale by A/R (default: R)."),
+            typer.Option(
+                min=0.0, metavar="A", help="LoRA scale numerator: updates scale by A/R (default: R)."
+            ),
         ] = None,
         lora_targets: Annotated[
             str, typer.Option(help="Projections to adapt: attn, mlp or attn,mlp.")
@@ -360,7 +362,7 @@ prior.__doc__ = """Train a top-level prior on a VQ-VAE's codes, conditioned on t
 
         jukebox train prior data/ --vqvae jukebox --from 1b_lyrics --metadata meta.csv --lr 1e-5 -o runs/ft
 
-        jukebox train prior data/ --vqvae jukebox --from 1b_lyrics --lora-rank 8 --lr 1e-4 -o runs/lora
+        jukebox train prior data/ --vqvae jukebox --from 1b_lyrics --lora-rank 8 -o runs/lora
     """
 upsampler = _prior_command("upsampler", None)
 upsampler.__doc__ = """Train an upsampler (level 1 or 0) on a VQ-VAE's codes.
