@@ -52,6 +52,16 @@ def test_lora_fine_tune_then_generate_with_the_adapter(corpus: Path, tmp_path: P
                      "--levels", "2", "-q", "-o", out)  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert (out / "level_2" / "item_0.wav").is_file()
+    # The run records the adapted model, so that a resume (or this value as --model) samples it again.
+    from jukebox_cli.engine.sampling.runs import Run
+
+    recorded = Run.open(out).settings["model"]
+    assert recorded == f"tiny-random+adapter={adapter.resolve()}"
+    again = tmp_path / "again"
+    result = run_cli("generate", "--model", recorded, "--device", "cpu", "--duration", "1", "--levels", "2", "-q",
+                     "-o", again)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert (again / "level_2" / "item_0.wav").read_bytes() == (out / "level_2" / "item_0.wav").read_bytes()
 
     # A base the adapter was not trained on: one line, exit 3.
     result = run_cli("generate", "--model", "demo", "--adapter", adapter, "--device", "cpu", "--duration", "1",

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from jukebox_cli.engine.errors import ConfigError, IncompatibleCheckpoint
+from jukebox_cli.engine.errors import CheckpointNotFound, ConfigError, IncompatibleCheckpoint
 from jukebox_cli.engine.models import lora
 from jukebox_cli.engine.models.builders import build_prior
 from jukebox_cli.engine.models.lora import LoRAConfig, LoRAConv1D
@@ -142,3 +142,14 @@ def test_1b_lyrics_top_prior_counts_from_the_preset() -> None:
         count = lora.trainable_count(skeleton, LoRAConfig(rank=rank))
         by_hand = sum(rank * sum(m.w.shape) for _, m in lora.target_layers(skeleton))
         assert count == by_hand > 0
+
+
+def test_an_adapted_model_value_names_its_base_and_adapters(tmp_path) -> None:
+    from jukebox_cli.engine.weights.resolve import resolve, split_adapters, with_adapter_spec
+
+    spec = with_adapter_spec("tiny-random", ["/a/run", "/b/adapter.safetensors"])
+    assert split_adapters(spec) == ("tiny-random", ["/a/run", "/b/adapter.safetensors"])
+    assert split_adapters("demo") == ("demo", [])
+    assert resolve(spec).kind == "tiny-random"
+    with pytest.raises(CheckpointNotFound):
+        load_bundle(with_adapter_spec("tiny-random", [str(tmp_path / "missing")]))

@@ -23,6 +23,7 @@ from jukebox_cli.engine.files import atomic_write
 from jukebox_cli.engine.models.lora import LoRAConfig, adapter_state, fingerprint, merge_state
 from jukebox_cli.engine.models.prior import Prior
 from jukebox_cli.engine.weights.bundle import Bundle
+from jukebox_cli.engine.weights.resolve import with_adapter_spec
 
 ADAPTER_FILE = "adapter.safetensors"
 FORMAT = "jukebox-lora/1"
@@ -97,7 +98,7 @@ def load_adapter(spec: str | Path) -> Adapter:
     Raises:
         CheckpointNotFound: no adapter there; IncompatibleCheckpoint: not an adapter file of this format.
     """
-    path = adapter_path(spec)
+    path = adapter_path(spec).resolve()
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -136,13 +137,15 @@ def with_adapters(bundle: Bundle, adapters: Sequence[str | Path | Adapter]) -> B
                 f"Adapter {adapter.path} is for level {adapter.level}; {bundle.name} has none."
             )
         by_level[adapter.level] = adapter
+    # Recorded by a run as its model, so that resuming it loads the adapters again.
+    spec = with_adapter_spec(bundle.spec, [str(a.path) for a in loaded])
     if bundle.pending:
         fetch = bundle.fetch
 
         def fetched(**kwargs) -> Bundle:
             return with_adapters(fetch(**kwargs), loaded)
 
-        return dataclasses.replace(bundle, fetch=fetched)
+        return dataclasses.replace(bundle, fetch=fetched, source=spec)
     load = bundle.loader
 
     def merged(level: int, device: torch.device, linear_dtype: torch.dtype | None) -> Prior:
@@ -150,7 +153,8 @@ def with_adapters(bundle: Bundle, adapters: Sequence[str | Path | Adapter]) -> B
         return by_level[level].apply(prior) if level in by_level else prior
 
     # Resident priors would be merged again on every load: keep them loaded once per level.
-    return dataclasses.replace(bundle, loader=merged if not bundle.resident else _once(merged), labellers={})
+    loader = merged if not bundle.resident else _once(merged)
+    return dataclasses.replace(bundle, loader=loader, labellers={}, source=spec)
 
 
 def _once(load):

@@ -40,6 +40,7 @@ from jukebox_cli.engine.weights.resolve import (
     ModelSource,
     known_names,
     resolve,
+    split_adapters,
 )
 
 # The released VQ-VAE is one part shared by every released model; this one is asked for when none is named.
@@ -176,7 +177,7 @@ def load_bundle(
             architecture is known without a download, so it can be planned offline; nothing is fetched
             until ``bundle.fetched()``.
         adapters: LoRA adapter files or LoRA training runs, merged into their level's prior as it loads
-            (``weights.adapters``).
+            (``weights.adapters``), after any that ``spec`` names (``BASE+adapter=PATH``).
         progress: download and conversion events.
 
     Raises:
@@ -184,9 +185,10 @@ def load_bundle(
         IncompatibleCheckpoint: parts that do not belong together; an adapter trained on another base (when
             its prior loads).
     """
-    if adapters:
-        bundle = load_bundle(spec, cache_dir=cache_dir, download=download, defer=defer, progress=progress)
-        return with_adapters(bundle, adapters)
+    base, named = split_adapters(spec)
+    if named or adapters:
+        bundle = load_bundle(base, cache_dir=cache_dir, download=download, defer=defer, progress=progress)
+        return with_adapters(bundle, [*named, *adapters])
     source = resolve(spec)
     if source.kind == "tiny-random":
         return tiny_random()
