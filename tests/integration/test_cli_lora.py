@@ -133,3 +133,24 @@ def test_lora_training_changes_only_adapters_and_resumes_exactly(corpus: Path, t
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
     assert isinstance(next(m for m in whole.model.modules() if isinstance(m, LoRAConv1D)), LoRAConv1D)
+
+
+def test_a_bf16_base_stays_frozen_and_its_adapter_merges_into_the_float32_base(
+    corpus: Path, tmp_path: Path
+) -> None:
+    """What the CLI does on a GPU (--lora-rank there keeps the frozen projections in bf16), here on the CPU."""
+    from jukebox_cli.engine.train.loop import TrainConfig, train
+    from jukebox_cli.engine.train.setup import prior_task
+    from jukebox_cli.engine.weights.loading import load_bundle
+
+    task = prior_task(corpus, vqvae="tiny-random", level=2, source="tiny-random", batch_size=2, held_out=0.25,
+                      metadata=corpus / "meta.csv", cache_dir=tmp_path / "cache", lora=LoRAConfig(rank=2),
+                      base_dtype=torch.bfloat16)  # fmt: skip
+    layers = [m for m in task.model.modules() if isinstance(m, LoRAConv1D)]
+    assert all(m.base.w.dtype == torch.bfloat16 and m.lora_a.dtype == torch.float32 for m in layers)
+    before = [m.base.w.clone() for m in layers]
+    config = TrainConfig(steps=2, batch_size=2, lr=1e-2, warmup=1, save_every=2, eval_every=2, log_every=1)
+    assert train(task, config, tmp_path / "run", handle_signals=False).stopped == "done"
+    assert all(torch.equal(m.base.w, w) for m, w in zip(layers, before, strict=True))
+    prior = load_bundle("tiny-random", adapters=[tmp_path / "run"]).load_prior(2)
+    assert next(prior.parameters()).dtype == torch.float32
