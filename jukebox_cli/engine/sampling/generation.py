@@ -62,6 +62,7 @@ from jukebox_cli.engine.weights.bundle import Bundle
 from jukebox_cli.engine.weights.loading import load_bundle
 from jukebox_cli.engine.weights.registry import MODELS
 from jukebox_cli.engine.weights.released import download_blocker
+from jukebox_cli.engine.weights.resolve import ADAPTER_MARK
 from jukebox_cli.engine.weights.shipped import DEMO
 
 #: Seconds of an audio file kept as the prompt when none is given.
@@ -594,8 +595,10 @@ def prepare_upsample(
         raise ConfigError(f"{run_dir} has no finished top-level (level {top}) codes to upsample.")
     check_codes(bundle, source, top, codes)
     rows = list(range(codes.shape[0])) if takes is None else _chosen_takes(run_dir, takes, codes.shape[0])
+    # Upsampled with adapters (`upsample --adapter`): the new run records them, so that it resumes with them.
+    spec = bundle.spec if ADAPTER_MARK in bundle.spec else recorded["model"]
     request = build_request(
-        bundle, model=recorded["model"], samples=[SampleMeta(**recorded["samples"][r]) for r in rows],
+        bundle, model=spec, samples=[SampleMeta(**recorded["samples"][r]) for r in rows],
         duration=codes.shape[1] * bundle.vqvae.hop_lengths[top] / bundle.sample_rate,
         total_duration=recorded["total_length"] / bundle.sample_rate, first_level=top - 1,
         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, dtype=dtype,
