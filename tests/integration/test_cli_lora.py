@@ -154,3 +154,28 @@ def test_a_bf16_base_stays_frozen_and_its_adapter_merges_into_the_float32_base(
     assert all(torch.equal(m.base.w, w) for m, w in zip(layers, before, strict=True))
     prior = load_bundle("tiny-random", adapters=[tmp_path / "run"]).load_prior(2)
     assert next(prior.parameters()).dtype == torch.float32
+
+
+def test_an_upsampler_adapter_is_used_and_recorded_by_upsample(corpus: Path, tmp_path: Path, run_cli) -> None:
+    args = _train_args(corpus, tmp_path, tmp_path / "up1", "--lora-rank", "2", "--lora-targets", "attn")
+    args[1] = "upsampler"
+    result = run_cli(*args, "--level", "1")
+    assert result.exit_code == 0, result.stderr
+    from jukebox_cli.engine.sampling.runs import Run
+    from jukebox_cli.engine.weights.adapters import load_adapter
+
+    adapter = load_adapter(tmp_path / "up1")
+    assert adapter.level == 1 and adapter.lora.targets == ("attn",)
+    assert not any(".mlp." in key for key in adapter.tensors)
+    top = tmp_path / "top"
+    common = ("--device", "cpu", "-q")
+    assert (
+        run_cli(
+            "generate", "-m", "tiny-random", "--levels", "2", "--duration", "1", *common, "-o", top
+        ).exit_code
+        == 0
+    )
+    result = run_cli("upsample", top, "--adapter", tmp_path / "up1", *common, "-o", tmp_path / "up")
+    assert result.exit_code == 0, result.stderr
+    assert Run.open(tmp_path / "up").settings["model"] == f"tiny-random+adapter={adapter.path}"
+    assert (tmp_path / "up" / "level_0" / "item_0.wav").is_file()
