@@ -68,6 +68,9 @@ def test_lora_fine_tune_then_generate_with_the_adapter(corpus: Path, tmp_path: P
                      "--levels", "2", "-q", "-o", tmp_path / "wrong")  # fmt: skip
     assert result.exit_code == 3 and "another base" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 2
+    # The run alone is no model: the message says what to pass.
+    result = run_cli("generate", "--model", run, "--device", "cpu", "-q", "-o", tmp_path / "alone")
+    assert result.exit_code == 3 and f"--model tiny-random --adapter {run}" in result.stderr
 
 
 def test_lora_needs_a_base_and_a_rank(corpus: Path, tmp_path: Path, run_cli) -> None:

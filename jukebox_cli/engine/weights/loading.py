@@ -29,7 +29,7 @@ from jukebox_cli.engine.models.presets import NEEDS_WEIGHTS, prior_config, vqvae
 from jukebox_cli.engine.models.vqvae import VQVAEConfig
 from jukebox_cli.engine.progress import ProgressCallback, noop
 from jukebox_cli.engine.weights import released, remote
-from jukebox_cli.engine.weights.adapters import with_adapters
+from jukebox_cli.engine.weights.adapters import ADAPTER_FILE, load_adapter, with_adapters
 from jukebox_cli.engine.weights.bundle import Bundle
 from jukebox_cli.engine.weights.cache import ModelCache
 from jukebox_cli.engine.weights.registry import MODELS
@@ -198,6 +198,11 @@ def load_bundle(
         and not released.model_status(source.released, cache_dir=cache_dir).complete
     ):
         return _released_architecture(source, cache_dir)
+    if source.kind == "folder" and (source.path / ADAPTER_FILE).is_file():
+        raise CheckpointNotFound(
+            f"{spec} is a LoRA run (adapters only): use --model {load_adapter(source.path).base or 'BASE'} "
+            f"--adapter {spec}."
+        )
     vqvae, priors = model_files(source, cache_dir=cache_dir, download=download, progress=progress)
     bundle = Bundle.from_files(source.name, vqvae, priors)
     bundle.source = source.spec
