@@ -280,11 +280,12 @@ class GenerationJob:
             sample_rate=self.bundle.sample_rate,
             seconds=self.request.sample_length / self.bundle.sample_rate,
             codes=codes,
-            files=sorted(
-                p
+            files=[  # top level first, takes in order (item_10 after item_9)
+                path
                 for level in self.request.levels
-                for p in run.level_dir(level).glob(f"item_*.{audio['format']}")
-            ),  # fmt: skip
+                for take in range(len(self.request.samples))
+                if (path := run.audio_path(level, take, audio["format"])).exists()
+            ],
             alignments=sorted(run.level_dir(top).glob("item_*.alignment.json")),
             warnings=silent_takes(run),
         )
