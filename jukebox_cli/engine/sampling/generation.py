@@ -35,6 +35,7 @@ from jukebox_cli.engine.locks import hold_folder
 from jukebox_cli.engine.models.labels import Labeller
 from jukebox_cli.engine.models.presets import prior_config
 from jukebox_cli.engine.progress import ProgressCallback, noop
+from jukebox_cli.engine.ranks import SINGLE, Ranks
 from jukebox_cli.engine.sampling.cascade import (
     audio_output,
     has_level_audio,
@@ -217,6 +218,7 @@ class GenerationJob:
         compile: str = "auto",
         audio_format: str | None = None,
         subtype: str | None = None,
+        ranks: Ranks = SINGLE,
     ) -> GenerationResult:
         """Sample into the run folder, resuming whatever it already holds; returns what it holds at the end.
 
@@ -231,20 +233,47 @@ class GenerationJob:
             audio_format, subtype: ``wav`` or ``flac``; ``PCM_16``, ``PCM_24`` or ``FLOAT`` (WAV only). Default:
                 what the run was last written as, else 16-bit WAV. Recorded in the run's state, not its
                 settings (they do not change the codes); a different choice on resume rewrites finished levels.
+            ranks: several processes sampling this run together (``ranks.joined`` under torchrun): each
+                samples its share of the samples on ``ranks.device`` (``device`` is then ignored), rank 0 alone
+                holds and writes the folder, and an error on any rank stops them all. The codes are those of
+                one process. Rank 0's result lists the files; the others' hold the codes only.
 
         Raises:
             OutputExistsError: the folder holds a run with other settings (and ``force`` is off).
             OutputInUse: another process is writing the folder.
             DeviceError: an unavailable device, or out of memory.
+            ConfigError: several processes and fewer samples than processes, or a model not downloaded yet.
+            ProcessStopped: ranks other than 0, when any rank failed (rank 0 raises that rank's error).
         """
-        torch_device = _device(device)
-        decode = decode_mode(compile, torch_device)
-        audio_output(None, audio_format, subtype)  # a format it cannot write fails before any sampling
-        self.bundle = self.bundle.fetched(progress)  # a released model is downloaded now, not when planned
-        # Held from the first look at the folder to the last file: two processes would mix their windows.
-        with hold_folder(self.output, "run folder"):
-            return self._run(torch_device, decode, progress, force=force, alignment=alignment,
-                             audio_format=audio_format, subtype=subtype)  # fmt: skip
+        with ranks.together():
+            torch_device = ranks.device if ranks.world > 1 else _device(device)
+            decode = decode_mode(compile, torch_device)
+            audio_output(None, audio_format, subtype)  # a format it cannot write fails before any sampling
+            if ranks.world > 1:
+                self._check_shared(ranks)
+            # A released model is downloaded now, not when planned.
+            self.bundle = self.bundle.fetched(progress)
+            if not ranks.main:
+                return self._run(torch_device, decode, progress, force=force, alignment=alignment,
+                                 audio_format=audio_format, subtype=subtype, ranks=ranks)  # fmt: skip
+            # Held from the first look at the folder to the last file: two processes would mix their windows.
+            with hold_folder(self.output, "run folder"):
+                return self._run(torch_device, decode, progress, force=force, alignment=alignment,
+                                 audio_format=audio_format, subtype=subtype, ranks=ranks)  # fmt: skip
+
+    def _check_shared(self, ranks: Ranks) -> None:
+        """Refuse what several processes cannot do: more processes than samples, a download on every rank."""
+        n_samples = len(self.request.samples)
+        if n_samples < ranks.world:
+            raise ConfigError(
+                f"{ranks.world} processes share {n_samples} take(s): each process samples whole takes, so start "
+                f"at most {n_samples} (--nproc-per-node), or ask for more takes (--samples)."
+            )
+        if self.bundle.pending:
+            raise ConfigError(
+                f"{self.bundle.name} is not downloaded yet: run `jukebox models download "
+                f"{self.bundle.released or self.bundle.name}` once before sampling with several processes."
+            )
 
     def _run(
         self,
@@ -256,23 +285,21 @@ class GenerationJob:
         alignment: bool,
         audio_format: str | None,
         subtype: str | None,
+        ranks: Ranks,
     ) -> GenerationResult:
-        describe = functools.partial(describe_setting, sample_rate=self.bundle.sample_rate)
-        run, _ = Run.create_or_resume(self.output, self.request.settings(), force=force, describe=describe)
-        audio = audio_output(run.state.get("audio"), audio_format, subtype)
-        run.update(device=str(torch_device), model=self.bundle.describe(), audio=audio)
-        for level, codes in self.given_levels.items():  # finished as they are
-            if run.load_codes(level)[0] is None:
-                run.save_codes(level, codes, windows_done=0, finished=True)
-            if not has_level_audio(run, level, codes.shape[0], audio):
-                write_level_audio(run, self.bundle, level, codes, audio=audio)
-        for level, codes in self.initial_codes.items():  # the starting point stays in the run, for resumes
-            if run.load_codes(level)[0] is None:
-                run.save_codes(level, codes, windows_done=0)
+        run, audio = (
+            self._open(torch_device, force, audio_format, subtype, ranks) if ranks.main else (None, None)
+        )
         codes = run_cascade(self.bundle, run, self.request, device=torch_device,
                             initial_codes=self.initial_codes or None, progress=progress,
-                            alignment=alignment, decode=decode, audio=audio)  # fmt: skip
+                            alignment=alignment, decode=decode, audio=audio, ranks=ranks)  # fmt: skip
         top = self.bundle.top_level
+        if run is None:
+            return GenerationResult(
+                run=self.output, model=self.bundle.name, pretrained=self.bundle.pretrained,
+                sample_rate=self.bundle.sample_rate, seconds=self.request.sample_length / self.bundle.sample_rate,
+                codes=codes, files=[], alignments=[],
+            )  # fmt: skip
         return GenerationResult(
             run=self.output,
             model=self.bundle.name,
@@ -288,6 +315,23 @@ class GenerationJob:
             alignments=sorted(run.level_dir(top).glob("item_*.alignment.json")),
             warnings=silent_takes(run),
         )
+
+    def _open(self, torch_device: torch.device, force: bool, audio_format: str | None, subtype: str | None,
+              ranks: Ranks) -> tuple[Run, dict]:  # fmt: skip
+        """Create or resume the run folder with its starting codes (rank 0); returns it and its audio format."""
+        describe = functools.partial(describe_setting, sample_rate=self.bundle.sample_rate)
+        run, _ = Run.create_or_resume(self.output, self.request.settings(), force=force, describe=describe)
+        audio = audio_output(run.state.get("audio"), audio_format, subtype)
+        run.update(device=str(torch_device), processes=ranks.world, model=self.bundle.describe(), audio=audio)
+        for level, codes in self.given_levels.items():  # finished as they are
+            if run.load_codes(level)[0] is None:
+                run.save_codes(level, codes, windows_done=0, finished=True)
+            if not has_level_audio(run, level, codes.shape[0], audio):
+                write_level_audio(run, self.bundle, level, codes, audio=audio)
+        for level, codes in self.initial_codes.items():  # the starting point stays in the run, for resumes
+            if run.load_codes(level)[0] is None:
+                run.save_codes(level, codes, windows_done=0)
+        return run, audio
 
 
 def _device(device: str | torch.device) -> torch.device:
