@@ -266,6 +266,7 @@ def _execute(job, ranks, *, force: bool, dry_run: bool, quiet: bool, json_output
 
     torch_device = ranks.device  # once, for the plan, its estimate and the run
     with ranks.together():
+        job.check_processes(ranks)
         if ranks.main and not dry_run:  # a refusal comes before the plan's time probe, not after it
             job.check(force=force)
         if ranks.main:

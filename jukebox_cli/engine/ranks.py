@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -33,6 +34,8 @@ from jukebox_cli.engine.errors import ConfigError, DeviceError, JukeboxError, Pr
 #: How long a process waits for the others at one meeting. Rank 0 alone decodes and writes a finished
 #: level's audio (and a lyrics model's alignment) while the others wait for the next level's first window.
 TIMEOUT = timedelta(minutes=30)
+#: How long a rank other than 0 waits, on its way out after a failure or Ctrl-C, for rank 0 to leave first.
+LINGER_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -226,5 +229,11 @@ def joined(device: str | torch.device = "auto") -> Iterator[Ranks]:
     dist.init_process_group(backend=backend, rank=ranks.rank, world_size=ranks.world, timeout=TIMEOUT)
     try:
         yield ranks
+    except BaseException:
+        if not ranks.main:
+            # Rank 0 says why the run stopped. torchrun stops every process as soon as one has left, so a
+            # rank that left first could cut rank 0 off before its message; torchrun ends this wait early.
+            time.sleep(LINGER_SECONDS)
+        raise
     finally:
         dist.destroy_process_group()

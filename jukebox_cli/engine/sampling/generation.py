@@ -249,8 +249,7 @@ class GenerationJob:
             torch_device = ranks.device if ranks.world > 1 else _device(device)
             decode = decode_mode(compile, torch_device)
             audio_output(None, audio_format, subtype)  # a format it cannot write fails before any sampling
-            if ranks.world > 1:
-                self._check_shared(ranks)
+            self.check_processes(ranks)
             # A released model is downloaded now, not when planned.
             self.bundle = self.bundle.fetched(progress)
             if not ranks.main:
@@ -261,8 +260,14 @@ class GenerationJob:
                 return self._run(torch_device, decode, progress, force=force, alignment=alignment,
                                  audio_format=audio_format, subtype=subtype, ranks=ranks)  # fmt: skip
 
-    def _check_shared(self, ranks: Ranks) -> None:
-        """Refuse what several processes cannot do: more processes than samples, a download on every rank."""
+    def check_processes(self, ranks: Ranks) -> None:
+        """Refuse what several processes cannot do: more processes than samples, a download on every rank.
+
+        Raises:
+            ConfigError: either.
+        """
+        if ranks.world == 1:
+            return
         n_samples = len(self.request.samples)
         if n_samples < ranks.world:
             raise ConfigError(

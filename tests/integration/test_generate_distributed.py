@@ -1,0 +1,200 @@
+"""Sampling one run with several processes, as users launch it: torchrun, 2 CPU processes, gloo, tiny-random."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from jukebox_cli.engine.errors import ConfigError
+from jukebox_cli.engine.ranks import SINGLE, Ranks, from_environment
+from tests.integration.test_train_distributed import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+ARGS = ("--model", "tiny-random", "--device", "cpu", "--duration", "1", "--seed", "3")
+
+# Runs the CLI's entry point in each process, with hooks the test needs: a Ctrl-C or an error at a chosen
+# window, and a record of every file each rank writes (every run file is written by os.replace) or locks.
+SCRIPT = """
+import json, os, sys
+from pathlib import Path
+import jukebox_cli.engine.locks as locks
+import jukebox_cli.engine.sampling.level as level
+from jukebox_cli.cli.app import main
+from jukebox_cli.engine.errors import ConfigError
+
+out, stop, args = Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3:]
+rank = int(os.environ["RANK"])
+log = open(out / f"rank{rank}.log", "w", buffering=1)  # line by line: torchrun may stop rank 1 at any time
+real_replace, real_hold, real_window = os.replace, locks.hold_folder, level.sample_window
+
+def replace(src, dst, *a, **k):
+    print(dst, file=log)
+    return real_replace(src, dst, *a, **k)
+
+def hold(folder, *a, **k):
+    print("lock", folder, file=log)
+    return real_hold(folder, *a, **k)
+
+calls = {"n": 0}
+
+def window(prior, *a, **k):
+    calls["n"] += prior.config.level == stop["level"]
+    if calls["n"] == stop["window"] and rank in stop["ranks"]:
+        raise KeyboardInterrupt if stop["kind"] == "interrupt" else ConfigError("boom on rank %d" % rank)
+    return real_window(prior, *a, **k)
+
+os.replace, locks.hold_folder, level.sample_window = replace, hold, window
+import jukebox_cli.engine.sampling.generation as generation
+generation.hold_folder = hold
+try:
+    main(args)
+except SystemExit as exit_:
+    print("exit", exit_.code, file=log)
+    raise
+"""
+
+
+def _torchrun(tmp_path: Path, *args: str, stop: dict | None = None) -> subprocess.CompletedProcess:
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
+              "127.0.0.1", "--master-port", str(free_port())]  # fmt: skip
+    if stop is None:  # the command exactly as the README gives it
+        command = [*launch, "-m", "jukebox_cli", *args]
+    else:
+        script = tmp_path / "hooked.py"
+        script.write_text(SCRIPT)
+        command = [*launch, str(script), str(tmp_path), json.dumps(stop), *args]
+    return subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+
+
+def _log(tmp_path: Path, rank: int) -> list[str]:
+    return (tmp_path / f"rank{rank}.log").read_text().splitlines()
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    return {k: v for k, v in env.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+
+
+def _one_process(*args: str) -> subprocess.CompletedProcess:
+    """``python -m jukebox_cli`` in one process, under the thread count torchrun gives its workers."""
+    command = [sys.executable, "-m", "jukebox_cli", *args]
+    return subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+
+
+def _assert_same_run(a: Path, b: Path, levels=(2, 1, 0), takes: int = 3) -> None:
+    for level in levels:
+        codes = [load_file(run / f"level_{level}" / "codes.safetensors")["codes"] for run in (a, b)]
+        assert codes[0].shape[0] == takes and torch.equal(*codes), f"level {level}"
+        for take in range(takes):
+            audio = [(run / f"level_{level}" / f"item_{take}.wav").read_bytes() for run in (a, b)]
+            assert audio[0] == audio[1], f"level {level} take {take}"
+    settings = [json.loads((run / "run.json").read_text())["settings"] for run in (a, b)]
+    assert settings[0] == settings[1]
+
+
+def test_two_processes_sample_what_one_process_samples(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    done = _one_process("generate", *ARGS, "-n", "3", "--quiet", "-o", str(one))
+    assert done.returncode == 0, done.stderr
+    done = _torchrun(tmp_path, "generate", *ARGS, "-n", "3", "-o", str(two))
+    assert done.returncode == 0, done.stdout + done.stderr
+    # 3 takes over 2 ranks (2 + 1), each with its own random stream: the same codes and audio, bit for bit.
+    _assert_same_run(one, two)
+    assert json.loads((two / "run.json").read_text())["state"]["processes"] == 2
+    # Rank 0 alone speaks: one plan, one line per finished level, one closing line.
+    assert done.stderr.count("Plan:") == 1 and done.stderr.count("level 0 ready") == 1
+    assert done.stderr.count("done in") == 1 and "2 processes sharing the takes" in done.stderr
+
+
+def test_stopped_two_process_run_resumes_in_one(tmp_path: Path) -> None:
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    args = (*ARGS, "-n", "3", "--quiet")
+    assert _one_process("generate", *args, "-o", str(reference)).returncode == 0
+    # Ctrl-C reaches every process: here both stop while sampling the second window of level 1.
+    stop = {"level": 1, "window": 2, "ranks": [0, 1], "kind": "interrupt"}
+    done = _torchrun(tmp_path, "generate", *args, "-o", str(run), stop=stop)
+    assert done.returncode != 0
+    logs = [_log(tmp_path, rank) for rank in (0, 1)]
+    assert logs[0][-1] == "exit 130" and "stopped:" in done.stderr and done.stderr.count("resume with") == 1
+    # Rank 0 alone held the folder and wrote in it; rank 1 wrote nothing at all.
+    assert logs[1] in ([], ["exit 130"]) and logs[0][0] == f"lock {run}"
+    assert all(line == f"lock {run}" or line.startswith(f"{run}/") for line in logs[0][:-1])
+    assert f"{run}/level_1/codes.safetensors" in logs[0]
+    with safe_open(str(run / "level_1" / "codes.safetensors"), "pt") as saved:  # the first window's codes
+        assert saved.metadata()["windows_done"] == "1" and saved.get_slice("codes").get_shape() == [3, 256]
+    assert not (run / "level_0").exists()
+
+    done = _one_process("generate", "--resume", "--quiet", "-o", str(run))
+    assert done.returncode == 0, done.stderr
+    _assert_same_run(reference, run)
+
+
+def test_an_error_on_one_rank_stops_both_and_rank_0_reports_it(tmp_path: Path) -> None:
+    stop = {"level": 2, "window": 2, "ranks": [1], "kind": "error"}
+    done = _torchrun(tmp_path, "generate", *ARGS, "-n", "2", "--levels", "2", "-o", str(tmp_path / "run"),
+                     stop=stop)  # fmt: skip
+    assert done.returncode != 0
+    # Rank 0 exits with the code of rank 1's error (a ConfigError: 2), named by its rank, printed once.
+    assert _log(tmp_path, 0)[-1] == "exit 2" and _log(tmp_path, 1) in ([], ["exit 1"])
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: rank 1: boom on rank 1"], done.stderr
+
+
+def test_fewer_takes_than_processes_is_refused(tmp_path: Path) -> None:
+    done = _torchrun(tmp_path, "generate", *ARGS, "-n", "1", "--levels", "2", "-o", str(tmp_path / "run"))
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: 2 processes share 1 take(s)"), done.stderr
+    assert "Plan:" not in done.stderr  # refused before the plan, as a refusal of the folder is
+    assert not (tmp_path / "run").exists()
+
+
+# -- one process ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("n_samples", [5, 6, 7, 12])
+def test_shares_cover_the_samples_in_order(world: int, n_samples: int) -> None:
+    shares = [Ranks(rank=r, world=world).share(n_samples) for r in range(world)]
+    rows = [i for s in shares for i in range(n_samples)[s]]
+    assert rows == list(range(n_samples))
+    sizes = [s.stop - s.start for s in shares]
+    assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+
+
+def test_one_process_exchanges_nothing() -> None:
+    assert SINGLE.exchange({"a": 1}) == [{"a": 1}] and SINGLE.from_main(3) == 3
+    with pytest.raises(ConfigError, match="x"), SINGLE.together():
+        raise ConfigError("x")
+
+
+@pytest.fixture
+def no_torchrun(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_environment_without_torchrun_is_one_process(no_torchrun: pytest.MonkeyPatch) -> None:
+    assert from_environment("cpu") == Ranks(device=torch.device("cpu"))
+
+
+def test_inconsistent_environment_is_refused(no_torchrun: pytest.MonkeyPatch) -> None:
+    no_torchrun.setenv("WORLD_SIZE", "2")
+    no_torchrun.setenv("RANK", "1")
+    with pytest.raises(ConfigError, match="MASTER_ADDR and MASTER_PORT not set"):
+        from_environment("cpu")
+    no_torchrun.setenv("RANK", "2")
+    with pytest.raises(ConfigError, match="RANK=2 is outside WORLD_SIZE=2"):
+        from_environment("cpu")
+    no_torchrun.setenv("RANK", "one")
+    with pytest.raises(ConfigError, match="RANK='one' is not a whole number"):
+        from_environment("cpu")
