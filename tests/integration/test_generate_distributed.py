@@ -137,6 +137,24 @@ def test_stopped_two_process_run_resumes_in_one(tmp_path: Path) -> None:
     _assert_same_run(reference, run)
 
 
+def test_upsample_stopped_under_two_processes_resumes_under_two(tmp_path: Path) -> None:
+    takes, one, two = tmp_path / "takes", tmp_path / "one", tmp_path / "two"
+    assert (
+        _one_process("generate", *ARGS, "-n", "3", "--levels", "2", "--quiet", "-o", str(takes)).returncode
+        == 0
+    )
+    upsample = ("upsample", str(takes), "--takes", "2,0,1", "--device", "cpu", "--quiet")
+    assert _one_process(*upsample, "-o", str(one)).returncode == 0
+    stop = {"level": 0, "window": 2, "ranks": [0, 1], "kind": "interrupt"}
+    assert _torchrun(tmp_path, *upsample, "-o", str(two), stop=stop).returncode != 0
+    assert (two / "level_2" / "item_2.wav").exists() and not (two / "level_0" / "item_0.wav").exists()
+    with safe_open(str(two / "level_0" / "codes.safetensors"), "pt") as saved:
+        assert saved.metadata()["windows_done"] == "1"
+    done = _torchrun(tmp_path, "generate", "--resume", "--device", "cpu", "--quiet", "-o", str(two))
+    assert done.returncode == 0, done.stdout + done.stderr
+    _assert_same_run(one, two)
+
+
 def test_an_error_on_one_rank_stops_both_and_rank_0_reports_it(tmp_path: Path) -> None:
     stop = {"level": 2, "window": 2, "ranks": [1], "kind": "error"}
     done = _torchrun(tmp_path, "generate", *ARGS, "-n", "2", "--levels", "2", "-o", str(tmp_path / "run"),
