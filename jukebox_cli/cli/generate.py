@@ -402,6 +402,10 @@ def generate(
         jukebox generate -m 1b_lyrics --artist "zac brown band" --genre country --lyrics-file l.txt --duration 20
 
         jukebox generate --resume -o runs/demo
+
+    Several GPUs share the takes (rank 0 writes the run; the codes are one process's):
+
+        torchrun --nproc-per-node 4 -m jukebox_cli generate -n 8 -o runs/eight
     """
     from jukebox_cli.engine.errors import ConfigError
     from jukebox_cli.engine.ranks import joined
