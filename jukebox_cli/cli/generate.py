@@ -274,7 +274,7 @@ def _execute(job, ranks, *, force: bool, dry_run: bool, quiet: bool, json_output
                        json_output=json_output, dry_run=dry_run, compile=compile)  # fmt: skip
     if dry_run:
         return
-    if job.resumes and not quiet:
+    if not quiet and job.resumes:
         console.print(f"resuming {job.output} from its saved codes")
 
     def level_ready(event) -> str:

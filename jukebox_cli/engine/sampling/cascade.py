@@ -162,7 +162,8 @@ def run_cascade(
     n_samples = len(request.samples)
     codes = {level: prompt.to(device) for level, prompt in (initial_codes or {}).items()}
     levels = range(bundle.vqvae.levels)
-    # Rank 0 reads the folder and tells the others: nodes need not share a filesystem.
+    # Rank 0 reads the folder it has just created, resumed or cleared (--force), and tells the others: read by
+    # them, it could still be changing.
     saved = ranks.from_main({level: run.load_codes(level) for level in levels} if ranks.main else None)
     for level in levels:  # what the run holds wins (upper levels too, for upsamplers)
         if saved[level][0] is not None:
