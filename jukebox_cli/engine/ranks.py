@@ -118,9 +118,8 @@ class Ranks:
         except ProcessStopped:
             raise
         except Exception as error:
-            if not hasattr(
-                error, _FROM_RANK
-            ):  # the ranks already know of an error exchanged once (nested blocks)
+            # An error already exchanged (it came from another rank, or an inner block reported it) is known.
+            if not hasattr(error, _FROM_RANK):
                 setattr(error, _FROM_RANK, self.rank)
                 self.report(error)
             raise
