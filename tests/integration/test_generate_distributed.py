@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,6 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
-
-from tests.integration.test_train_distributed import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ARGS = ("--model", "tiny-random", "--device", "cpu", "--duration", "1", "--seed", "3")
@@ -69,6 +68,12 @@ def _torchrun(tmp_path: Path, *args: str, stop: dict | None = None) -> subproces
         script.write_text(SCRIPT)
         command = [*launch, str(script), str(tmp_path), json.dumps(stop), *args]
     return subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _log(tmp_path: Path, rank: int) -> list[str]:
