@@ -312,13 +312,15 @@ def _execute(job, ranks, *, force: bool, dry_run: bool, quiet: bool, json_output
 def _show_plan(console: Console, job, torch_device, device_name: str, world: int, *, quiet: bool,
                json_output: bool, dry_run: bool, compile: str) -> None:  # fmt: skip
     """The plan table (or ``--dry-run --json``'s plan), with the download note and the tips."""
-    plans = job.plan(torch_device)
+    plans = job.plan(torch_device, world)
     show = not quiet and not json_output
     if show and job.download_note:
         console.print(f"[yellow]note:[/] {job.download_note}", highlight=False)
-    estimates = job.estimate(torch_device, compile, plans) if show or (dry_run and json_output) else None
+    estimates = (
+        job.estimate(torch_device, compile, plans, world) if show or (dry_run and json_output) else None
+    )
     if show:
-        where = device_name if world == 1 else f"{device_name}, {world} processes sharing the takes"
+        where = device_name if world == 1 else f"{device_name}, one of {world} processes sharing the takes"
         _print_plan(console, job, plans, estimates, where)
         for tip in job.tips(torch_device):
             console.print(f"[dim]tip: {tip}[/]")

@@ -178,10 +178,11 @@ class GenerationJob:
             f"{self.bundle.download_bytes / 1e9:.1f} GB"
         )
 
-    def plan(self, device: str | torch.device = "auto") -> list[LevelPlan]:
+    def plan(self, device: str | torch.device = "auto", processes: int = 1) -> list[LevelPlan]:
         """Codes, windows, new tokens and memory per level (the working dtype on ``device`` sizes the cache).
 
-        A run folder this job resumes counts its saved codes as existing."""
+        A run folder this job resumes counts its saved codes as existing. ``processes``: how many share the
+        takes (each batch holds at most the largest share)."""
         existing = {level: codes.shape[1] for level, codes in self.initial_codes.items()}
         if self.resumes:
             run = Run.open(self.output)
@@ -191,22 +192,27 @@ class GenerationJob:
                     if info is not None:
                         existing[level] = max(existing.get(level, 0), info[1])
         torch_device = _device(device)
-        return plan_cascade(
-            self.bundle, self.request, existing, working_dtype(self.request.dtype, torch_device), torch_device
-        )
+        return plan_cascade(self.bundle, self.request, existing, working_dtype(self.request.dtype, torch_device),
+                            torch_device, processes)  # fmt: skip
 
     def estimate(
-        self, device: str | torch.device = "auto", compile: str = "auto", plans: list[LevelPlan] | None = None
+        self,
+        device: str | torch.device = "auto",
+        compile: str = "auto",
+        plans: list[LevelPlan] | None = None,
+        processes: int = 1,
     ) -> list[LevelEstimate]:
         """Expected time per level on ``device``, from a probe of a slice of each prior (seconds per level).
 
         Needs no weights: the probe builds one block of each attention type with random values. ``plans``:
-        this job's :meth:`plan` on the same device, if already made.
+        this job's :meth:`plan` on the same device, if already made; ``processes``: how many share the takes
+        (the time is that of the largest share).
         """
         torch_device = _device(device)
         dtype = working_dtype(self.request.dtype, torch_device)
-        return estimate_cascade(self.bundle, self.request, plans or self.plan(torch_device), device=torch_device,
-                                decode=decode_mode(compile, torch_device), dtype=dtype)  # fmt: skip
+        return estimate_cascade(self.bundle, self.request, plans or self.plan(torch_device, processes),
+                                device=torch_device, decode=decode_mode(compile, torch_device), dtype=dtype,
+                                processes=processes)  # fmt: skip
 
     def run(
         self,
