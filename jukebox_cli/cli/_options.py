@@ -24,7 +24,7 @@ Adapters = Annotated[
         "--adapter",
         metavar="RUN",
         readable=False,
-        help="A LoRA run (train --lora-rank) or adapter file for --model.",
+        help="LoRA run or adapter file.",
     ),
 ]
 Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output files.")]
