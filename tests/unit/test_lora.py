@@ -153,3 +153,19 @@ def test_an_adapted_model_value_names_its_base_and_adapters(tmp_path) -> None:
     assert resolve(spec).kind == "tiny-random"
     with pytest.raises(CheckpointNotFound):
         load_bundle(with_adapter_spec("tiny-random", [str(tmp_path / "missing")]))
+
+
+def test_a_bf16_base_runs_in_bf16_and_keeps_no_float32_copy_for_backward() -> None:
+    conv = Conv1D(16, 8)
+    layer = LoRAConv1D(conv.to(torch.bfloat16).requires_grad_(False), rank=2, scale=1.0)
+    saved = []
+    x = torch.randn(4, 16, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = layer(x)
+    assert out.dtype == torch.float32
+    big = [t for t in saved if t.numel() == conv.w.numel()]
+    assert big and all(t.dtype == torch.bfloat16 for t in big)  # the weight itself, not a float32 copy
+    expected = (x.bfloat16() @ conv.w + conv.b).float() + x @ layer.lora_a @ layer.lora_b
+    torch.testing.assert_close(out, expected)
+    out.sum().backward()
+    assert layer.lora_b.grad is not None and conv.w.grad is None

@@ -75,6 +75,11 @@ class LoRAConv1D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         update = (x @ self.lora_a.to(x.dtype)) @ self.lora_b.to(x.dtype)  # (..., n_out)
+        low = self.base.w.dtype
+        if low != x.dtype:
+            # A base stored in bf16 runs in bf16: Conv1D would cast its weight up, and autograd would keep that
+            # float32 copy of every layer until the backward pass, undoing the saving.
+            return self.base(x.to(low)).to(x.dtype) + update * self.scale
         return self.base(x) + update * self.scale
 
     def merged(self) -> Conv1D:
