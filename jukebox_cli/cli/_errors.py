@@ -39,6 +39,7 @@ ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
     (e.DiskSpaceError, 3, "Free some space or point --cache-dir / JUKEBOX_CACHE at a larger disk."),
     (e.IncompatibleCheckpoint, 3, "Pass a checkpoint of the right kind and architecture."),
     (e.CheckpointError, 3, ""),
+    (e.ProcessStopped, 1, ""),  # rank 0 prints the failed rank's own error; this is what the others stop with
     (e.NotEnoughMemory, 5, ""),  # the message names what would fit
     (e.DeviceError, 5, "Try --device cpu."),
     (e.LabelError, 2, ""),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -17,13 +18,24 @@ MODEL_HELP = (
 Model = Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)]
 OptionalModel = Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+Adapters = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--adapter",
+        metavar="RUN",
+        readable=False,
+        help="LoRA run or adapter file.",
+    ),
+]
 Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output files.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
 Json = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
 AudioIn = Annotated[
     Path,
     # readable=False: the engine reports an unreadable file as an audio error (exit 4), not a usage error.
-    typer.Argument(readable=False, help="Audio file (wav, flac, ogg, mp3, ...; any rate, any channels)."),
+    typer.Argument(
+        readable=False, metavar="AUDIO", help="Audio file (wav, flac, ogg, mp3, ...; any rate, any channels)."
+    ),
 ]
 CacheDir = Annotated[
     Path | None,
@@ -91,3 +103,13 @@ def parse_seconds(text: str | float) -> float:
         hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
         return hours * 3600 + minutes * 60 + seconds
     raise typer.BadParameter(f"{text!r} is not a length of time (write seconds: 10, 10s, 1:30 or 1m30s).")
+
+
+#: The running command's arguments (set by ``app.main``), for messages that say what to run again.
+INVOCATION: list[str] = []
+
+
+def rerun_command(*extra: str) -> str:
+    """The running command as a shell line, with ``extra`` arguments added where it lacks them."""
+    args = [*INVOCATION, *(a for a in extra if a not in INVOCATION)]
+    return shlex.join(["jukebox", *args])

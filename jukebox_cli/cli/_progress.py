@@ -220,6 +220,9 @@ class TrainProgress(RichProgress):
         now = self._clock()
         if self._first is None:  # a resumed run's first event jumps to its step; a new run's is step 1
             self._first = (now, self._step)
+            if self._step > 1:
+                total = f" of {self._total:,}" if self._total else ""
+                self._progress.console.print(f"resumed from step {self._step:,}{total}", highlight=False)
             return
         rate = self._rate()
         if (

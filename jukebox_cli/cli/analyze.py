@@ -17,13 +17,19 @@ from jukebox_cli.cli._options import Force, Json, Quiet
 
 
 def figure_names(songs: list[Path]) -> list[str]:
-    """A distinct figure name per song: SONG_analysis.png, with the parent folder's name added for songs
-    that share a stem (a/x.wav and b/x.wav give a_x_analysis.png and b_x_analysis.png), then a counter."""
-    stems = [song.stem for song in songs]
-    names = [
-        f"{song.parent.name}_{song.stem}" if stems.count(song.stem) > 1 and song.parent.name else song.stem
-        for song in songs
-    ]
+    """A distinct figure name per song: SONG_analysis.png, with as many parent folders' names added as it
+    takes to tell songs that share a stem apart (a/x.wav and b/x.wav give a_x_analysis.png and
+    b_x_analysis.png; runs/a/level_0/item_0.wav and runs/b/level_0/item_0.wav give a_level_0_item_0 ...),
+    then a counter."""
+    names = []
+    for song in songs:
+        twins = [other for other in songs if other.stem == song.stem]
+        parents = list(song.parent.parts)
+        depth = 0
+        while len(twins) > 1 and depth < len(parents) and len({_tail(t, depth) for t in twins}) < len(twins):
+            depth += 1
+        prefix = _tail(song, depth if len(twins) > 1 else 0)
+        names.append("_".join([*prefix, song.stem]).lstrip("/_") or song.stem)
     seen: dict[str, int] = {}
     unique = []
     for name in names:
@@ -32,11 +38,18 @@ def figure_names(songs: list[Path]) -> list[str]:
     return [f"{name}_analysis.png" for name in unique]
 
 
+def _tail(song: Path, depth: int) -> tuple[str, ...]:
+    """The names of the last ``depth`` folders above ``song``."""
+    parts = song.parent.parts
+    return tuple(parts[len(parts) - depth :]) if depth else ()
+
+
 def analyze(
     songs: Annotated[
         list[Path],
         typer.Argument(
             readable=False,
+            metavar="AUDIO_OR_RUN",
             help="Audio files (wav, flac, ogg, mp3, ...; any rate, any channels), or run folders (every level "
             "of every take in one figure).",
         ),

@@ -16,6 +16,7 @@ from rich.markup import escape
 from jukebox_cli import __version__
 from jukebox_cli.cli import _help, analyze, generate, labels, models, reconstruct, runs, studio, train
 from jukebox_cli.cli._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, lookup, one_line
+from jukebox_cli.cli._options import INVOCATION
 from jukebox_cli.engine.errors import JukeboxError
 
 _help.install()
@@ -71,8 +72,19 @@ def _take_debug(args: list[str]) -> tuple[list[str], bool]:
     return kept, len(kept) != len(args)
 
 
+def _other_rank() -> bool:
+    """Whether torchrun started this process as a rank other than 0: rank 0 alone speaks for a shared run,
+    another rank's errors included (``engine/ranks.py`` hands them to it)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) > 0
+    except ValueError:
+        return False
+
+
 def _print_error(message: str, hint: str = "") -> None:
     """One red line (the message, whitespace folded), then a dim hint line when there is one."""
+    if _other_rank():
+        return
     console = Console(stderr=True, soft_wrap=True)
     console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False)
     if hint:
@@ -99,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     Typer's usage box.
     """
     args, debug = _take_debug(sys.argv[1:] if argv is None else list(argv))
+    INVOCATION[:] = args
     debug = debug or os.environ.get("JUKEBOX_DEBUG", "") not in ("", "0")
     try:
         result = app(args=args, prog_name="jukebox", standalone_mode=False)

@@ -20,6 +20,7 @@ from rich.table import Table
 from jukebox_cli.cli._errors import EXIT_INTERRUPTED
 from jukebox_cli.cli._options import (
     SUBTYPES,
+    Adapters,
     CacheDir,
     Device,
     Force,
@@ -250,33 +251,31 @@ def _size(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_output: bool,
-             alignment: bool = True, compile: str = "auto", audio_format=None, bit_depth=None) -> None:  # fmt: skip
-    """Shared tail of the commands: show the warnings and the plan, run the job, report what it wrote."""
+def _execute(job, ranks, *, force: bool, dry_run: bool, quiet: bool, json_output: bool, alignment: bool = True,
+             compile: str = "auto", audio_format=None, bit_depth=None) -> None:  # fmt: skip
+    """Shared tail of the commands: show the warnings and the plan, run the job, report what it wrote.
+
+    ``ranks`` (``engine.ranks``): under torchrun, rank 0 alone checks the folder and says anything; the
+    others only sample.
+    """
     console = Console(stderr=True, soft_wrap=True)
+    if not ranks.main:
+        quiet, json_output = True, False
     for warning in job.warnings if not quiet else []:
         console.print(f"[yellow]warning:[/] {warning}")
-    from jukebox_cli.engine.devices import device_description, resolve_device
+    from jukebox_cli.engine.devices import device_description
 
-    torch_device = resolve_device(device)  # once, for the plan, its estimate and the run
-    if not dry_run:  # a refusal comes before the plan's time probe, not after it
-        job.check(force=force)
-    plans = job.plan(torch_device)
-    show = not quiet and not json_output
-    if show and job.download_note:
-        console.print(f"[yellow]note:[/] {job.download_note}", highlight=False)
-    estimates = job.estimate(torch_device, compile, plans) if show or (dry_run and json_output) else None
-    if show:
-        _print_plan(console, job, plans, estimates, device_description(torch_device))
-        for tip in job.tips(torch_device):
-            console.print(f"[dim]tip: {tip}[/]")
+    torch_device = ranks.device  # once, for the plan, its estimate and the run
+    with ranks.together():
+        job.check_processes(ranks)
+        if ranks.main and not dry_run:  # a refusal comes before the plan's time probe, not after it
+            job.check(force=force)
+        if ranks.main:
+            _show_plan(console, job, torch_device, device_description(torch_device), ranks.world, quiet=quiet,
+                       json_output=json_output, dry_run=dry_run, compile=compile)  # fmt: skip
     if dry_run:
-        if json_output:
-            typer.echo(json.dumps({"plan": [p.__dict__ for p in plans],
-                                   "estimate": [{**e.__dict__, "seconds": e.seconds} for e in estimates]},
-                                  indent=2))  # fmt: skip
         return
-    if job.resumes and not quiet:
+    if not quiet and job.resumes:
         console.print(f"resuming {job.output} from its saved codes")
 
     def level_ready(event) -> str:
@@ -287,11 +286,12 @@ def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_
         with sigterm_interrupts(), RichProgress(enabled=not quiet, on_level=level_ready) as progress:
             result = job.run(device=torch_device, progress=progress, force=force, alignment=alignment,
                              compile=compile, audio_format=audio_format and audio_format.value,
-                             subtype=bit_depth and SUBTYPES[bit_depth])  # fmt: skip
+                             subtype=bit_depth and SUBTYPES[bit_depth], ranks=ranks)  # fmt: skip
     except KeyboardInterrupt as stop:  # the bars are down: the with block has closed them
         # Every window's codes were written atomically when it finished: nothing else needs saving.
-        console.print(f"stopped: {job.output} is saved up to its last finished window; resume with: "
-                      f"jukebox generate --resume -o {shlex.quote(str(job.output))}", highlight=False)  # fmt: skip
+        if ranks.main:
+            console.print(f"stopped: {job.output} is saved up to its last finished window; resume with: "
+                          f"jukebox generate --resume -o {shlex.quote(str(job.output))}", highlight=False)  # fmt: skip
         raise typer.Exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED) from None
     if json_output:
         typer.echo(json.dumps(result.to_dict(), indent=2))
@@ -308,6 +308,27 @@ def _execute(job, *, device: str, force: bool, dry_run: bool, quiet: bool, json_
     for note in job.notes:
         console.print(f"[yellow]note:[/] {note}")
     console.print(_summary(result, job.request.levels, time.monotonic() - started), highlight=False)
+
+
+def _show_plan(console: Console, job, torch_device, device_name: str, world: int, *, quiet: bool,
+               json_output: bool, dry_run: bool, compile: str) -> None:  # fmt: skip
+    """The plan table (or ``--dry-run --json``'s plan), with the download note and the tips."""
+    plans = job.plan(torch_device, world)
+    show = not quiet and not json_output
+    if show and job.download_note:
+        console.print(f"[yellow]note:[/] {job.download_note}", highlight=False)
+    estimates = (
+        job.estimate(torch_device, compile, plans, world) if show or (dry_run and json_output) else None
+    )
+    if show:
+        where = device_name if world == 1 else f"{device_name}, one of {world} processes sharing the takes"
+        _print_plan(console, job, plans, estimates, where)
+        for tip in job.tips(torch_device):
+            console.print(f"[dim]tip: {tip}[/]")
+    if dry_run and json_output:
+        typer.echo(json.dumps({"plan": [p.__dict__ for p in plans],
+                               "estimate": [{**e.__dict__, "seconds": e.seconds} for e in estimates]},
+                              indent=2))  # fmt: skip
 
 
 def _summary(result, levels: tuple[int, ...], seconds: float) -> str:
@@ -331,6 +352,7 @@ def generate(
     ctx: typer.Context,
     *,
     model: Model = "demo",
+    adapter: Adapters = None,
     artist: Artist = "unknown",
     genre: Genre = "unknown",
     lyrics: Lyrics = None,
@@ -384,8 +406,13 @@ def generate(
         jukebox generate -m 1b_lyrics --artist "zac brown band" --genre country --lyrics-file l.txt --duration 20
 
         jukebox generate --resume -o runs/demo
+
+    Several GPUs share the takes (rank 0 writes the run; the codes are one process's):
+
+        torchrun --nproc-per-node 4 -m jukebox_cli generate -n 8 -o runs/eight
     """
     from jukebox_cli.engine.errors import ConfigError
+    from jukebox_cli.engine.ranks import joined
     from jukebox_cli.engine.sampling.generation import prepare_generate, prepare_resume
 
     if ctx.args:  # `--resume RUN`, the old spelling, leaves RUN as an extra argument
@@ -396,34 +423,37 @@ def generate(
             )
         deprecated("--resume RUN", "--resume -o RUN (--resume means the same in every command)")
         output = Path(ctx.args[0])
-    if resume:
-        if output is None:
-            raise ConfigError("--resume continues the run in --output: add -o RUN.")
-        with RichProgress(enabled=not quiet) as progress:
-            job = prepare_resume(output, cache_dir=cache_dir, progress=progress)
-        # Its settings are the run's own: --force can only mean starting a run with unreadable codes over.
-        _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
+    if resume and output is None:
+        raise ConfigError("--resume continues the run in --output: add -o RUN.")
+    text = None if resume else _read_lyrics(lyrics, lyrics_file)
+    with joined(device) as ranks:
+        with ranks.together(), RichProgress(enabled=not quiet and ranks.main) as progress:
+            if resume:  # a released model's download shows its bytes
+                job = prepare_resume(output, cache_dir=cache_dir, progress=progress)
+            else:
+                job = prepare_generate(
+                    _adapted(model, adapter, cache_dir, progress), artist=artist, genre=genre, lyrics=text or "",
+                    duration=duration,
+                    total_duration=total_duration, samples=samples, levels=levels, temperature=temperature,
+                    top_k=top_k, top_p=top_p, seed=seed, prime=prime, prompt_seconds=prompt_seconds,
+                    dtype=dtype, max_batch_size=max_batch_size, chunk_size=chunk_size,
+                    allow_unknown=allow_unknown, output=output, cache_dir=cache_dir, progress=progress,
+                )  # fmt: skip
+        # A resume's settings are the run's own: --force can only mean starting a run with unreadable codes over.
+        _execute(job, ranks, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
                  alignment=alignment, compile=compile.value, audio_format=audio_format, bit_depth=bit_depth)  # fmt: skip
-        return
-    text = _read_lyrics(lyrics, lyrics_file)
-    with RichProgress(enabled=not quiet) as progress:  # a released model's download shows its bytes
-        job = prepare_generate(
-            model, artist=artist, genre=genre, lyrics=text or "", duration=duration,
-            total_duration=total_duration, samples=samples, levels=levels, temperature=temperature,
-            top_k=top_k, top_p=top_p, seed=seed, prime=prime, prompt_seconds=prompt_seconds, dtype=dtype,
-            max_batch_size=max_batch_size, chunk_size=chunk_size, allow_unknown=allow_unknown, output=output,
-            cache_dir=cache_dir, progress=progress,
-        )  # fmt: skip
-    _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
-             alignment=alignment, compile=compile.value, audio_format=audio_format, bit_depth=bit_depth)  # fmt: skip
 
 
 def continue_(
     source: Annotated[
-        Path, typer.Argument(readable=False, help="An audio file to continue, or a run folder to extend.")
+        Path,
+        typer.Argument(
+            readable=False, metavar="SOURCE", help="An audio file to continue, or a run folder to extend."
+        ),
     ],
     *,
     model: OptionalModel = None,
+    adapter: Adapters = None,
     prompt_seconds: Annotated[
         float | None,
         typer.Option(help="Seconds of the source to keep (default: 5 s of audio, or all of a run)."),
@@ -479,22 +509,42 @@ def continue_(
 
         jukebox continue runs/takes --takes 3 --levels 2 --duration 8 -o runs/take3-longer
     """
+    from jukebox_cli.engine.ranks import joined
     from jukebox_cli.engine.sampling.generation import prepare_continue
 
     text = _read_lyrics(lyrics, lyrics_file)
     rows = _take_numbers(takes)
-    with RichProgress(enabled=not quiet) as progress:
-        job = prepare_continue(
-            source, model=model, prompt_seconds=prompt_seconds, prompt_start=prompt_start, duration=duration,
-            total_duration=total_duration, artist=artist, genre=genre, lyrics=text, samples=samples, takes=rows,
-            levels=levels, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, dtype=dtype,
-            max_batch_size=max_batch_size, chunk_size=chunk_size, allow_unknown=allow_unknown, output=output,
-            cache_dir=cache_dir, progress=progress,
-        )  # fmt: skip
-    if not quiet and not json_output:
-        Console(stderr=True, soft_wrap=True, highlight=False).print(_prompt_line(job))
-    _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
-             alignment=alignment, compile=compile.value, audio_format=audio_format, bit_depth=bit_depth)  # fmt: skip
+    with joined(device) as ranks:
+        with ranks.together(), RichProgress(enabled=not quiet and ranks.main) as progress:
+            job = prepare_continue(
+                source, model=_adapted(model, adapter, cache_dir, progress, run=source),
+                prompt_seconds=prompt_seconds, prompt_start=prompt_start,
+                duration=duration, total_duration=total_duration, artist=artist, genre=genre, lyrics=text,
+                samples=samples, takes=rows, levels=levels, temperature=temperature, top_k=top_k, top_p=top_p,
+                seed=seed, dtype=dtype, max_batch_size=max_batch_size, chunk_size=chunk_size,
+                allow_unknown=allow_unknown, output=output, cache_dir=cache_dir, progress=progress,
+            )  # fmt: skip
+        if not quiet and not json_output and ranks.main:
+            Console(stderr=True, soft_wrap=True, highlight=False).print(_prompt_line(job))
+        _execute(job, ranks, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
+                 alignment=alignment, compile=compile.value, audio_format=audio_format, bit_depth=bit_depth)  # fmt: skip
+
+
+def _adapted(model: str | None, adapters: list[Path] | None, cache_dir, progress, *, run: Path | None = None):
+    """``model`` itself, or with ``--adapter``s the loaded bundle of ``model`` (default: ``run``'s) with them."""
+    if not adapters:
+        return model
+    from jukebox_cli.engine.errors import ConfigError
+    from jukebox_cli.engine.sampling.runs import Run
+    from jukebox_cli.engine.weights.loading import load_bundle
+
+    if model is None:
+        if run is None or not Path(run).is_dir():
+            raise ConfigError("--adapter needs --model BASE (the model the adapter was trained on).")
+        model = Run.open(Path(run)).settings["model"]
+    return load_bundle(
+        model, cache_dir=cache_dir, download=True, defer=True, adapters=adapters, progress=progress
+    )
 
 
 def _prompt_line(job) -> str:
@@ -515,9 +565,10 @@ def _prompt_line(job) -> str:
 
 
 def upsample(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder whose top level is finished.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run folder whose top level is finished.")],
     *,
     takes: Takes = None,
+    adapter: Adapters = None,
     # --samples is a count everywhere else (generate -n): this selection's old name is a hidden alias.
     old_samples: Annotated[str | None, typer.Option("--samples", hidden=True)] = None,
     temperature: Temperature = "0.99",
@@ -548,6 +599,7 @@ def upsample(
         jukebox upsample runs/demo --takes 0,2 -o runs/demo-final
     """
     from jukebox_cli.engine.errors import ConfigError
+    from jukebox_cli.engine.ranks import joined
     from jukebox_cli.engine.sampling.generation import prepare_upsample
 
     if old_samples is not None:
@@ -556,11 +608,13 @@ def upsample(
         deprecated("upsample --samples", "--takes (--samples counts takes in generate and continue)")
         takes = old_samples
     rows = _take_numbers(takes)
-    with RichProgress(enabled=not quiet) as progress:
-        job = prepare_upsample(
-            run_dir, takes=rows, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, dtype=dtype,
-            max_batch_size=max_batch_size, chunk_size=chunk_size, output=output, cache_dir=cache_dir,
-            progress=progress,
-        )  # fmt: skip
-    _execute(job, device=device, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
-             compile=compile.value, audio_format=audio_format, bit_depth=bit_depth)  # fmt: skip
+    with joined(device) as ranks:
+        with ranks.together(), RichProgress(enabled=not quiet and ranks.main) as progress:
+            job = prepare_upsample(
+                run_dir, takes=rows, model=_adapted(None, adapter, cache_dir, progress, run=run_dir),
+                temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, dtype=dtype,
+                max_batch_size=max_batch_size, chunk_size=chunk_size, output=output, cache_dir=cache_dir,
+                progress=progress,
+            )  # fmt: skip
+        _execute(job, ranks, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
+                 compile=compile.value, audio_format=audio_format, bit_depth=bit_depth)  # fmt: skip

@@ -24,7 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-Name = Annotated[str, typer.Argument(help="A released model: 1b_lyrics, 5b_lyrics or 5b.")]
+Name = Annotated[str, typer.Argument(metavar="NAME", help="A released model: 1b_lyrics, 5b_lyrics or 5b.")]
 
 
 class Source(str, Enum):
@@ -101,7 +101,10 @@ def _print_bundled() -> None:
 def download(
     name: Annotated[
         str,
-        typer.Argument(help="A released model (1b_lyrics, 5b_lyrics, 5b) or a hub repo owner/name[@rev]."),
+        typer.Argument(
+            metavar="MODEL",
+            help="A released model (1b_lyrics, 5b_lyrics, 5b) or a hub repo owner/name[@rev].",
+        ),
     ],
     *,
     source: Annotated[
@@ -171,7 +174,8 @@ def info(
     name: Annotated[
         str,
         typer.Argument(
-            help="demo, tiny-random, a released model (1b_lyrics, 5b_lyrics, 5b) or a model folder."
+            metavar="MODEL",
+            help="demo, tiny-random, a released model (1b_lyrics, 5b_lyrics, 5b) or a model folder.",
         ),
     ],
     *,

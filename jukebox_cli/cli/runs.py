@@ -29,7 +29,8 @@ def runs(
     folder: Annotated[
         Path,
         typer.Argument(
-            help="A folder of runs (searched two levels down), or one run folder. Default: runs/."
+            metavar="FOLDER",
+            help="A folder of runs (searched two levels down), or one run folder. Default: runs/.",
         ),
     ] = _DEFAULT,
     *,

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from jukebox_cli.cli._options import CacheDir, Device, Json, Quiet
+from jukebox_cli.cli._options import CacheDir, Device, Json, Quiet, rerun_command
 from jukebox_cli.cli._progress import TrainProgress
 
 app = typer.Typer(
@@ -44,7 +44,8 @@ class LoggerKind(str, Enum):
 
 
 Data = Annotated[
-    Path, typer.Argument(help="Folder of audio files (searched recursively: wav, flac, ogg, mp3).")
+    Path,
+    typer.Argument(metavar="DATA", help="Folder of audio files (searched recursively: wav, flac, ogg, mp3)."),
 ]
 Output = Annotated[
     Path | None, typer.Option("--output", "-o", help="Run folder (checkpoints, logs, the exported model).")
@@ -55,7 +56,8 @@ Lr = Annotated[float, typer.Option(min=0.0, help="Peak learning rate (AdamW, aft
 Warmup = Annotated[int, typer.Option(min=0, help="Warmup steps.")]
 GradAccum = Annotated[int, typer.Option(min=1, help="Micro-batches accumulated per step.")]
 PrecisionOpt = Annotated[
-    Precision, typer.Option(help="fp32; bf16 (autocast); fp16 (autocast + loss scaling, CUDA).")
+    Precision,
+    typer.Option(help="fp32; bf16 (autocast); fp16 (autocast + loss scaling, CUDA)."),
 ]
 Seed = Annotated[int, typer.Option(help="Seed of the initialisation and of the data order.")]
 SaveEvery = Annotated[
@@ -74,7 +76,8 @@ Metadata = Annotated[
 ]
 HeldOut = Annotated[float, typer.Option(min=0.0, max=0.9, help="Fraction of songs held out for evaluation.")]
 Ema = Annotated[
-    float, typer.Option(min=0.0, max=1.0, help="Weight EMA decay (0: off); EMA weights are exported.")
+    float,
+    typer.Option(min=0.0, max=1.0, help="Weight EMA decay (0: off); EMA weights are exported."),
 ]
 MinLevelDb = Annotated[
     float | None,
@@ -142,9 +145,11 @@ def _run(kind: str, build, *, output: Path | None, data: Path, steps: int, batch
             check_run_dir(run_dir, resume=resume)
         with TrainProgress(enabled=show, device=info.device.type) as progress:
             task = build(progress)
+            lora_base = task.source if getattr(task, "lora", None) is not None else None
             if show:
-                console.print(f"[bold]{kind}[/]: {sum(p.numel() for p in task.model.parameters()):,} parameters",
-                              highlight=False)  # fmt: skip
+                trainable = sum(p.numel() for p in task.model.parameters() if p.requires_grad)
+                console.print(f"[bold]{kind}[/]: {sum(p.numel() for p in task.model.parameters()):,} parameters, "
+                              f"{trainable:,} trained", highlight=False)  # fmt: skip
                 for line in _corpus_lines(task.corpus.describe()):
                     console.print(line, highlight=False)
                 for path, reason in task.corpus.skipped[:SKIPPED_SHOWN]:
@@ -178,12 +183,16 @@ def _run(kind: str, build, *, output: Path | None, data: Path, steps: int, batch
     if json_output:
         typer.echo(json.dumps(summary, indent=2))
     elif not quiet:
-        state = "stopped (resume with --resume)" if result.stopped == "interrupted" else "done"
-        Console(soft_wrap=True).print(
-            f"{kind} {state} at step {result.step}; model in {run_dir} (use --model {run_dir}); "
-            f"curves: jukebox train report {run_dir}",
-            highlight=False,
-        )
+        out = Console(soft_wrap=True)
+        if result.stopped == "interrupted":
+            out.print(f"{kind} stopped at step {result.step:,} of {steps:,}. Resume with: "
+                      f"{rerun_command('--resume')}", highlight=False)  # fmt: skip
+        elif lora_base is not None:
+            out.print(f"{kind} done at step {result.step:,}; adapter in {run_dir} (use --model {lora_base} "
+                      f"--adapter {run_dir})", highlight=False)  # fmt: skip
+        else:
+            out.print(f"{kind} done at step {result.step:,}; model in {run_dir} (use --model {run_dir}); "
+                      f"curves: jukebox train report {run_dir}", highlight=False)  # fmt: skip
     if result.stopped == "interrupted":
         raise typer.Exit(130)
 
@@ -306,20 +315,33 @@ def _prior_command(kind: str, default_level: int | None):
                 help="Share given the unknown artist (at least --label-dropout; default: it).",
             ),
         ] = None,
+        lora_rank: Annotated[
+            int | None,
+            typer.Option(
+                min=1, help="Train rank-R LoRA adapters on the frozen --from prior (not every weight)."
+            ),
+        ] = None,
+        lora_alpha: Annotated[
+            float | None,
+            typer.Option(
+                min=0.0, metavar="A", help="LoRA scale numerator: updates scale by A/R (default: R)."
+            ),
+        ] = None,
+        lora_targets: Annotated[
+            str, typer.Option(help="Projections to adapt: attn, mlp or attn,mlp.")
+        ] = "attn,mlp",
         strategy: Annotated[
             Strategy,
             typer.Option(
                 metavar="MODE",
-                help="Under torchrun: auto, ddp or fsdp (auto: ddp when the memory plan fits).",
+                help="auto, ddp or fsdp (torchrun).",
             ),
         ] = Strategy.auto,
         checkpoint_activations: Annotated[
             bool,
-            typer.Option("--checkpoint-acts", help="Recompute each block's activations (less memory)."),
+            typer.Option("--checkpoint-acts", help="Recompute activations."),
         ] = False,
-        plan_only: Annotated[
-            bool, typer.Option("--plan", help="Print the memory plan and exit without training.")
-        ] = False,
+        plan_only: Annotated[bool, typer.Option("--plan", help="Print the plan; exit.")] = False,
         device: Device = "auto",
         cache_dir: CacheDir = None,
         quiet: Quiet = False,
@@ -327,6 +349,20 @@ def _prior_command(kind: str, default_level: int | None):
     ) -> None:
         from jukebox_cli.engine.errors import ConfigError
         from jukebox_cli.engine.train.setup import prior_task
+
+        lora = base_dtype = None
+        if lora_rank is not None:
+            import torch  # lazy: torch only once a command runs
+
+            from jukebox_cli.engine.devices import resolve_device
+            from jukebox_cli.engine.models.lora import LoRAConfig
+
+            targets = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
+            lora = LoRAConfig(rank=lora_rank, alpha=lora_alpha, targets=targets)
+            # The frozen base in bf16 on a GPU (half the memory of a 1B prior); CPUs keep float32.
+            base_dtype = torch.bfloat16 if resolve_device(device).type == "cuda" else None
+        elif lora_alpha is not None or lora_targets != "attn,mlp":
+            raise ConfigError("--lora-alpha and --lora-targets need --lora-rank.")
 
         if level is None:
             raise ConfigError("Pass --level 1 or --level 0 (the upsampler to train).")
@@ -337,7 +373,8 @@ def _prior_command(kind: str, default_level: int | None):
             return prior_task(data, vqvae=vqvae, level=level, preset=preset, source=from_, batch_size=batch_size,
                               seed=seed, metadata=metadata, held_out=held_out, cache_dir=cache_dir,
                               min_level_db=min_level_db, label_dropout=label_dropout,
-                              artist_dropout=artist_dropout, progress=progress)  # fmt: skip
+                              artist_dropout=artist_dropout, lora=lora, base_dtype=base_dtype,
+                              progress=progress)  # fmt: skip
 
         _run(kind, build, output=output, data=data, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
              grad_accum=grad_accum, precision=precision, seed=seed, save_every=save_every, eval_every=eval_every,
@@ -356,6 +393,8 @@ prior.__doc__ = """Train a top-level prior on a VQ-VAE's codes, conditioned on t
         jukebox train prior data/ --vqvae runs/vqvae --metadata data/meta.csv -o runs/top
 
         jukebox train prior data/ --vqvae jukebox --from 1b_lyrics --metadata meta.csv --lr 1e-5 -o runs/ft
+
+        jukebox train prior data/ --vqvae jukebox --from 1b_lyrics --lora-rank 8 -o runs/lora
     """
 upsampler = _prior_command("upsampler", None)
 upsampler.__doc__ = """Train an upsampler (level 1 or 0) on a VQ-VAE's codes.
@@ -457,7 +496,7 @@ def plan(
 
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A training run folder.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A training run folder.")],
     *,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="PNG to write (default RUN/report.png).")

@@ -4,7 +4,8 @@ Attributes are imported lazily (PEP 562), so ``import jukebox_cli.engine.errors`
 import torch; the CLI relies on that for a fast ``--help``. ``docs/ARCHITECTURE.md`` maps the subpackages.
 
 Public API:
-    load_bundle(model) -> Bundle (VQ-VAE + priors + labellers, priors loaded on demand)
+    load_bundle(model, adapters=()) -> Bundle (VQ-VAE + priors + labellers, priors loaded on demand; LoRA
+        adapter files or runs merged into their level's prior as it loads); load_adapter(path) -> Adapter
     prepare_generate / prepare_continue / prepare_upsample / prepare_resume -> GenerationJob
         (job.plan(), job.run() -> GenerationResult); generate / continue_from / upsample do both
     load_vqvae(model, device="cpu") -> LoadedVQVAE; reconstruct(vqvae, audio, levels=None, ...) -> Reconstruction
@@ -30,6 +31,8 @@ _EXPORTS = {
     "Bundle": "jukebox_cli.engine.weights.bundle",
     "load_bundle": "jukebox_cli.engine.weights.loading",
     "load_vqvae": "jukebox_cli.engine.weights.loading",
+    "load_adapter": "jukebox_cli.engine.weights.adapters",
+    "LoRAConfig": "jukebox_cli.engine.models.lora",
     "run_cascade": "jukebox_cli.engine.sampling.cascade",
     "GenerationJob": "jukebox_cli.engine.sampling.generation",
     "GenerationResult": "jukebox_cli.engine.sampling.generation",
@@ -55,6 +58,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from jukebox_cli.engine.checkpoints.native import save_native  # noqa: F401
     from jukebox_cli.engine.devices import resolve_device  # noqa: F401
     from jukebox_cli.engine.models.builders import build_prior, build_vqvae  # noqa: F401
+    from jukebox_cli.engine.models.lora import LoRAConfig  # noqa: F401
     from jukebox_cli.engine.models.vqvae import VQVAE, VQVAEConfig  # noqa: F401
     from jukebox_cli.engine.sampling.cascade import run_cascade  # noqa: F401
     from jukebox_cli.engine.sampling.generation import (  # noqa: F401
@@ -68,6 +72,7 @@ if TYPE_CHECKING:  # pragma: no cover
         prepare_upsample,
         upsample,
     )
+    from jukebox_cli.engine.weights.adapters import load_adapter  # noqa: F401
     from jukebox_cli.engine.weights.bundle import Bundle  # noqa: F401
     from jukebox_cli.engine.weights.loading import load_bundle, load_vqvae  # noqa: F401
 

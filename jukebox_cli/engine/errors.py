@@ -91,6 +91,10 @@ class InvalidAudio(AudioError):
     """Audio that was read but cannot be used: NaN/inf samples, or too short for the model."""
 
 
+class ProcessStopped(JukeboxError):
+    """Another process sampling the same run failed or left (``torchrun``); the one that failed says why."""
+
+
 class DeviceError(JukeboxError):
     """No such device, or the device ran out of memory."""
 

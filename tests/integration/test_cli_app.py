@@ -82,7 +82,8 @@ def test_help_reads_at_80_columns(run_cli, monkeypatch, command: tuple[str, ...]
     assert max(len(line) for line in lines) <= 80
     assert not re.search(r"--[a-z-]*…", result.stdout), "an option name is cut"
     assert "<bool>" not in result.stdout, "a flag takes no value"
-    assert len(lines) < 140  # it was 211 lines for generate before the panels
+    # It was 211 lines for generate before the panels; train prior has the most options (LoRA, fsdp).
+    assert len(lines) < (150 if command == ("train", "prior") else 140)
     if command == ("generate",):
         # Paragraphs are reflowed to the terminal, not broken where the docstring's source lines end.
         assert "long before the upsampling finishes" in result.stdout

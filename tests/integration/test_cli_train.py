@@ -249,7 +249,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_130(corpus: Path, tmp_path: Path) 
     assert "Traceback" not in err
     step = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)["step"]
     assert 5 <= step < 100_000
-    assert f"stopped (resume with --resume) at step {step}" in out
+    assert f"vqvae stopped at step {step:,} of 100,000. Resume with: jukebox train vqvae {corpus}" in out
+    assert out.strip().endswith(" --resume")
 
 
 def _free_port() -> int:

@@ -23,6 +23,12 @@ def test_generation_api_example_runs_as_written(tmp_path: Path, monkeypatch, cap
     exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 - the README's own example
     result, final = namespace["result"], namespace["final"]
     assert len(result.files) == 6 and all(p.is_file() for p in result.files)  # 3 levels x 2 takes
+    # The order the README's comment shows: top level first, takes in order.
+    assert [(p.parent.name, p.name) for p in result.files[:2]] == [
+        ("level_2", "item_0.wav"),
+        ("level_2", "item_1.wav"),
+    ]
+    assert (result.files[-1].parent.name, result.files[-1].name) == ("level_0", "item_1.wav")
     audio, rate = sf.read(tmp_path / "runs/rock/level_0/item_1.wav")
     assert rate == 22050 and len(audio) == 3 * 22050 // 128 * 128
     longer = sf.read(tmp_path / "runs/rock-4s/level_2/item_0.wav")[0]

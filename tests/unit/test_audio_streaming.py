@@ -121,3 +121,5 @@ def test_songs_of_the_same_name_get_distinct_figures() -> None:
     assert len(set(names)) == 4
     assert names[:3] == ["a_x_analysis.png", "b_x_analysis.png", "y_analysis.png"]
     assert figure_names([Path("x.wav")]) == ["x_analysis.png"]
+    takes = [Path("runs/a/level_0/item_0.wav"), Path("runs/b/level_0/item_0.wav")]
+    assert figure_names(takes) == ["a_level_0_item_0_analysis.png", "b_level_0_item_0_analysis.png"]

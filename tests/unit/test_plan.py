@@ -57,3 +57,10 @@ def test_existing_codes_are_not_planned_again(released_5b: Bundle) -> None:
 def test_cache_size_follows_the_working_dtype() -> None:
     prior = build_prior("tiny_5b", "meta")
     assert cache_bytes(prior, torch.float32) == 2 * cache_bytes(prior, torch.bfloat16) > 0
+
+
+def test_processes_sharing_the_takes_batch_their_largest_share(released_5b: Bundle) -> None:
+    request = build_request(released_5b, model="5b", samples=[SampleMeta()] * 7, duration=20, levels=(2,),
+                            max_batch_size=16)  # fmt: skip
+    batches = [plan_cascade(released_5b, request, processes=n)[0].batch_size for n in (1, 2, 3, 7)]
+    assert batches == [7, 4, 3, 1]

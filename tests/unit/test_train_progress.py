@@ -57,3 +57,14 @@ def test_a_log_file_gets_a_plain_line_and_the_expected_duration() -> None:
     plain = [line for line in lines if line.startswith("step ")]
     assert len(plain) == 3  # at 30, 60 and 90 s
     assert plain[0] == "step 30/1,000 · loss 0.03333 · 1 steps/s · eta 0:16:10"
+
+
+def test_a_resumed_run_says_where_it_resumed() -> None:
+    for first, expected in ((250, ["resumed from step 250 of 1,000"]), (1, [])):
+        console, out = _console(terminal=False)
+        view = TrainProgress(console=console, clock=Clock())
+        with view:
+            view(StageStarted("train", 1000, "step"))
+            view(Advanced("train", first))  # a resumed run's first event jumps to its step
+            view(StageFinished("train"))
+        assert [line for line in out.getvalue().splitlines() if "resumed" in line] == expected

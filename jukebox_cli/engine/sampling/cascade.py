@@ -23,6 +23,7 @@ from jukebox_cli.engine.progress import (
     StageStarted,
     noop,
 )
+from jukebox_cli.engine.ranks import SINGLE, Ranks
 from jukebox_cli.engine.sampling.alignment import missing_alignments, write_alignments
 from jukebox_cli.engine.sampling.batching import batch_size, bytes_per_sample
 from jukebox_cli.engine.sampling.conditioning import encode_metadata, labels_for
@@ -122,7 +123,7 @@ def has_level_audio(run: Run, level: int, n_samples: int, audio: dict) -> bool:
 
 def run_cascade(
     bundle: Bundle,
-    run: Run,
+    run: Run | None,
     request: CascadeRequest,
     *,
     device: torch.device,
@@ -131,12 +132,14 @@ def run_cascade(
     alignment: bool = True,
     decode: str = "auto",
     audio: dict | None = None,
+    ranks: Ranks = SINGLE,
 ) -> dict[int, torch.Tensor]:
     """Sample every requested level into ``run`` (resuming whatever it already holds).
 
     Args:
         bundle: the model (priors on the CPU; each moves to ``device`` only while its level is sampled).
-        run: the run folder; its saved codes take precedence over ``initial_codes``.
+        run: the run folder; its saved codes take precedence over ``initial_codes``. None on ranks other than 0,
+            which neither read nor write it.
         request: the settings, validated against this model (``request.build_request`` does it).
         device: where to sample.
         initial_codes: level -> [N, K] codes to continue from (a prompt, or the top level for upsampling).
@@ -148,6 +151,9 @@ def run_cascade(
             of the request.
         audio: ``{"format", "subtype"}`` of the audio files (``audio_output``; default 16-bit WAV); not part of
             the request either: a resume may change it, and rewrites finished levels' audio to match.
+        ranks: several processes (torchrun): each samples its share of the samples (``Ranks.share``) with
+            their own random streams; after every window the new codes are exchanged, and rank 0 saves them
+            and writes the audio. Every rank returns every sample's codes.
 
     Returns:
         level -> [N, T_level] codes of every level this run holds.
@@ -155,75 +161,109 @@ def run_cascade(
     dtype = working_dtype(request.dtype, device)
     n_samples = len(request.samples)
     codes = {level: prompt.to(device) for level, prompt in (initial_codes or {}).items()}
-    for level in range(bundle.vqvae.levels):  # what the run holds wins (upper levels too, for upsamplers)
-        saved = run.load_codes(level)[0]
-        if saved is not None:
-            codes[level] = saved.to(device)
-    bundle.vqvae.to(device)
+    levels = range(bundle.vqvae.levels)
+    # Rank 0 reads the folder it has just created, resumed or cleared (--force), and tells the others: read by
+    # them, it could still be changing.
+    saved = ranks.from_main({level: run.load_codes(level) for level in levels} if ranks.main else None)
+    for level in levels:  # what the run holds wins (upper levels too, for upsamplers)
+        if saved[level][0] is not None:
+            codes[level] = saved[level][0].to(device)
+    if ranks.main:
+        bundle.vqvae.to(device)
     progress(StageStarted("levels", len(request.levels), "level"))
     for level in request.levels:
-        _, windows_done, finished = run.load_codes(level)
+        _, windows_done, finished = saved[level]
         current = codes.get(level, torch.zeros(n_samples, 0, dtype=torch.long, device=device))
         if current.shape[0] != n_samples:
             raise ConfigError(f"Level {level} holds codes for {current.shape[0]} samples, not {n_samples}.")
         config = bundle.prior_configs[level]
         total = request.sample_length // config.hop_length
         if not finished:
-            labeller = bundle.labellers[level]
-            encoded, _ = encode_metadata(labeller, request.samples, allow_unknown=request.allow_unknown)
-            upper = codes.get(level + 1) if config.is_upsampler else None
-            done = [windows_done]
-
-            def saver(level_codes: torch.Tensor, count: int, lv: int = level, done: list = done) -> None:
-                run.save_codes(lv, level_codes, windows_done=count)
-                done[0] = count
-
-            # The Conv1D weights are read straight into the working dtype: the decoders use them resident in it,
-            # so a float16-stored 5B prior sampled in float32 is never held twice.
-            linear_dtype = dtype
-            prior = None
-            try:
-                prior = bundle.load_prior(level, device, linear_dtype)
-                batch = batch_size(
-                    request.max_batch_size[level],
-                    n_samples,
-                    device=device,
-                    free_bytes=free_memory(device),
-                    per_sample=bytes_per_sample(config, cache_bytes(prior, dtype), dtype, request.chunk_size),
-                )
-                run.update(batch_sizes={**run.state.get("batch_sizes", {}), str(level): batch})
-                settings = SamplingSettings(
-                    temperature=request.temperature[level], top_k=request.top_k, top_p=request.top_p,
-                    hop_fraction=request.hop_fraction[level], chunk_size=request.chunk_size,
-                    max_batch_size=batch, decode=decode,
-                )  # fmt: skip
-                current = sample_level(
-                    prior, current[:, :total], total,
-                    labels_for(labeller, encoded, config, request.total_length, device),
-                    upper_codes=upper, settings=settings, seed=request.seed, dtype=dtype,
-                    first_window=windows_done, on_window=saver,
-                    progress=progress,
-                )  # fmt: skip
-                if alignment and missing_alignments(run, bundle, level, request):  # while the prior is here
-                    write_alignments(run, bundle, level, current, request, prior=prior, progress=progress)
-            except torch.OutOfMemoryError as err:
-                raise DeviceError(
-                    f"Out of memory while sampling level {level}; lower --samples or --max-batch-size."
-                ) from err
-            finally:
-                if prior is not None:  # only the level being sampled occupies the accelerator
-                    bundle.release_prior(prior)
-                del prior
-            run.save_codes(level, current, windows_done=done[0], finished=True)
+            current = _sample_level(bundle, run, request, level, current[:, :total], windows_done,
+                                    codes.get(level + 1) if config.is_upsampler else None,
+                                    device=device, dtype=dtype, decode=decode, progress=progress,
+                                    alignment=alignment, ranks=ranks)  # fmt: skip
         codes[level] = current
-        audio = audio or DEFAULT_AUDIO
-        if not (finished and has_level_audio(run, level, n_samples, audio)):  # a resume keeps finished audio
-            write_level_audio(run, bundle, level, current, audio=audio, progress=progress)
-        # A run stopped before its alignment, or one that asks for it later, gets it from the saved codes.
-        if alignment and missing_alignments(run, bundle, level, request):
-            write_alignments(run, bundle, level, current, request, device=device, progress=progress)
-        run.update(levels_done=sorted({*run.state.get("levels_done", []), level}, reverse=True))
+        if ranks.main:
+            _finish_level(bundle, run, request, level, current, finished, audio, alignment, device, progress)
         progress(LevelDone(level, current))
         progress(Advanced("levels"))
     progress(StageFinished("levels"))
     return codes
+
+
+def _sample_level(bundle: Bundle, run: Run | None, request: CascadeRequest, level: int, current: torch.Tensor,
+                  windows_done: int, upper: torch.Tensor | None, *, device: torch.device, dtype: torch.dtype,
+                  decode: str, progress: ProgressCallback, alignment: bool, ranks: Ranks) -> torch.Tensor:  # fmt: skip
+    """Sample the rest of one level; returns [N, total] codes of every sample (this rank's share included)."""
+    config = bundle.prior_configs[level]
+    total = request.sample_length // config.hop_length
+    labeller = bundle.labellers[level]
+    encoded, _ = encode_metadata(labeller, request.samples, allow_unknown=request.allow_unknown)
+    share = ranks.share(len(request.samples))
+    labels = labels_for(labeller, encoded, config, request.total_length, device)
+    state = {"codes": current, "windows": windows_done}  # every sample's codes, as exchanged
+
+    def saver(own: torch.Tensor, count: int) -> None:
+        # Only the window's new codes travel; every rank appends them, so each holds the whole level.
+        new = ranks.exchange(own[:, state["codes"].shape[1] :].cpu())
+        state["codes"] = torch.cat([state["codes"], torch.cat(new, dim=0).to(device)], dim=1)
+        state["windows"] = count
+        if run is not None:
+            run.save_codes(level, state["codes"], windows_done=count)
+
+    prior = None
+    try:
+        # The Conv1D weights are read straight into the working dtype: the decoders use them resident in it,
+        # so a float16-stored 5B prior sampled in float32 is never held twice.
+        prior = bundle.load_prior(level, device, dtype)
+        own = current[share]
+        batch = batch_size(
+            request.max_batch_size[level],
+            own.shape[0],
+            device=device,
+            free_bytes=free_memory(device),
+            per_sample=bytes_per_sample(config, cache_bytes(prior, dtype), dtype, request.chunk_size),
+        )
+        if run is not None:
+            run.update(batch_sizes={**run.state.get("batch_sizes", {}), str(level): batch})
+        settings = SamplingSettings(
+            temperature=request.temperature[level], top_k=request.top_k, top_p=request.top_p,
+            hop_fraction=request.hop_fraction[level], chunk_size=request.chunk_size,
+            max_batch_size=batch, decode=decode,
+        )  # fmt: skip
+        sample_level(
+            prior, own, total, lambda window: labels(window)[share],
+            upper_codes=None if upper is None else upper[share], settings=settings, seed=request.seed,
+            dtype=dtype, first_window=windows_done, on_window=saver, progress=progress,
+            first_sample=share.start,
+        )  # fmt: skip
+        if run is not None and alignment and missing_alignments(run, bundle, level, request):
+            # while the prior is here
+            write_alignments(run, bundle, level, state["codes"], request, prior=prior, progress=progress)
+    except torch.OutOfMemoryError as err:
+        raise DeviceError(
+            f"Out of memory while sampling level {level}; lower --samples or --max-batch-size."
+        ) from err
+    finally:
+        if prior is not None:  # only the level being sampled occupies the accelerator
+            bundle.release_prior(prior)
+        del prior
+    if run is not None:
+        run.save_codes(level, state["codes"], windows_done=state["windows"], finished=True)
+    return state["codes"]
+
+
+def _finish_level(bundle: Bundle, run: Run, request: CascadeRequest, level: int, current: torch.Tensor,
+                  finished: bool, audio: dict | None, alignment: bool, device: torch.device,
+                  progress: ProgressCallback) -> None:  # fmt: skip
+    """A sampled level's audio, alignment and record (rank 0)."""
+    audio = audio or DEFAULT_AUDIO
+    if not (
+        finished and has_level_audio(run, level, current.shape[0], audio)
+    ):  # a resume keeps finished audio
+        write_level_audio(run, bundle, level, current, audio=audio, progress=progress)
+    # A run stopped before its alignment, or one that asks for it later, gets it from the saved codes.
+    if alignment and missing_alignments(run, bundle, level, request):
+        write_alignments(run, bundle, level, current, request, device=device, progress=progress)
+    run.update(levels_done=sorted({*run.state.get("levels_done", []), level}, reverse=True))

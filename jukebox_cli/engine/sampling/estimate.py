@@ -184,7 +184,7 @@ def probe(config: PriorConfig, *, batch: int, dtype: torch.dtype, device: torch.
 
 def estimate_cascade(
     bundle: Bundle, request: CascadeRequest, plans: list[LevelPlan], *, device: torch.device, decode: str,
-    dtype: torch.dtype,
+    dtype: torch.dtype, processes: int = 1,
 ) -> list[LevelEstimate]:  # fmt: skip
     """The expected time of each planned level on ``device`` (see the module docstring).
 
@@ -195,8 +195,9 @@ def estimate_cascade(
         device: where the run will sample.
         decode: the run's decode mode (``auto`` is resolved per level as the sampler resolves it).
         dtype: the working dtype.
+        processes: processes sharing the takes (torchrun): the time is that of the largest share.
     """
-    n = len(request.samples)
+    n = -(-len(request.samples) // processes)
     estimates = []
     probes: dict[tuple, Probe] = {}
     for plan in plans:

@@ -35,6 +35,7 @@ from jukebox_cli.engine.locks import hold_folder
 from jukebox_cli.engine.models.labels import Labeller
 from jukebox_cli.engine.models.presets import prior_config
 from jukebox_cli.engine.progress import ProgressCallback, noop
+from jukebox_cli.engine.ranks import SINGLE, Ranks
 from jukebox_cli.engine.sampling.cascade import (
     audio_output,
     has_level_audio,
@@ -62,6 +63,7 @@ from jukebox_cli.engine.weights.bundle import Bundle
 from jukebox_cli.engine.weights.loading import load_bundle
 from jukebox_cli.engine.weights.registry import MODELS
 from jukebox_cli.engine.weights.released import download_blocker
+from jukebox_cli.engine.weights.resolve import ADAPTER_MARK
 from jukebox_cli.engine.weights.shipped import DEMO
 
 #: Seconds of an audio file kept as the prompt when none is given.
@@ -177,10 +179,11 @@ class GenerationJob:
             f"{self.bundle.download_bytes / 1e9:.1f} GB"
         )
 
-    def plan(self, device: str | torch.device = "auto") -> list[LevelPlan]:
+    def plan(self, device: str | torch.device = "auto", processes: int = 1) -> list[LevelPlan]:
         """Codes, windows, new tokens and memory per level (the working dtype on ``device`` sizes the cache).
 
-        A run folder this job resumes counts its saved codes as existing."""
+        A run folder this job resumes counts its saved codes as existing. ``processes``: how many share the
+        takes (each batch holds at most the largest share)."""
         existing = {level: codes.shape[1] for level, codes in self.initial_codes.items()}
         if self.resumes:
             run = Run.open(self.output)
@@ -190,22 +193,27 @@ class GenerationJob:
                     if info is not None:
                         existing[level] = max(existing.get(level, 0), info[1])
         torch_device = _device(device)
-        return plan_cascade(
-            self.bundle, self.request, existing, working_dtype(self.request.dtype, torch_device), torch_device
-        )
+        return plan_cascade(self.bundle, self.request, existing, working_dtype(self.request.dtype, torch_device),
+                            torch_device, processes)  # fmt: skip
 
     def estimate(
-        self, device: str | torch.device = "auto", compile: str = "auto", plans: list[LevelPlan] | None = None
+        self,
+        device: str | torch.device = "auto",
+        compile: str = "auto",
+        plans: list[LevelPlan] | None = None,
+        processes: int = 1,
     ) -> list[LevelEstimate]:
         """Expected time per level on ``device``, from a probe of a slice of each prior (seconds per level).
 
         Needs no weights: the probe builds one block of each attention type with random values. ``plans``:
-        this job's :meth:`plan` on the same device, if already made.
+        this job's :meth:`plan` on the same device, if already made; ``processes``: how many share the takes
+        (the time is that of the largest share).
         """
         torch_device = _device(device)
         dtype = working_dtype(self.request.dtype, torch_device)
-        return estimate_cascade(self.bundle, self.request, plans or self.plan(torch_device), device=torch_device,
-                                decode=decode_mode(compile, torch_device), dtype=dtype)  # fmt: skip
+        return estimate_cascade(self.bundle, self.request, plans or self.plan(torch_device, processes),
+                                device=torch_device, decode=decode_mode(compile, torch_device), dtype=dtype,
+                                processes=processes)  # fmt: skip
 
     def run(
         self,
@@ -217,6 +225,7 @@ class GenerationJob:
         compile: str = "auto",
         audio_format: str | None = None,
         subtype: str | None = None,
+        ranks: Ranks = SINGLE,
     ) -> GenerationResult:
         """Sample into the run folder, resuming whatever it already holds; returns what it holds at the end.
 
@@ -231,20 +240,52 @@ class GenerationJob:
             audio_format, subtype: ``wav`` or ``flac``; ``PCM_16``, ``PCM_24`` or ``FLOAT`` (WAV only). Default:
                 what the run was last written as, else 16-bit WAV. Recorded in the run's state, not its
                 settings (they do not change the codes); a different choice on resume rewrites finished levels.
+            ranks: several processes sampling this run together (``ranks.joined`` under torchrun): each
+                samples its share of the samples on ``ranks.device`` (``device`` is then ignored), rank 0 alone
+                holds and writes the folder, and an error on any rank stops them all. The codes are those of
+                one process. Rank 0's result lists the files; the others' hold the codes only.
 
         Raises:
             OutputExistsError: the folder holds a run with other settings (and ``force`` is off).
             OutputInUse: another process is writing the folder.
             DeviceError: an unavailable device, or out of memory.
+            ConfigError: several processes and fewer samples than processes, or a model not downloaded yet.
+            ProcessStopped: ranks other than 0, when any rank failed (rank 0 raises that rank's error).
         """
-        torch_device = _device(device)
-        decode = decode_mode(compile, torch_device)
-        audio_output(None, audio_format, subtype)  # a format it cannot write fails before any sampling
-        self.bundle = self.bundle.fetched(progress)  # a released model is downloaded now, not when planned
-        # Held from the first look at the folder to the last file: two processes would mix their windows.
-        with hold_folder(self.output, "run folder"):
-            return self._run(torch_device, decode, progress, force=force, alignment=alignment,
-                             audio_format=audio_format, subtype=subtype)  # fmt: skip
+        with ranks.together():
+            torch_device = ranks.device if ranks.world > 1 else _device(device)
+            decode = decode_mode(compile, torch_device)
+            audio_output(None, audio_format, subtype)  # a format it cannot write fails before any sampling
+            self.check_processes(ranks)
+            # A released model is downloaded now, not when planned.
+            self.bundle = self.bundle.fetched(progress)
+            if not ranks.main:
+                return self._run(torch_device, decode, progress, force=force, alignment=alignment,
+                                 audio_format=audio_format, subtype=subtype, ranks=ranks)  # fmt: skip
+            # Held from the first look at the folder to the last file: two processes would mix their windows.
+            with hold_folder(self.output, "run folder"):
+                return self._run(torch_device, decode, progress, force=force, alignment=alignment,
+                                 audio_format=audio_format, subtype=subtype, ranks=ranks)  # fmt: skip
+
+    def check_processes(self, ranks: Ranks) -> None:
+        """Refuse what several processes cannot do: more processes than samples, a download on every rank.
+
+        Raises:
+            ConfigError: either.
+        """
+        if ranks.world == 1:
+            return
+        n_samples = len(self.request.samples)
+        if n_samples < ranks.world:
+            raise ConfigError(
+                f"{ranks.world} processes share {n_samples} take(s): each process samples whole takes, so start "
+                f"at most {n_samples} (--nproc-per-node), or ask for more takes (--samples)."
+            )
+        if self.bundle.pending:
+            raise ConfigError(
+                f"{self.bundle.name} is not downloaded yet: run `jukebox models download "
+                f"{self.bundle.released or self.bundle.name}` once before sampling with several processes."
+            )
 
     def _run(
         self,
@@ -256,11 +297,45 @@ class GenerationJob:
         alignment: bool,
         audio_format: str | None,
         subtype: str | None,
+        ranks: Ranks,
     ) -> GenerationResult:
+        run, audio = (
+            self._open(torch_device, force, audio_format, subtype, ranks) if ranks.main else (None, None)
+        )
+        codes = run_cascade(self.bundle, run, self.request, device=torch_device,
+                            initial_codes=self.initial_codes or None, progress=progress,
+                            alignment=alignment, decode=decode, audio=audio, ranks=ranks)  # fmt: skip
+        top = self.bundle.top_level
+        if run is None:
+            return GenerationResult(
+                run=self.output, model=self.bundle.name, pretrained=self.bundle.pretrained,
+                sample_rate=self.bundle.sample_rate, seconds=self.request.sample_length / self.bundle.sample_rate,
+                codes=codes, files=[], alignments=[],
+            )  # fmt: skip
+        return GenerationResult(
+            run=self.output,
+            model=self.bundle.name,
+            pretrained=self.bundle.pretrained,
+            sample_rate=self.bundle.sample_rate,
+            seconds=self.request.sample_length / self.bundle.sample_rate,
+            codes=codes,
+            files=[  # top level first, takes in order (item_10 after item_9)
+                path
+                for level in self.request.levels
+                for take in range(len(self.request.samples))
+                if (path := run.audio_path(level, take, audio["format"])).exists()
+            ],
+            alignments=sorted(run.level_dir(top).glob("item_*.alignment.json")),
+            warnings=silent_takes(run),
+        )
+
+    def _open(self, torch_device: torch.device, force: bool, audio_format: str | None, subtype: str | None,
+              ranks: Ranks) -> tuple[Run, dict]:  # fmt: skip
+        """Create or resume the run folder with its starting codes (rank 0); returns it and its audio format."""
         describe = functools.partial(describe_setting, sample_rate=self.bundle.sample_rate)
         run, _ = Run.create_or_resume(self.output, self.request.settings(), force=force, describe=describe)
         audio = audio_output(run.state.get("audio"), audio_format, subtype)
-        run.update(device=str(torch_device), model=self.bundle.describe(), audio=audio)
+        run.update(device=str(torch_device), processes=ranks.world, model=self.bundle.describe(), audio=audio)
         for level, codes in self.given_levels.items():  # finished as they are
             if run.load_codes(level)[0] is None:
                 run.save_codes(level, codes, windows_done=0, finished=True)
@@ -269,25 +344,7 @@ class GenerationJob:
         for level, codes in self.initial_codes.items():  # the starting point stays in the run, for resumes
             if run.load_codes(level)[0] is None:
                 run.save_codes(level, codes, windows_done=0)
-        codes = run_cascade(self.bundle, run, self.request, device=torch_device,
-                            initial_codes=self.initial_codes or None, progress=progress,
-                            alignment=alignment, decode=decode, audio=audio)  # fmt: skip
-        top = self.bundle.top_level
-        return GenerationResult(
-            run=self.output,
-            model=self.bundle.name,
-            pretrained=self.bundle.pretrained,
-            sample_rate=self.bundle.sample_rate,
-            seconds=self.request.sample_length / self.bundle.sample_rate,
-            codes=codes,
-            files=sorted(
-                p
-                for level in self.request.levels
-                for p in run.level_dir(level).glob(f"item_*.{audio['format']}")
-            ),  # fmt: skip
-            alignments=sorted(run.level_dir(top).glob("item_*.alignment.json")),
-            warnings=silent_takes(run),
-        )
+        return run, audio
 
 
 def _device(device: str | torch.device) -> torch.device:
@@ -594,8 +651,10 @@ def prepare_upsample(
         raise ConfigError(f"{run_dir} has no finished top-level (level {top}) codes to upsample.")
     check_codes(bundle, source, top, codes)
     rows = list(range(codes.shape[0])) if takes is None else _chosen_takes(run_dir, takes, codes.shape[0])
+    # Upsampled with adapters (`upsample --adapter`): the new run records them, so that it resumes with them.
+    spec = bundle.spec if ADAPTER_MARK in bundle.spec else recorded["model"]
     request = build_request(
-        bundle, model=recorded["model"], samples=[SampleMeta(**recorded["samples"][r]) for r in rows],
+        bundle, model=spec, samples=[SampleMeta(**recorded["samples"][r]) for r in rows],
         duration=codes.shape[1] * bundle.vqvae.hop_lengths[top] / bundle.sample_rate,
         total_duration=recorded["total_length"] / bundle.sample_rate, first_level=top - 1,
         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, dtype=dtype,

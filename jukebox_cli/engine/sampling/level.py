@@ -153,6 +153,7 @@ def sample_level(
     first_window: int = 0,
     on_window: Callable[[torch.Tensor, int], None] | None = None,
     progress: ProgressCallback = noop,
+    first_sample: int = 0,
 ) -> torch.Tensor:
     """Extend one level's codes [N, K] to ``total`` codes, window by window (``windows.plan_level``).
 
@@ -168,6 +169,8 @@ def sample_level(
             window's random seed is the one an uninterrupted run would use.
         on_window: called with (codes so far, windows done) after every window, e.g. to save them.
         progress: receives ``"level L windows"`` and per-window token stages.
+        first_sample: the run's index of ``codes``' first row, which seeds its random stream (a process that
+            samples a share of the run's samples, ``ranks.Ranks.share``, draws what one process would).
 
     Returns:
         [N, total] codes.
@@ -200,13 +203,13 @@ def sample_level(
 
     with _threads_for(prior, codes.device):
         codes = _run_windows(prior, codes, plan, labels_for, upper_codes, settings, seed, dtype, first_window,
-                             on_window, progress, stage, decoder_for)  # fmt: skip
+                             on_window, progress, stage, decoder_for, first_sample)  # fmt: skip
     progress(StageFinished(stage))
     return codes
 
 
 def _run_windows(prior, codes, plan, labels_for, upper_codes, settings, seed, dtype, first_window, on_window,
-                 progress, stage, decoder_for):  # fmt: skip
+                 progress, stage, decoder_for, first_sample):  # fmt: skip
     c = prior.config
     for index, window in enumerate(plan, start=first_window):
         context = codes[:, window.start : window.new_start]
@@ -217,7 +220,8 @@ def _run_windows(prior, codes, plan, labels_for, upper_codes, settings, seed, dt
             upper = upper_codes[:, window.start // factor : window.end // factor]
         pieces = []
         for rows in torch.arange(codes.shape[0]).split(settings.max_batch_size):
-            noise = RaceNoise([stream_seed(seed, c.level, index, int(row)) for row in rows], codes.device)
+            seeds = [stream_seed(seed, c.level, index, first_sample + int(row)) for row in rows]
+            noise = RaceNoise(seeds, codes.device)
             out = sample_window(
                 prior, context[rows], window.n_new, labels[rows],
                 upper_codes=None if upper is None else upper[rows], settings=settings, dtype=dtype,

@@ -44,6 +44,7 @@ def plan_cascade(
     existing: dict[int, int] | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    processes: int = 1,
 ) -> list[LevelPlan]:
     """One :class:`LevelPlan` per requested level, top first.
 
@@ -53,6 +54,7 @@ def plan_cascade(
         existing: level -> codes already present (a prompt, or a run being resumed).
         dtype: the working dtype, which sizes the key/value cache.
         device: where the run will sample (its free memory sizes ``auto`` batches).
+        processes: processes sharing the takes (torchrun); the batch is that of the largest share.
     """
     existing = existing or {}
     device = torch.device(device)
@@ -67,7 +69,7 @@ def plan_cascade(
         )
         weights = sum(p.numel() * p.element_size() for p in prior.parameters())
         cache = cache_bytes(prior, dtype)
-        batch = batch_size(request.max_batch_size[level], len(request.samples), device=device,
+        batch = batch_size(request.max_batch_size[level], -(-len(request.samples) // processes), device=device,
                            per_sample=bytes_per_sample(c, cache, dtype, request.chunk_size),
                            free_bytes=max(free - weights, 0))  # fmt: skip
         plans.append(LevelPlan(level, total, existing.get(level, 0), len(windows),

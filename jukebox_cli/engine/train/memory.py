@@ -88,7 +88,7 @@ def _keys(block: nn.Module, positions: int, encoder_positions: int) -> int:
 
 
 def model_shape(model: nn.Module, *, encoder_positions: int = 0) -> ModelShape:
-    """The shape of ``model`` (on any device, ``meta`` included), all parameters trainable.
+    """The shape of ``model`` (on any device, ``meta`` included); trainable: those that require a gradient.
 
     Args:
         model: a model holding :class:`Transformer` stacks (a prior); other modules count as parameters only.
@@ -113,7 +113,8 @@ def model_shape(model: nn.Module, *, encoder_positions: int = 0) -> ModelShape:
     logits = sum(core.length * core.bins for core in model.modules()
                  if isinstance(core, AutoregressiveCore) and not core.only_encode)  # fmt: skip
     total = sum(p.numel() for p in model.parameters())
-    return ModelShape(total, total, largest, tuple(layers), logits)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return ModelShape(total, trainable, largest, tuple(layers), logits)
 
 
 def prior_shape(config: PriorConfig | str) -> ModelShape:
@@ -158,6 +159,7 @@ class MemoryPlan:
     device_memory: int | None
     total_params: int
     trainable_params: int
+    frozen_dtype: str = "bf16"
 
     @property
     def total(self) -> int:
@@ -271,6 +273,7 @@ def plan_memory(
         device_memory=device_memory,
         total_params=shape.total_params,
         trainable_params=trainable,
+        frozen_dtype=frozen_dtype,
     )
 
 
@@ -367,7 +370,8 @@ def check_fits(shape: ModelShape, plan: MemoryPlan, **options) -> None:
         return
     options = {"strategy": plan.strategy, "world": plan.world, "precision": plan.precision,
                "checkpoint_activations": plan.checkpoint_activations, "batch_size": plan.batch_size,
-               "device_memory": plan.device_memory, **options}  # fmt: skip
+               "device_memory": plan.device_memory, "trainable_params": plan.trainable_params,
+               "frozen_dtype": plan.frozen_dtype, **options}  # fmt: skip
     found = _suggestions(shape, plan, options)
     advice = (
         f"it would fit with {' or '.join(found)}"
@@ -412,8 +416,11 @@ def training_plan(
     config = getattr(model, "config", None)
     shape = model_shape(model, encoder_positions=getattr(config, "n_tokens", 0) or 0)
     memory = device_memory(device)
+    # A frozen base (LoRA) is counted in the dtype it is stored in.
+    frozen = next((p.dtype for p in model.parameters() if not p.requires_grad), torch.bfloat16)
+    frozen_dtype = {torch.float32: "fp32", torch.float16: "fp16"}.get(frozen, "bf16")
     options = dict(world=world, precision=precision, checkpoint_activations=checkpoint_activations,
-                   batch_size=batch_size, ema=ema, device_memory=memory)  # fmt: skip
+                   batch_size=batch_size, ema=ema, device_memory=memory, frozen_dtype=frozen_dtype)  # fmt: skip
     # A model without Transformer blocks (the VQ-VAE) has nothing to shard block by block: ddp.
     fits_ddp = world > 1 and (not shape.layers or plan_memory(shape, strategy="ddp", **options).fits)
     strategy = choose_strategy(requested, world, fits_ddp)

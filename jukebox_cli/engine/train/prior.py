@@ -24,12 +24,14 @@ from jukebox_cli.engine.checkpoints.native import save_native
 from jukebox_cli.engine.errors import ConfigError
 from jukebox_cli.engine.models.builders import build_prior
 from jukebox_cli.engine.models.labels import Labeller, LabelSet, load_label_set, new_label_set
+from jukebox_cli.engine.models.lora import LoRAConfig
 from jukebox_cli.engine.models.prior import ConditionerConfig, Prior, PriorConfig
 from jukebox_cli.engine.models.vqvae import VQVAE, VQVAEConfig
 from jukebox_cli.engine.sampling.level import SamplingSettings, sample_window
 from jukebox_cli.engine.sampling.noise import RaceNoise
 from jukebox_cli.engine.train.data import AudioCorpus, Chunk
 from jukebox_cli.engine.train.logging import Audio, chromagram_image
+from jukebox_cli.engine.weights.adapters import ADAPTER_FILE, save_adapter
 
 # Sizes of priors trained from scratch (the released ones are far larger: width 1920-4800, 72 or 79 layers).
 PRIOR_PRESETS = {
@@ -115,6 +117,9 @@ class PriorTask:
     Jukebox treats a missing label. One draw per chunk decides both, so every chunk without its genre also
     lacks its artist: the model learns p(x), p(x | genre), which ``jukebox generate`` asks for by default,
     and p(x | artist, genre). Lyrics and timing are never dropped; held-out chunks keep their labels.
+
+    With ``lora`` the model carries adapters (``models.lora.attach``) on a frozen base whose fingerprint is
+    ``base_fingerprint``; the export is then the adapter file alone (``adapter.safetensors``).
     """
 
     model: Prior
@@ -126,6 +131,8 @@ class PriorTask:
     source: str | None = None
     label_dropout: float = 0.0
     artist_dropout: float | None = None
+    lora: LoRAConfig | None = None
+    base_fingerprint: str | None = None
 
     @staticmethod
     def check_dropout(label_dropout: float, artist_dropout: float | None) -> tuple[float, float]:
@@ -170,6 +177,8 @@ class PriorTask:
         if self.artist_dropout:
             config["label_dropout"] = self.label_dropout
             config["artist_dropout"] = self.artist_dropout
+        if self.lora is not None:
+            config["lora"] = {**self.lora.to_dict(), "base_fingerprint": self.base_fingerprint}
         return config
 
     def dropped(self, n: int, step: int, micro: int, rank: int) -> tuple[list[bool], list[bool]]:
@@ -269,6 +278,10 @@ class PriorTask:
     def export(self, model: nn.Module, folder: Path) -> None:
 
         folder = Path(folder)
+        if self.lora is not None:
+            save_adapter(model, folder / ADAPTER_FILE, lora=self.lora, base=self.source or "",
+                         base_fingerprint=self.base_fingerprint or "")  # fmt: skip
+            return
         save_native(model, folder / prior_file(model.config.level))
         if not (folder / VQVAE_FILE).exists():
             save_native(self.vqvae, folder / VQVAE_FILE)

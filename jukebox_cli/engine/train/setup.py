@@ -11,7 +11,9 @@ from pathlib import Path
 import torch
 
 from jukebox_cli.engine.errors import ConfigError, IncompatibleCheckpoint
+from jukebox_cli.engine.models import lora as lora_
 from jukebox_cli.engine.models.builders import build_vqvae
+from jukebox_cli.engine.models.lora import LoRAConfig
 from jukebox_cli.engine.progress import ProgressCallback, noop
 from jukebox_cli.engine.train.data import AudioCorpus
 from jukebox_cli.engine.train.prior import PRIOR_PRESETS, PriorTask, new_prior, with_labels
@@ -80,6 +82,8 @@ def prior_task(
     min_level_db: float | None = None,
     label_dropout: float = 0.0,
     artist_dropout: float | None = None,
+    lora: LoRAConfig | None = None,
+    base_dtype: torch.dtype | None = None,
     progress: ProgressCallback = noop,
 ) -> PriorTask:
     """A prior for ``level`` of the VQ-VAE ``vqvae``: a fresh ``preset`` or the level's prior from ``source``.
@@ -90,6 +94,12 @@ def prior_task(
     training chunks labelled with the ``unknown`` artist and genre, ``artist_dropout`` (default: the same) the
     share with the ``unknown`` artist (see ``PriorTask``).
 
+    ``lora`` fine-tunes low-rank adapters on the frozen prior of ``source`` instead of every weight. The label
+    tables are then the base's as they are (the corpus' new names train as the unknown artist or genre): rows
+    added for them would stay random, and a base loaded for sampling would lack them. ``base_dtype`` stores
+    the frozen projections in that dtype (bfloat16 halves a large base's memory on a GPU); the adapters and
+    every other weight stay float32.
+
     Raises:
         ConfigError, CheckpointError, IncompatibleCheckpoint (the prior does not fit the VQ-VAE), TrainingError.
     """
@@ -98,6 +108,8 @@ def prior_task(
     if not 0 <= level < codec.levels:
         raise ConfigError(f"The VQ-VAE has levels 0..{codec.levels - 1}; got --level {level}.")
     prior = None
+    if lora is not None and source is None:
+        raise ConfigError("LoRA adapts an existing prior: pass --from (the base model) with --lora-rank.")
     if source is not None:
         bundle = load_bundle(source, cache_dir=cache_dir, download=True, progress=progress)
         if level not in bundle.prior_configs:
@@ -118,9 +130,20 @@ def prior_task(
     corpus = AudioCorpus.scan(data, sample_rate=codec.sample_rate, sample_length=window, metadata=metadata,
                               cache_dir=cache_dir, held_out=held_out, min_level_db=min_level_db,
                               progress=progress)  # fmt: skip
-    prior = with_labels(prior, corpus) if prior is not None else new_prior(preset, codec, level, corpus, seed)
+    base_fingerprint = None
+    if lora is not None:
+        base_fingerprint = lora_.fingerprint(prior)
+        lora_.attach(prior, lora, seed=seed)
+        if base_dtype is not None:
+            for layer in prior.modules():
+                if isinstance(layer, lora_.LoRAConv1D):
+                    layer.base.to(base_dtype)
+    elif prior is not None:
+        prior = with_labels(prior, corpus)
+    else:
+        prior = new_prior(preset, codec, level, corpus, seed)
     return PriorTask(prior.train(), codec, corpus, batch_size, seed=seed, source=source, label_dropout=dropout[0],
-                     artist_dropout=dropout[1])  # fmt: skip
+                     artist_dropout=dropout[1], lora=lora, base_fingerprint=base_fingerprint)  # fmt: skip
 
 
 def parameter_count(model: torch.nn.Module) -> int:

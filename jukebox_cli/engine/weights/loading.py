@@ -7,7 +7,7 @@ here (and in :func:`load_vqvae` if it can hold a VQ-VAE alone).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from jukebox_cli.engine.models.presets import NEEDS_WEIGHTS, prior_config, vqvae
 from jukebox_cli.engine.models.vqvae import VQVAEConfig
 from jukebox_cli.engine.progress import ProgressCallback, noop
 from jukebox_cli.engine.weights import released, remote
+from jukebox_cli.engine.weights.adapters import ADAPTER_FILE, load_adapter, with_adapters
 from jukebox_cli.engine.weights.bundle import Bundle
 from jukebox_cli.engine.weights.cache import ModelCache
 from jukebox_cli.engine.weights.registry import MODELS
@@ -39,6 +40,7 @@ from jukebox_cli.engine.weights.resolve import (
     ModelSource,
     known_names,
     resolve,
+    split_adapters,
 )
 
 # The released VQ-VAE is one part shared by every released model; this one is asked for when none is named.
@@ -161,6 +163,7 @@ def load_bundle(
     cache_dir: str | Path | None = None,
     download: bool = False,
     defer: bool = False,
+    adapters: Sequence[str | Path] = (),
     progress: ProgressCallback = noop,
 ) -> Bundle:
     """A whole model (VQ-VAE on the CPU, priors loaded on demand) from any ``--model`` value.
@@ -173,12 +176,19 @@ def load_bundle(
         defer: a released model that is not all in the cache comes back pending (``Bundle.fetch``): its
             architecture is known without a download, so it can be planned offline; nothing is fetched
             until ``bundle.fetched()``.
+        adapters: LoRA adapter files or LoRA training runs, merged into their level's prior as it loads
+            (``weights.adapters``), after any that ``spec`` names (``BASE+adapter=PATH``).
         progress: download and conversion events.
 
     Raises:
-        CheckpointNotFound: unknown name or missing files, or a released model not downloaded.
-        IncompatibleCheckpoint: parts that do not belong together.
+        CheckpointNotFound: unknown name or missing files, or a released model not downloaded; no adapter.
+        IncompatibleCheckpoint: parts that do not belong together; an adapter trained on another base (when
+            its prior loads).
     """
+    base, named = split_adapters(spec)
+    if named or adapters:
+        bundle = load_bundle(base, cache_dir=cache_dir, download=download, defer=defer, progress=progress)
+        return with_adapters(bundle, [*named, *adapters])
     source = resolve(spec)
     if source.kind == "tiny-random":
         return tiny_random()
@@ -188,6 +198,11 @@ def load_bundle(
         and not released.model_status(source.released, cache_dir=cache_dir).complete
     ):
         return _released_architecture(source, cache_dir)
+    if source.kind == "folder" and (source.path / ADAPTER_FILE).is_file():
+        raise CheckpointNotFound(
+            f"{spec} is a LoRA run (adapters only): use --model {load_adapter(source.path).base or 'BASE'} "
+            f"--adapter {spec}."
+        )
     vqvae, priors = model_files(source, cache_dir=cache_dir, download=download, progress=progress)
     bundle = Bundle.from_files(source.name, vqvae, priors)
     bundle.source = source.spec

@@ -14,6 +14,10 @@ A value is read as the first of these that fits:
 7. a hub repository ``owner/name[@revision]``; a released model's own repository without a revision is that
    released model (its parts are shared with the other released models in the cache).
 
+Any of these may be followed by ``+adapter=PATH`` (repeated): LoRA adapters merged into the priors as they
+load (``adapters.py``). ``load_bundle`` records such a value as the spec of an adapted model, so that a run
+sampled with ``--adapter`` resumes with it; everything that only names the model reads the base before it.
+
 Adding a source of checkpoints means a new kind in :func:`resolve` and its case in ``loading.model_files``
 (and ``loading.load_vqvae`` if it can hold a VQ-VAE alone). This module imports no torch, so that naming a
 model (``jukebox labels --model 1b_lyrics``) stays cheap.
@@ -34,6 +38,7 @@ from jukebox_cli.engine.weights import shipped
 from jukebox_cli.engine.weights.registry import MODELS, model_for_repo
 
 TINY_RANDOM = "tiny-random"
+ADAPTER_MARK = "+adapter="
 #: The presets ``tiny-random`` is built from: its VQ-VAE, and its prior per level.
 TINY_RANDOM_VQVAE = "tiny"
 TINY_RANDOM_PRIORS = {2: "tiny_1b_lyrics", 1: "tiny_upsampler_level_1", 0: "tiny_upsampler_level_0"}
@@ -103,14 +108,25 @@ def known_names(*, vqvae: bool = False) -> str:
     return f"{names}; for a VQ-VAE alone also {', '.join(VQVAE_PRESET_NAMES)}" if vqvae else names
 
 
+def split_adapters(spec: str | Path) -> tuple[str, list[str]]:
+    """``(base, adapter paths)`` of a ``--model`` value (``BASE+adapter=PATH...``; none: ``[]``)."""
+    base, *adapters = str(spec).split(ADAPTER_MARK)
+    return base, adapters
+
+
+def with_adapter_spec(base: str, adapters: list[str]) -> str:
+    """The ``--model`` value of ``base`` with ``adapters`` (inverse of :func:`split_adapters`)."""
+    return "".join([base, *(ADAPTER_MARK + a for a in adapters)])
+
+
 def resolve(spec: str | Path) -> ModelSource:
     """Read a ``--model`` value (see the module docstring for the order). Touches no network.
 
     Raises:
         CheckpointNotFound: nothing of that name (the message lists what is known).
     """
-    text = str(spec)
-    path = Path(spec).expanduser()
+    text = split_adapters(spec)[0]
+    path = Path(text).expanduser()
     if path.is_dir():
         return ModelSource(text, "folder", path.name, path=path)
     if path.is_file():
