@@ -4,6 +4,7 @@ refusal and its advice, LoRA counts, and `jukebox train plan` on the released co
 from __future__ import annotations
 
 import pytest
+import torch
 
 from jukebox_cli.engine.errors import ConfigError, NotEnoughMemory
 from jukebox_cli.engine.models.builders import build_prior
@@ -136,3 +137,16 @@ def test_training_refuses_to_start_when_the_plan_does_not_fit(tmp_path, monkeypa
         train(ToyTask(), TrainConfig(steps=2, ema=None), tmp_path / "run")
     assert not (tmp_path / "run").exists()  # refused before anything is written
     assert train(ToyTask(), TrainConfig(steps=2, ema=None), tmp_path / "run", check_memory=False).step == 2
+
+
+def test_the_plan_of_a_model_with_adapters_attached_counts_only_them_as_trained() -> None:
+    from jukebox_cli.engine.models.lora import LoRAConfig, attach
+    from jukebox_cli.engine.train.memory import training_plan
+
+    model = attach(build_prior("tiny_5b", "cpu").to(torch.bfloat16), LoRAConfig(rank=4))
+    plan, shape = training_plan(model, requested="auto", world=1, precision="bf16", checkpoint_activations=False,
+                                batch_size=1, ema=False, device=torch.device("cpu"))  # fmt: skip
+    assert shape.trainable_params == lora_params(build_prior("tiny_5b", "meta"), 4) == 2688
+    assert (plan.frozen_dtype, plan.strategy) == ("bf16", "none")
+    frozen = shape.total_params - 2688
+    assert parts(plan)["weights"] == 4 * 2688 + 2 * frozen

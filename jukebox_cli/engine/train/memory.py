@@ -36,8 +36,9 @@ from torch import nn
 
 from jukebox_cli.engine.errors import ConfigError, NotEnoughMemory
 from jukebox_cli.engine.models.builders import build_prior
+from jukebox_cli.engine.models.lora import LoRAConfig, trainable_count
 from jukebox_cli.engine.models.prior import AutoregressiveCore, PriorConfig
-from jukebox_cli.engine.models.transformer import CROSS, DENSE, PRIME, TRANSPOSE, Conv1D, Transformer
+from jukebox_cli.engine.models.transformer import CROSS, DENSE, PRIME, TRANSPOSE, Transformer
 
 STRATEGIES = ("none", "ddp", "fsdp")
 USABLE = 0.9
@@ -71,6 +72,11 @@ class ModelShape:
     def with_trainable(self, trainable_params: int) -> ModelShape:
         """The same model with another trainable count (LoRA: the adapters, the base frozen)."""
         return replace(self, trainable_params=trainable_params)
+
+
+def _dense(module: nn.Module) -> nn.Module:
+    """The Conv1D itself, under a LoRA wrapper (``models.lora``) if there is one."""
+    return getattr(module, "base", module)
 
 
 def _keys(block: nn.Module, positions: int, encoder_positions: int) -> int:
@@ -107,7 +113,7 @@ def model_shape(model: nn.Module, *, encoder_positions: int = 0) -> ModelShape:
             attn = block.attn
             layers.append(LayerShape(
                 positions=module.n_ctx, width=block.ln_0.normalized_shape[0], n_state=attn.n_state,
-                hidden=block.mlp.c_fc.w.shape[1], heads=attn.heads,
+                hidden=_dense(block.mlp.c_fc).w.shape[1], heads=attn.heads,
                 keys=_keys(block, module.n_ctx, encoder_positions),
             ))  # fmt: skip
     logits = sum(core.length * core.bins for core in model.modules()
@@ -128,17 +134,15 @@ def prior_shape(config: PriorConfig | str) -> ModelShape:
 
 
 def lora_params(model: nn.Module, rank: int) -> int:
-    """Trainable parameters of rank-``rank`` adapters on every dense layer of the Transformer blocks.
+    """Trainable parameters of rank-``rank`` adapters on the attention and MLP projections (``models.lora``'s
+    default targets): ``rank (n_in + n_out)`` per ``[n_in, n_out]`` weight.
 
-    An adapter on a ``[n_in, n_out]`` weight is ``rank (n_in + n_out)`` parameters (the A and B matrices).
+    Raises:
+        ConfigError: a rank below 1.
     """
     if rank < 1:
         raise ConfigError(f"The LoRA rank must be at least 1 (got {rank}).")
-    total = 0
-    for module in model.modules():
-        if isinstance(module, Transformer):
-            total += sum(rank * sum(m.w.shape) for m in module.modules() if isinstance(m, Conv1D))
-    return total
+    return trainable_count(model, LoRAConfig(rank=rank))
 
 
 @dataclass(frozen=True)
