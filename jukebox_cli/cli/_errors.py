@@ -24,6 +24,7 @@ ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
         "--force does not replace a folder; choose another output with -o, or move it away.",
     ),
     (e.OutputBlocked, 7, "--force replaces only a run; choose another output with -o, or empty that folder."),
+    (e.RunNotResumable, 7, ""),  # the message says what differs and that --force starts over
     (e.OutputExistsError, 7, "Pass --force to overwrite, or choose another output with -o."),
     (e.OutputInUse, 9, ""),  # the message names the folder and the other process
     (e.OutputDiskFull, 3, "Free some space, or choose an output on another disk with -o."),

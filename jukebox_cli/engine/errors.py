@@ -27,6 +27,11 @@ class OutputIsFolder(OutputBlocked):
     """A file is to be written where a folder is: no overwrite replaces a folder, so ``force`` cannot help."""
 
 
+class RunNotResumable(OutputExistsError, ConfigError):
+    """The output folder holds a run this command cannot resume (other settings, unreadable codes); ``force``
+    starts it over. A ConfigError too, for callers that catch settings problems as such."""
+
+
 class OutputInUse(JukeboxError):
     """Another process is writing the same output folder (a run folder or a training run) right now."""
 

@@ -227,7 +227,7 @@ def test_a_run_with_truncated_codes_is_refused_then_forced_over(run_cli, tmp_pat
         codes.write_bytes(codes.read_bytes()[:100])
         result = run_cli(*args)
         errors = [line for line in _error_lines(result.stderr) if line.startswith("error:")]
-        assert result.exit_code == 2, result.stderr
+        assert result.exit_code == 7, result.stderr
         assert len(errors) == 1 and "re-run with --force to start the run over" in errors[0], result.stderr
         assert run_cli(*args, "--force").exit_code == 0
         assert run_cli(*args).exit_code == 0, "the run is whole again"
@@ -314,7 +314,7 @@ def test_messages_and_hints_say_what_can_actually_fix_it(
     else:
         assert run_cli("generate", *TINY, "-o", run).exit_code == 0
         if case == "other-duration":
-            args, code = ("generate", *TINY, "--duration", "3", "-o", run), 2
+            args, code = ("generate", *TINY, "--duration", "3", "-o", run), 7
             expected = ["--duration: this run has 2.00 s, you asked for 3.00 s", "another -o, or --force"]
         else:
             record = (run / "run.json").read_text()

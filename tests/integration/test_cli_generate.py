@@ -92,7 +92,7 @@ def test_changed_settings_are_refused(run_cli, tmp_path: Path) -> None:
     result = run_cli(
         "generate", *COMMON, "--duration", "1", "--levels", "2", "--temperature", "0.5", "-o", run
     )
-    assert result.exit_code == 2 and "different settings" in result.stderr and "temperature" in result.stderr
+    assert result.exit_code == 7 and "different settings" in result.stderr and "temperature" in result.stderr
 
 
 def test_refusals_come_before_the_plan_and_a_resumed_plan_counts_saved_codes(run_cli, tmp_path: Path) -> None:
@@ -102,7 +102,7 @@ def test_refusals_come_before_the_plan_and_a_resumed_plan_counts_saved_codes(run
     loud = ("--model", "tiny-random", "--device", "cpu", "--duration", "1", "--levels", "2,1")
     assert run_cli("generate", *loud, "--quiet", "-o", run).exit_code == 0
     result = run_cli("generate", *loud, "--seed", "3", "-o", run)
-    assert result.exit_code == 2 and "different settings" in result.stderr
+    assert result.exit_code == 7 and "different settings" in result.stderr
     assert "Plan" not in result.stderr
     from jukebox_cli.engine.sampling.generation import prepare_resume
 

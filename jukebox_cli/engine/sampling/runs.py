@@ -33,7 +33,7 @@ import safetensors.torch
 import torch
 
 from jukebox_cli import __version__
-from jukebox_cli.engine.errors import ConfigError, OutputBlocked, OutputExistsError
+from jukebox_cli.engine.errors import ConfigError, OutputBlocked, OutputExistsError, RunNotResumable
 from jukebox_cli.engine.files import atomic_write, write_json
 from jukebox_cli.engine.locks import LOCK_FILE
 
@@ -252,7 +252,7 @@ class Run:
             if damage is None:
                 return True
             if not force:  # resuming cannot get past a file it cannot read, so say how to get out
-                raise ConfigError(f"{damage.rstrip('.')}; re-run with --force to start the run over.")
+                raise RunNotResumable(f"{damage.rstrip('.')}; re-run with --force to start the run over.")
         if force:
             return False
         more = f" (and {len(diffs) - _MAX_DIFFS_SHOWN} more)" if len(diffs) > _MAX_DIFFS_SHOWN else ""
@@ -261,12 +261,12 @@ class Run:
                 describe(key, None if new is _MISSING else new, None if old is _MISSING else old)
                 for key, new, old in diffs[:_MAX_DIFFS_SHOWN]
             )
-            raise ConfigError(
+            raise RunNotResumable(
                 f"{path} holds a run with different settings: {shown}{more}. "
                 "Use the run's settings, another -o, or --force to start over."
             )
         shown = ", ".join(f"{key} {_show(new)} != {_show(old)}" for key, new, old in diffs[:_MAX_DIFFS_SHOWN])
-        raise ConfigError(
+        raise RunNotResumable(
             f"{path}: resuming with different settings: {shown}{more} (new != saved). "
             "Use the saved settings, another folder, or force to start over."
         )
