@@ -18,7 +18,6 @@ returns a :class:`GenerationJob`; nothing is written until :meth:`GenerationJob.
 from __future__ import annotations
 
 import contextlib
-import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -158,9 +157,8 @@ class GenerationJob:
             OutputInUse, OutputExistsError, ConfigError: as :meth:`run`.
             NetworkError: the model's weights are not here and cannot be downloaded now.
         """
-        describe = functools.partial(describe_setting, sample_rate=self.bundle.sample_rate)
         with hold_folder(self.output, "run folder"):
-            Run.check_start(self.output, self.request.settings(), force=force, describe=describe)
+            Run.check_start(self.output, self.request.settings(), force=force, describe=self._describe)
         if self.bundle.pending and self.bundle.released is not None:
             reason = download_blocker(self.bundle.released)
             if reason is not None:
@@ -168,6 +166,10 @@ class GenerationJob:
                     f"{self.bundle.name} is not downloaded (about {self.bundle.download_bytes / 1e9:.1f} GB) "
                     f"and {reason}: run `jukebox models download {self.bundle.released}` where there is one."
                 )
+
+    def _describe(self, key: str, new: object, saved: object) -> str:
+        """One setting that differs from the run's, as its option and values (for the refusal)."""
+        return describe_setting(key, new, saved, sample_rate=self.bundle.sample_rate)
 
     @property
     def download_note(self) -> str | None:
@@ -332,8 +334,9 @@ class GenerationJob:
     def _open(self, torch_device: torch.device, force: bool, audio_format: str | None, subtype: str | None,
               ranks: Ranks) -> tuple[Run, dict]:  # fmt: skip
         """Create or resume the run folder with its starting codes (rank 0); returns it and its audio format."""
-        describe = functools.partial(describe_setting, sample_rate=self.bundle.sample_rate)
-        run, _ = Run.create_or_resume(self.output, self.request.settings(), force=force, describe=describe)
+        run, _ = Run.create_or_resume(
+            self.output, self.request.settings(), force=force, describe=self._describe
+        )
         audio = audio_output(run.state.get("audio"), audio_format, subtype)
         run.update(device=str(torch_device), processes=ranks.world, model=self.bundle.describe(), audio=audio)
         for level, codes in self.given_levels.items():  # finished as they are

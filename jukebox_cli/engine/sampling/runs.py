@@ -103,6 +103,21 @@ def _is_leftover(entry: Path) -> bool:
 # ---- the run -----------------------------------------------------------------------------------------------
 
 
+def _occupied_by_a_run(path: Path) -> bool:
+    """Whether ``path`` is a folder holding a run (anything but leftovers and the lock); a file, or a folder
+    holding other things, is refused: no ``force`` replaces those.
+
+    Raises:
+        OutputBlocked: ``path`` is a file, or a non-empty folder that is not a run.
+    """
+    if path.exists() and not path.is_dir():
+        raise OutputBlocked(f"{path} exists and is not a directory.")
+    taken = path.is_dir() and any(not _is_leftover(e) and e.name != LOCK_FILE for e in path.iterdir())
+    if taken and not _is_run_dir(path):
+        raise OutputBlocked(f"{path} is not empty and is not a run directory; choose another folder.")
+    return taken
+
+
 class Run:
     """A sampling run stored in a directory (see the module docstring for the layout).
 
@@ -137,13 +152,7 @@ class Run:
         settings = _to_json(settings, "settings")
         if not isinstance(settings, dict):
             raise ConfigError(f"The run's settings must be a dict, got {type(settings).__name__}.")
-        if path.exists() and not path.is_dir():
-            raise OutputBlocked(f"{path} exists and is not a directory.")
-        if path.is_dir() and any(
-            not _is_leftover(entry) and entry.name != LOCK_FILE for entry in path.iterdir()
-        ):
-            if not _is_run_dir(path):
-                raise OutputBlocked(f"{path} is not empty and is not a run directory; choose another folder.")
+        if _occupied_by_a_run(path):
             if not force:
                 raise OutputExistsError(
                     f"{path} already holds a run; resume it, or force a new one to replace it."
@@ -217,8 +226,9 @@ class Run:
             OutputExistsError: ``path`` is a non-empty directory that is not a run (even with ``force``).
         """
         path = Path(path)
-        if cls.check_start(path, settings, force=force, describe=describe):
-            return cls.open(path), True
+        run = cls._resumable(path, settings, force=force, describe=describe)
+        if run is not None:
+            return run, True
         return cls.create(path, settings, force=force), False
 
     @classmethod
@@ -237,24 +247,32 @@ class Run:
         Raises:
             As :meth:`create_or_resume`.
         """
-        path = Path(path)
+        return cls._resumable(Path(path), settings, force=force, describe=describe) is not None
+
+    @classmethod
+    def _resumable(
+        cls,
+        path: Path,
+        settings: dict[str, Any],
+        *,
+        force: bool,
+        describe: Callable[[str, Any, Any], str] | None,
+    ) -> Run | None:
+        """The run in ``path`` when it is to be resumed, None when one is to be started (refusals raise)."""
         if not _is_run_dir(path):
             _to_json(settings, "settings")
-            if path.exists() and not path.is_dir():
-                raise OutputBlocked(f"{path} exists and is not a directory.")
-            if path.is_dir() and any(not _is_leftover(e) and e.name != LOCK_FILE for e in path.iterdir()):
-                raise OutputBlocked(f"{path} is not empty and is not a run directory; choose another folder.")
-            return False
+            _occupied_by_a_run(path)
+            return None
         run = cls.open(path)
         diffs = _differences(_to_json(settings, "settings"), run._record["settings"])
         if not diffs:
             damage = run._damage()
             if damage is None:
-                return True
+                return run
             if not force:  # resuming cannot get past a file it cannot read, so say how to get out
                 raise RunNotResumable(f"{damage.rstrip('.')}; re-run with --force to start the run over.")
         if force:
-            return False
+            return None
         more = f" (and {len(diffs) - _MAX_DIFFS_SHOWN} more)" if len(diffs) > _MAX_DIFFS_SHOWN else ""
         if describe is not None:
             shown = "; ".join(
