@@ -438,7 +438,8 @@ def generate(
 
         jukebox generate --model demo --genre rock --duration 10 -o runs/rock
 
-        jukebox generate -m 1b_lyrics --artist "zac brown band" --genre country --lyrics-file l.txt --duration 20
+        jukebox generate -m 1b_lyrics --artist "zac brown band" --genre country \\
+            --lyrics-file l.txt --duration 20
 
         jukebox generate --resume -o runs/demo
 
@@ -539,11 +540,11 @@ def continue_(
 
     Examples:
 
-        jukebox continue song.wav --model demo --prompt-seconds 5 --duration 15 -o runs/cont
+        jukebox continue song.wav --prompt-seconds 5 --duration 15 -o runs/cont
 
         jukebox continue runs/demo --levels 2 --duration 12 -o runs/demo-longer
 
-        jukebox continue runs/takes --takes 3 --levels 2 --duration 8 -o runs/take3-longer
+        jukebox continue runs/takes --takes 3 --levels 2 --duration 8 -o runs/take3
     """
     text = _read_lyrics(lyrics, lyrics_file)
     rows = _take_numbers(takes)
