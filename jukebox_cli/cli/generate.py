@@ -348,6 +348,8 @@ def _execute(job, ranks, *, force: bool, dry_run: bool, quiet: bool, json_output
 def _show_plan(console: Console, job, torch_device, device_name: str, world: int, *, quiet: bool,
                json_output: bool, dry_run: bool, compile: str) -> None:  # fmt: skip
     """The plan table (or ``--dry-run --json``'s plan), with the download note and the tips."""
+    from jukebox_cli.engine.devices import busy_cpu
+
     plans = job.plan(torch_device, world)
     show = not quiet and not json_output
     if show and job.download_note:
@@ -358,6 +360,11 @@ def _show_plan(console: Console, job, torch_device, device_name: str, world: int
     if show:
         where = device_name if world == 1 else f"{device_name}, one of {world} processes sharing the takes"
         _print_plan(console, job, plans, estimates, where)
+        busy = busy_cpu() if torch_device.type == "cpu" else None
+        if busy is not None:
+            console.print(f"[yellow]note:[/] the expected time is for idle cores, and other work keeps these busy "
+                          f"(load average {busy[0]:.1f} on {busy[1]} cores): sampling shares them, so expect it "
+                          "to take longer", highlight=False)  # fmt: skip
         for tip in job.tips(torch_device):
             console.print(f"[dim]tip: {tip}[/]")
     if dry_run and json_output:

@@ -226,6 +226,24 @@ def test_dry_run_prints_the_plan(run_cli, tmp_path: Path) -> None:
     assert not (tmp_path / "r").exists()
 
 
+def test_the_plan_says_its_time_is_for_idle_cores_when_they_are_busy(
+    run_cli, tmp_path: Path, monkeypatch
+) -> None:
+    import jukebox_cli.engine.devices as devices
+
+    args = ("generate", "--model", "tiny-random", "--device", "cpu", "--duration", "1", "--levels", "2",
+            "--dry-run", "-o", tmp_path / "r")  # fmt: skip
+    monkeypatch.setattr(devices, "busy_cpu", lambda: (3.2, 2))
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.stderr
+    assert (
+        "the expected time is for idle cores" in result.stderr
+        and "(load average 3.2 on 2 cores)" in result.stderr
+    )
+    monkeypatch.setattr(devices, "busy_cpu", lambda: None)
+    assert "idle cores" not in run_cli(*args).stderr
+
+
 @pytest.mark.parametrize(
     ("args", "code", "fragment"),
     [
