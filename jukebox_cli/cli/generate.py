@@ -260,20 +260,27 @@ def _prepare_and_execute(
     Ctrl-C at any point (SIGTERM while sampling) ends with one line saying what is kept and how to go on, and
     exit 130 (143): left to Typer, Ctrl-C before sampling would exit 130 without a word.
     """
-    ranks = job = None
+    job, said = None, False
     try:
         # Imported inside the try: torch's import is the first wait a user may cut short.
         from jukebox_cli.engine.ranks import joined
 
         with joined(device) as ranks:
-            with ranks.together(), RichProgress(enabled=not quiet and ranks.main) as progress:
-                job = prepare(progress)
-            if announce is not None and not quiet and not json_output and ranks.main:
-                Console(stderr=True, soft_wrap=True, highlight=False).print(announce(job))
-            _execute(job, ranks, quiet=quiet, json_output=json_output, **execute)
-    except KeyboardInterrupt as stop:  # the bars are down: their with blocks have closed them
-        if not other_rank():
-            Console(stderr=True, soft_wrap=True, highlight=False).print(_stopped(job))
+            try:
+                with ranks.together(), RichProgress(enabled=not quiet and ranks.main) as progress:
+                    job = prepare(progress)
+                if announce is not None and not quiet and not json_output and ranks.main:
+                    Console(stderr=True, soft_wrap=True, highlight=False).print(announce(job))
+                _execute(job, ranks, quiet=quiet, json_output=json_output, **execute)
+            except KeyboardInterrupt:  # the bars are down: their with blocks have closed them
+                # Said before the process group closes, which may wait for the other processes.
+                said = True
+                if ranks.main:
+                    Console(stderr=True, soft_wrap=True, highlight=False).print(_stopped(job))
+                raise
+    except KeyboardInterrupt as stop:
+        if not said and not other_rank():  # torch or the process group was still starting
+            Console(stderr=True, soft_wrap=True, highlight=False).print(_stopped(None))
         raise typer.Exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED) from None
 
 
