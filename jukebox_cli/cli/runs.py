@@ -48,9 +48,9 @@ def runs(
         jukebox runs runs/rock
     """
     from jukebox_cli.engine.sampling.listing import describe_run, find_runs
-    from jukebox_cli.engine.sampling.runs import RUN_FILE
+    from jukebox_cli.engine.sampling.runs import is_run_dir
 
-    if (folder / RUN_FILE).is_file():
+    if is_run_dir(folder):
         summary = describe_run(folder)
         if json_output:
             typer.echo(json.dumps(summary.to_dict(), indent=2))
