@@ -8,6 +8,8 @@ by another process; 130 Ctrl-C; 143 SIGTERM while sampling (``_signals.py``).
 
 from __future__ import annotations
 
+import os
+
 from jukebox_cli.engine import errors as e
 
 EXIT_OK = 0
@@ -65,3 +67,12 @@ def lookup(error: BaseException) -> tuple[int, str]:
         if isinstance(error, kind):
             return code, hint
     return EXIT_UNEXPECTED, ""
+
+
+def other_rank() -> bool:
+    """Whether torchrun started this process as a rank other than 0: rank 0 alone speaks for a shared run,
+    another rank's errors included (``engine/ranks.py`` hands them to it)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) > 0
+    except ValueError:
+        return False

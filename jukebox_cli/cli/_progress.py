@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -34,12 +35,57 @@ class RateColumn(ProgressColumn):
     """Units per second of a stage (tokens/s while sampling, windows/s, MB/s while downloading)."""
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
+        speed = task.fields.get("rate") or task.finished_speed or task.speed
         if speed is None:
             return Text("", style="progress.data.speed")
         if task.fields.get("unit") == "B":
             return Text(f"{filesize.decimal(int(speed))}/s", style="progress.data.speed")
         return Text(f"{speed:,.1f} {task.fields.get('unit', 'it')}/s", style="progress.data.speed")
+
+
+class EtaColumn(ProgressColumn):
+    """Time left at the stage's rate: the ``rate`` field where the view keeps a smoothed one, else rich's."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.fields.get("rate") or task.speed
+        if task.total is None or not speed:
+            return Text("-:--:--", style="progress.remaining")
+        return Text(_clock(max(task.total - task.completed, 0) / speed), style="progress.remaining")
+
+
+class SmoothedRate:
+    """Steps per second, smoothed, for an ETA that does not jump with each step's time.
+
+    Steps and seconds are summed with exponential forgetting, and the rate is their ratio, so a slow step (an
+    evaluation, a checkpoint) weighs by the time it took. The sums forget over ``seconds`` or ``steps``,
+    whichever spans longer: steady whether a step takes milliseconds or minutes, yet following a lasting change
+    of pace (another job on the cores) within a few of those spans.
+    """
+
+    def __init__(self, *, seconds: float = 30.0, steps: float = 20.0) -> None:
+        self._seconds, self._steps = seconds, steps
+        self._done = self._took = 0.0
+        self._last: float | None = None
+        self._pending = 0
+
+    def update(self, n: int, now: float) -> float | None:
+        """Count ``n`` steps finished at ``now`` (seconds); the rate so far (None before two calls)."""
+        if self._last is None:  # the clock starts here: what came before (warm-up) is not counted
+            self._last = now
+            return None
+        self._pending += n
+        elapsed = now - self._last
+        if elapsed <= 0:  # within the clock's resolution: counted with the next call's time
+            return self.rate
+        keep = math.exp(-min(elapsed / self._seconds, self._pending / self._steps))
+        self._done = self._done * keep + self._pending
+        self._took = self._took * keep + elapsed
+        self._last, self._pending = now, 0
+        return self.rate
+
+    @property
+    def rate(self) -> float | None:
+        return self._done / self._took if self._took > 0 else None
 
 
 class CountColumn(ProgressColumn):
@@ -165,7 +211,7 @@ class TrainProgress(RichProgress):
             CountColumn(table_column=essential),
             RateColumn(table_column=essential),
             TextColumn("eta", table_column=essential),
-            TimeRemainingColumn(table_column=essential),
+            EtaColumn(table_column=essential),
             BarColumn(bar_width=20),
             TimeElapsedColumn(),
             # The one column that may wrap: at a small width the metrics take a second line, not the ETA's room.
@@ -180,6 +226,7 @@ class TrainProgress(RichProgress):
         self._total: int | None = None
         self._step = 0
         self._first: tuple[float, int] | None = None  # (time, step) after the first step of this process
+        self._smoothed = SmoothedRate()
         self._estimated = False
         self._last_line = 0.0
 
@@ -218,6 +265,9 @@ class TrainProgress(RichProgress):
     def _advanced(self, n: int) -> None:
         self._step += n
         now = self._clock()
+        smoothed = self._smoothed.update(n, now)
+        if smoothed and "train" in self._tasks:
+            self._progress.update(self._tasks["train"], rate=smoothed)
         if self._first is None:  # a resumed run's first event jumps to its step; a new run's is step 1
             self._first = (now, self._step)
             if self._step > 1:
@@ -242,7 +292,7 @@ class TrainProgress(RichProgress):
             )
         if not self._progress.console.is_terminal and now - self._last_line >= self._every:
             self._last_line = now
-            self._progress.console.print(self._line(rate), highlight=False, soft_wrap=True)
+            self._progress.console.print(self._line(smoothed), highlight=False, soft_wrap=True)
 
     def _line(self, rate: float | None) -> str:
         """The plain progress line: step/total, metrics, rate, ETA."""

@@ -89,10 +89,10 @@ def analyze(
     from jukebox_cli.engine.audio import plots
     from jukebox_cli.engine.audio.analysis import analyze_file
     from jukebox_cli.engine.errors import OutputExistsError, OutputIsFolder
-    from jukebox_cli.engine.sampling.runs import RUN_FILE
+    from jukebox_cli.engine.sampling.runs import is_run_dir
 
     # Every input is checked before any work; a run folder is checked when it is read (it may be partial).
-    infos = [None if (song / RUN_FILE).is_file() else audio_io.audio_info(song) for song in songs]
+    infos = [None if is_run_dir(song) else audio_io.audio_info(song) for song in songs]
     to_folder = output is not None and (len(songs) > 1 or output.is_dir() or str(output).endswith("/"))
     if output is not None and not to_folder:
         figures = [output]

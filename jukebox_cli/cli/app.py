@@ -15,7 +15,15 @@ from rich.markup import escape
 
 from jukebox_cli import __version__
 from jukebox_cli.cli import _help, analyze, generate, labels, models, reconstruct, runs, studio, train
-from jukebox_cli.cli._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, lookup, one_line
+from jukebox_cli.cli._errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNEXPECTED,
+    EXIT_USAGE,
+    lookup,
+    one_line,
+    other_rank,
+)
 from jukebox_cli.cli._options import INVOCATION
 from jukebox_cli.engine.errors import JukeboxError
 
@@ -72,18 +80,9 @@ def _take_debug(args: list[str]) -> tuple[list[str], bool]:
     return kept, len(kept) != len(args)
 
 
-def _other_rank() -> bool:
-    """Whether torchrun started this process as a rank other than 0: rank 0 alone speaks for a shared run,
-    another rank's errors included (``engine/ranks.py`` hands them to it)."""
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) > 0
-    except ValueError:
-        return False
-
-
 def _print_error(message: str, hint: str = "") -> None:
     """One red line (the message, whitespace folded), then a dim hint line when there is one."""
-    if _other_rank():
+    if other_rank():
         return
     console = Console(stderr=True, soft_wrap=True)
     console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False)

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from jukebox_cli.cli._errors import EXIT_INTERRUPTED
+from jukebox_cli.cli._errors import EXIT_INTERRUPTED, other_rank
 from jukebox_cli.cli._options import (
     SUBTYPES,
     Adapters,
@@ -251,6 +251,55 @@ def _size(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+def _prepare_and_execute(
+    device: str, prepare, *, quiet: bool, json_output: bool, announce=None, **execute
+) -> None:
+    """The commands' shared body: ``prepare(progress)`` makes the job (loading the model, a download shown),
+    ``announce(job)`` is a line to say before the plan, then `_execute` checks, plans and runs the job.
+
+    Ctrl-C at any point (SIGTERM while sampling) ends with one line saying what is kept and how to go on, and
+    exit 130 (143): left to Typer, Ctrl-C before sampling would exit 130 without a word.
+    """
+    job, said = None, False
+    try:
+        # Imported inside the try: torch's import is the first wait a user may cut short.
+        from jukebox_cli.engine.ranks import joined
+
+        with joined(device) as ranks:
+            try:
+                with ranks.together(), RichProgress(enabled=not quiet and ranks.main) as progress:
+                    job = prepare(progress)
+                if announce is not None and not quiet and not json_output and ranks.main:
+                    Console(stderr=True, soft_wrap=True, highlight=False).print(announce(job))
+                _execute(job, ranks, quiet=quiet, json_output=json_output, **execute)
+            except KeyboardInterrupt:  # the bars are down: their with blocks have closed them
+                # Said before the process group closes, which may wait for the other processes.
+                said = True
+                if ranks.main:
+                    Console(stderr=True, soft_wrap=True, highlight=False).print(_stopped(job))
+                raise
+    except KeyboardInterrupt as stop:
+        if not said and not other_rank():  # torch or the process group was still starting
+            Console(stderr=True, soft_wrap=True, highlight=False).print(_stopped(None))
+        raise typer.Exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED) from None
+
+
+def _stopped(job) -> str:
+    """What a stopped command leaves. Every window's codes were written atomically when it finished, so a run
+    folder needs nothing saved and resumes from its last finished window; before the folder exists, this
+    command has written nothing (a download left part-way resumes by itself)."""
+    if job is not None:
+        # Not before a job exists: Ctrl-C may have cut torch's import short, and importing it again could fail.
+        from jukebox_cli.engine.sampling.runs import is_run_dir
+
+        if is_run_dir(job.output):
+            return (
+                f"stopped: {job.output} is saved up to its last finished window; resume with: "
+                f"jukebox generate --resume -o {shlex.quote(str(job.output))}"
+            )
+    return "stopped before sampling; nothing was written"
+
+
 def _execute(job, ranks, *, force: bool, dry_run: bool, quiet: bool, json_output: bool, alignment: bool = True,
              compile: str = "auto", audio_format=None, bit_depth=None) -> None:  # fmt: skip
     """Shared tail of the commands: show the warnings and the plan, run the job, report what it wrote.
@@ -282,17 +331,10 @@ def _execute(job, ranks, *, force: bool, dry_run: bool, quiet: bool, json_output
         return f"level {event.level} ready: {len(event.payload)} sample(s) in {job.output / f'level_{event.level}'}/"
 
     started = time.monotonic()
-    try:
-        with sigterm_interrupts(), RichProgress(enabled=not quiet, on_level=level_ready) as progress:
-            result = job.run(device=torch_device, progress=progress, force=force, alignment=alignment,
-                             compile=compile, audio_format=audio_format and audio_format.value,
-                             subtype=bit_depth and SUBTYPES[bit_depth], ranks=ranks)  # fmt: skip
-    except KeyboardInterrupt as stop:  # the bars are down: the with block has closed them
-        # Every window's codes were written atomically when it finished: nothing else needs saving.
-        if ranks.main:
-            console.print(f"stopped: {job.output} is saved up to its last finished window; resume with: "
-                          f"jukebox generate --resume -o {shlex.quote(str(job.output))}", highlight=False)  # fmt: skip
-        raise typer.Exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED) from None
+    with sigterm_interrupts(), RichProgress(enabled=not quiet, on_level=level_ready) as progress:
+        result = job.run(device=torch_device, progress=progress, force=force, alignment=alignment,
+                         compile=compile, audio_format=audio_format and audio_format.value,
+                         subtype=bit_depth and SUBTYPES[bit_depth], ranks=ranks)  # fmt: skip
     if json_output:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -313,6 +355,8 @@ def _execute(job, ranks, *, force: bool, dry_run: bool, quiet: bool, json_output
 def _show_plan(console: Console, job, torch_device, device_name: str, world: int, *, quiet: bool,
                json_output: bool, dry_run: bool, compile: str) -> None:  # fmt: skip
     """The plan table (or ``--dry-run --json``'s plan), with the download note and the tips."""
+    from jukebox_cli.engine.devices import busy_cpu
+
     plans = job.plan(torch_device, world)
     show = not quiet and not json_output
     if show and job.download_note:
@@ -323,6 +367,11 @@ def _show_plan(console: Console, job, torch_device, device_name: str, world: int
     if show:
         where = device_name if world == 1 else f"{device_name}, one of {world} processes sharing the takes"
         _print_plan(console, job, plans, estimates, where)
+        busy = busy_cpu() if torch_device.type == "cpu" else None
+        if busy is not None:
+            console.print(f"[yellow]note:[/] the expected time is for idle cores, and other work keeps these busy "
+                          f"(load average {busy[0]:.1f} on {busy[1]} cores): sampling shares them, so expect it "
+                          "to take longer", highlight=False)  # fmt: skip
         for tip in job.tips(torch_device):
             console.print(f"[dim]tip: {tip}[/]")
     if dry_run and json_output:
@@ -403,7 +452,8 @@ def generate(
 
         jukebox generate --model demo --genre rock --duration 10 -o runs/rock
 
-        jukebox generate -m 1b_lyrics --artist "zac brown band" --genre country --lyrics-file l.txt --duration 20
+        jukebox generate -m 1b_lyrics --artist "zac brown band" --genre country \\
+            --lyrics-file l.txt --duration 20
 
         jukebox generate --resume -o runs/demo
 
@@ -412,8 +462,6 @@ def generate(
         torchrun --nproc-per-node 4 -m jukebox_cli generate -n 8 -o runs/eight
     """
     from jukebox_cli.engine.errors import ConfigError
-    from jukebox_cli.engine.ranks import joined
-    from jukebox_cli.engine.sampling.generation import prepare_generate, prepare_resume
 
     if ctx.args:  # `--resume RUN`, the old spelling, leaves RUN as an extra argument
         if not resume or len(ctx.args) != 1 or output is not None:
@@ -426,22 +474,25 @@ def generate(
     if resume and output is None:
         raise ConfigError("--resume continues the run in --output: add -o RUN.")
     text = None if resume else _read_lyrics(lyrics, lyrics_file)
-    with joined(device) as ranks:
-        with ranks.together(), RichProgress(enabled=not quiet and ranks.main) as progress:
-            if resume:  # a released model's download shows its bytes
-                job = prepare_resume(output, cache_dir=cache_dir, progress=progress)
-            else:
-                job = prepare_generate(
-                    _adapted(model, adapter, cache_dir, progress), artist=artist, genre=genre, lyrics=text or "",
-                    duration=duration,
-                    total_duration=total_duration, samples=samples, levels=levels, temperature=temperature,
-                    top_k=top_k, top_p=top_p, seed=seed, prime=prime, prompt_seconds=prompt_seconds,
-                    dtype=dtype, max_batch_size=max_batch_size, chunk_size=chunk_size,
-                    allow_unknown=allow_unknown, output=output, cache_dir=cache_dir, progress=progress,
-                )  # fmt: skip
-        # A resume's settings are the run's own: --force can only mean starting a run with unreadable codes over.
-        _execute(job, ranks, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
-                 alignment=alignment, compile=compile.value, audio_format=audio_format, bit_depth=bit_depth)  # fmt: skip
+
+    def prepare(progress):
+        from jukebox_cli.engine.sampling.generation import prepare_generate, prepare_resume
+
+        if resume:  # a released model's download shows its bytes
+            return prepare_resume(output, cache_dir=cache_dir, progress=progress)
+        return prepare_generate(
+            _adapted(model, adapter, cache_dir, progress), artist=artist, genre=genre, lyrics=text or "",
+            duration=duration,
+            total_duration=total_duration, samples=samples, levels=levels, temperature=temperature,
+            top_k=top_k, top_p=top_p, seed=seed, prime=prime, prompt_seconds=prompt_seconds,
+            dtype=dtype, max_batch_size=max_batch_size, chunk_size=chunk_size,
+            allow_unknown=allow_unknown, output=output, cache_dir=cache_dir, progress=progress,
+        )  # fmt: skip
+
+    # A resume's settings are the run's own: --force can only mean starting a run with unreadable codes over.
+    _prepare_and_execute(device, prepare, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
+                         alignment=alignment, compile=compile.value, audio_format=audio_format,
+                         bit_depth=bit_depth)  # fmt: skip
 
 
 def continue_(
@@ -503,31 +554,30 @@ def continue_(
 
     Examples:
 
-        jukebox continue song.wav --model demo --prompt-seconds 5 --duration 15 -o runs/cont
+        jukebox continue song.wav --prompt-seconds 5 --duration 15 -o runs/cont
 
         jukebox continue runs/demo --levels 2 --duration 12 -o runs/demo-longer
 
-        jukebox continue runs/takes --takes 3 --levels 2 --duration 8 -o runs/take3-longer
+        jukebox continue runs/takes --takes 3 --levels 2 --duration 8 -o runs/take3
     """
-    from jukebox_cli.engine.ranks import joined
-    from jukebox_cli.engine.sampling.generation import prepare_continue
-
     text = _read_lyrics(lyrics, lyrics_file)
     rows = _take_numbers(takes)
-    with joined(device) as ranks:
-        with ranks.together(), RichProgress(enabled=not quiet and ranks.main) as progress:
-            job = prepare_continue(
-                source, model=_adapted(model, adapter, cache_dir, progress, run=source),
-                prompt_seconds=prompt_seconds, prompt_start=prompt_start,
-                duration=duration, total_duration=total_duration, artist=artist, genre=genre, lyrics=text,
-                samples=samples, takes=rows, levels=levels, temperature=temperature, top_k=top_k, top_p=top_p,
-                seed=seed, dtype=dtype, max_batch_size=max_batch_size, chunk_size=chunk_size,
-                allow_unknown=allow_unknown, output=output, cache_dir=cache_dir, progress=progress,
-            )  # fmt: skip
-        if not quiet and not json_output and ranks.main:
-            Console(stderr=True, soft_wrap=True, highlight=False).print(_prompt_line(job))
-        _execute(job, ranks, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
-                 alignment=alignment, compile=compile.value, audio_format=audio_format, bit_depth=bit_depth)  # fmt: skip
+
+    def prepare(progress):
+        from jukebox_cli.engine.sampling.generation import prepare_continue
+
+        return prepare_continue(
+            source, model=_adapted(model, adapter, cache_dir, progress, run=source),
+            prompt_seconds=prompt_seconds, prompt_start=prompt_start,
+            duration=duration, total_duration=total_duration, artist=artist, genre=genre, lyrics=text,
+            samples=samples, takes=rows, levels=levels, temperature=temperature, top_k=top_k, top_p=top_p,
+            seed=seed, dtype=dtype, max_batch_size=max_batch_size, chunk_size=chunk_size,
+            allow_unknown=allow_unknown, output=output, cache_dir=cache_dir, progress=progress,
+        )  # fmt: skip
+
+    _prepare_and_execute(device, prepare, announce=_prompt_line, force=force, dry_run=dry_run, quiet=quiet,
+                         json_output=json_output, alignment=alignment, compile=compile.value,
+                         audio_format=audio_format, bit_depth=bit_depth)  # fmt: skip
 
 
 def _adapted(model: str | None, adapters: list[Path] | None, cache_dir, progress, *, run: Path | None = None):
@@ -561,7 +611,17 @@ def _prompt_line(job) -> str:
         takes = prompt.get("takes")
         chosen = "" if not takes else f" (take{'s' if len(takes) > 1 else ''} {', '.join(map(str, takes))})"
         source = f"{prompt.get('run')}{chosen}"
-    return f"prompt: {kept:.1f} s of {source}; {max(total - kept, 0):.1f} s new, {total:.1f} s in all"
+    line = f"prompt: {kept:.1f} s of {source}; {max(total - kept, 0):.1f} s new, {total:.1f} s in all"
+    return f"{line}; {_labels(request.samples)}"
+
+
+def _labels(samples) -> str:
+    """The genres and artists the takes are conditioned on: a run's own unless given, so say which."""
+    parts = []
+    for kind in ("genre", "artist"):
+        names = list(dict.fromkeys(getattr(s, kind) for s in samples))
+        parts.append(f"{kind}{'s' if len(names) > 1 else ''} {', '.join(names)}")
+    return ", ".join(parts)
 
 
 def upsample(
@@ -599,8 +659,6 @@ def upsample(
         jukebox upsample runs/demo --takes 0,2 -o runs/demo-final
     """
     from jukebox_cli.engine.errors import ConfigError
-    from jukebox_cli.engine.ranks import joined
-    from jukebox_cli.engine.sampling.generation import prepare_upsample
 
     if old_samples is not None:
         if takes is not None:
@@ -608,13 +666,16 @@ def upsample(
         deprecated("upsample --samples", "--takes (--samples counts takes in generate and continue)")
         takes = old_samples
     rows = _take_numbers(takes)
-    with joined(device) as ranks:
-        with ranks.together(), RichProgress(enabled=not quiet and ranks.main) as progress:
-            job = prepare_upsample(
-                run_dir, takes=rows, model=_adapted(None, adapter, cache_dir, progress, run=run_dir),
-                temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, dtype=dtype,
-                max_batch_size=max_batch_size, chunk_size=chunk_size, output=output, cache_dir=cache_dir,
-                progress=progress,
-            )  # fmt: skip
-        _execute(job, ranks, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
-                 compile=compile.value, audio_format=audio_format, bit_depth=bit_depth)  # fmt: skip
+
+    def prepare(progress):
+        from jukebox_cli.engine.sampling.generation import prepare_upsample
+
+        return prepare_upsample(
+            run_dir, takes=rows, model=_adapted(None, adapter, cache_dir, progress, run=run_dir),
+            temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, dtype=dtype,
+            max_batch_size=max_batch_size, chunk_size=chunk_size, output=output, cache_dir=cache_dir,
+            progress=progress,
+        )  # fmt: skip
+
+    _prepare_and_execute(device, prepare, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
+                         compile=compile.value, audio_format=audio_format, bit_depth=bit_depth)  # fmt: skip

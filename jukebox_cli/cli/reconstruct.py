@@ -64,7 +64,7 @@ def reconstruct(
 
         jukebox reconstruct song.flac --model demo -o out/
 
-        jukebox reconstruct song.mp3 --model vqvae.pth.tar --levels 2,0 -o out/ --force
+        jukebox reconstruct song.mp3 -m vqvae.pth.tar --levels 2,0 -o out/ --force
     """
     from jukebox_cli.engine.audio import io as audio_io
     from jukebox_cli.engine.audio.reconstruct import parse_levels, reconstruct_stream

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -47,9 +48,9 @@ def runs(
         jukebox runs runs/rock
     """
     from jukebox_cli.engine.sampling.listing import describe_run, find_runs
-    from jukebox_cli.engine.sampling.runs import RUN_FILE
+    from jukebox_cli.engine.sampling.runs import is_run_dir
 
-    if (folder / RUN_FILE).is_file():
+    if is_run_dir(folder):
         summary = describe_run(folder)
         if json_output:
             typer.echo(json.dumps(summary.to_dict(), indent=2))
@@ -76,20 +77,50 @@ def runs(
     if not found:
         err.print(f"no runs in {escape(str(folder))}")
         return
-    table = Table(title=f"Runs in {folder}")
-    for column in ("folder", "model", "samples", "duration", "levels", "state", "created"):
-        table.add_column(column, justify="right" if column in ("samples", "duration", "levels") else "left")
-    for run in found:
-        table.add_row(
-            escape(_relative(run.path, folder)),
-            escape(run.model),
+    rows = [
+        (
+            _relative(run.path, folder),
+            run.model,
             str(run.samples),
             _seconds(run.seconds),
             f"{len(run.levels_done)}/{len(run.levels_asked)}",
-            escape(run.status),
+            run.status,
             run.created.replace("T", " ").removesuffix("+00:00"),
         )
-    Console(soft_wrap=True).print(table)
+        for run in found
+    ]
+    console = Console(soft_wrap=True)
+    # No frame, as for the plan: the room goes to the folder names.
+    table = Table(title=f"Runs in {escape(str(folder))}", box=None, pad_edge=False, collapse_padding=True)
+    for index, column in enumerate(_COLUMNS):
+        # Nothing is cut with an ellipsis: a folder is what the next command needs, and a cut state or model
+        # would hide which it is. Long values wrap instead; the folder column's width is fixed, so the others
+        # wrap first (rich would narrow the widest column, the folder, first).
+        table.add_column(
+            column,
+            justify="right" if column in ("samples", "duration", "levels") else "left",
+            overflow="fold",
+            width=_folder_width(rows, console.width) if index == 0 else None,
+        )
+    for row in rows:
+        table.add_row(*map(escape, row))
+    console.print(table)
+
+
+_COLUMNS = ("folder", "model", "samples", "duration", "levels", "state", "created")
+
+
+def _folder_width(rows: list[tuple[str, ...]], width: int) -> int:
+    """The longest folder name, or what the other columns leave of ``width`` once wrapped to their longest
+    words (a longer name wraps)."""
+    longest = max(cell_len(row[0]) for row in rows)
+    others = sum(
+        max(cell_len(word) for text in (column, *(row[i] for row in rows)) for word in text.split())
+        for i, column in enumerate(_COLUMNS)
+        if i > 0
+    )
+    gaps = len(_COLUMNS)  # a space after every column (rich keeps the last one)
+    return max(min(longest, width - others - gaps), min(longest, 12))
 
 
 def _relative(path: str, folder: Path) -> str:

@@ -247,7 +247,7 @@ def vqvae(
 
         jukebox train vqvae data/ --preset small --steps 2000 -o runs/vqvae
 
-        jukebox train vqvae data/ --from jukebox --lr 1e-5 --steps 500 -o runs/vqvae-ft
+        jukebox train vqvae data/ --from jukebox --lr 1e-5 --steps 500 -o runs/ft
 
         torchrun --nproc-per-node 2 -m jukebox_cli train vqvae data/ -o runs/vqvae
     """
@@ -390,11 +390,13 @@ prior.__doc__ = """Train a top-level prior on a VQ-VAE's codes, conditioned on t
 
     Examples:
 
-        jukebox train prior data/ --vqvae runs/vqvae --metadata data/meta.csv -o runs/top
+        jukebox train prior data/ --vqvae runs/vqvae --metadata meta.csv -o runs/top
 
-        jukebox train prior data/ --vqvae jukebox --from 1b_lyrics --metadata meta.csv --lr 1e-5 -o runs/ft
+        jukebox train prior data/ --vqvae jukebox --from 1b_lyrics \\
+            --metadata meta.csv --lr 1e-5 -o runs/ft
 
-        jukebox train prior data/ --vqvae jukebox --from 1b_lyrics --lora-rank 8 -o runs/lora
+        jukebox train prior data/ --vqvae jukebox --from 1b_lyrics --lora-rank 8 \\
+            -o runs/lora
     """
 upsampler = _prior_command("upsampler", None)
 upsampler.__doc__ = """Train an upsampler (level 1 or 0) on a VQ-VAE's codes.
@@ -455,7 +457,8 @@ def plan(
 
     Examples:
 
-        jukebox train plan 5b_lyrics --world-size 8 --device-memory 24GB --strategy fsdp --checkpoint-acts
+        jukebox train plan 5b_lyrics --world-size 8 --device-memory 24GB \\
+            --strategy fsdp --checkpoint-acts
 
         jukebox train plan 1b_lyrics --device-memory 24GB --lora-rank 16
     """

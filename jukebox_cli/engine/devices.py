@@ -48,6 +48,22 @@ def device_description(device: torch.device) -> str:
     return str(device)
 
 
+def busy_cpu() -> tuple[float, int] | None:
+    """(the 1-minute load average, the cores this process may use) when other work keeps at least half of
+    those cores busy; None when they are mostly idle or the OS does not say (Windows).
+
+    A time probe runs for a moment and may land between the other work's bursts, while a long run shares
+    the cores throughout: a plan made on busy cores is only a lower bound. The load counts this process too,
+    which has been loading the model (about one core) before it asks.
+    """
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return (load, cores) if load - 1.0 >= cores / 2 else None
+
+
 def free_memory(device: torch.device) -> int:
     """Bytes that new tensors on ``device`` can still take: free memory on a GPU (what the driver reports,
     plus what torch's allocator holds unused), available RAM on the CPU and on Apple's unified memory."""

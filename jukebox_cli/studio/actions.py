@@ -16,6 +16,7 @@ from jukebox_cli.engine.errors import ConfigError
 from jukebox_cli.engine.models.labels import search_labels
 from jukebox_cli.engine.sampling.jobs import DONE, FAILED, QUEUED, RUNNING, Job, JobQueue
 from jukebox_cli.engine.sampling.listing import RunSummary
+from jukebox_cli.engine.sampling.runs import is_run_dir
 from jukebox_cli.engine.sampling.tasks import CONTINUE, GENERATE, UPSAMPLE, Task
 from jukebox_cli.engine.weights.resolve import label_tables
 from jukebox_cli.studio.chroma import chromagram
@@ -135,7 +136,7 @@ class Studio:
 
     def view(self, run: str) -> RunView | None:
         """The run's takes with their audio and chromagrams; None while its job has not created it."""
-        if run in self.queue.reserved() and not (self.workspace.path(run) / "run.json").is_file():
+        if run in self.queue.reserved() and not is_run_dir(self.workspace.path(run)):
             return None
         summary = self.workspace.describe(run)
         favourites = self.workspace.favourites(run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import subprocess
@@ -89,3 +90,29 @@ def test_help_reads_at_80_columns(run_cli, monkeypatch, command: tuple[str, ...]
         assert "long before the upsampling finishes" in result.stdout
         assert "╭─ Length and sampling" in result.stdout and "--alignment" in result.stdout
         assert "--no-alignment" in result.stdout
+
+
+def _commands(command, path: tuple[str, ...] = ()):
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, (*path, name))
+
+
+def test_every_example_is_one_line_at_80_columns(run_cli, monkeypatch) -> None:
+    """Rich wraps a long example at 80 columns into two lines that no longer paste as one command: every
+    example line of every command's help (a docstring's code block) shows whole, a long one as lines that end
+    in ` \\`."""
+    import typer
+
+    from jukebox_cli.cli.app import app
+
+    monkeypatch.setenv("COLUMNS", "80")
+    cut = []
+    for path, command in _commands(typer.main.get_command(app)):
+        lines = inspect.cleandoc(command.help or "").splitlines()
+        examples = [line.strip() for line in lines if line.startswith("    ") and line.strip()]
+        result = run_cli(*path, "--help")
+        assert result.exit_code == 0, (path, result.stderr)
+        shown = {line.strip() for line in result.stdout.splitlines()}
+        cut += [f"jukebox {' '.join(path)}: {example}" for example in examples if example not in shown]
+    assert not cut

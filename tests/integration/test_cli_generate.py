@@ -122,7 +122,28 @@ def test_continue_says_what_it_keeps_and_what_is_new(run_cli, tmp_path: Path) ->
     args = ("--model", "tiny-random", "--device", "cpu", "--levels", "2", "--duration", "2", "--dry-run")
     result = run_cli("continue", song, *args, "--prompt-seconds", "0.5", "-o", tmp_path / "c")
     assert result.exit_code == 0, result.stderr
-    assert "prompt: 0.5 s of song.wav from 2.5 s; 1.5 s new, 2.0 s in all" in result.stderr
+    assert "prompt: 0.5 s of song.wav from 2.5 s; 1.5 s new, 2.0 s in all; genre unknown, artist unknown" in (
+        result.stderr
+    )
+
+
+def test_continuing_a_run_names_its_own_labels(run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    labels = ("--genre", "rock", "--artist", "null pointer")
+    assert (
+        run_cli(
+            "generate", *COMMON, *labels, "--duration", "1", "--levels", "2", "-n", "2", "-o", run
+        ).exit_code
+        == 0
+    )
+    args = ("--device", "cpu", "--levels", "2", "--duration", "1.5", "--dry-run")
+    result = run_cli("continue", run, *args, "-o", tmp_path / "longer")
+    assert result.exit_code == 0, result.stderr
+    assert (
+        f"prompt: 1.0 s of {run}; 0.5 s new, 1.5 s in all; genre rock, artist null pointer" in result.stderr
+    )
+    result = run_cli("continue", run, *args, "--genre", "classical", "-o", tmp_path / "other")
+    assert "; genre classical, artist null pointer" in result.stderr
 
 
 def test_continue_from_audio_keeps_the_prompt(run_cli, tmp_path: Path) -> None:
@@ -203,6 +224,24 @@ def test_dry_run_prints_the_plan(run_cli, tmp_path: Path) -> None:
     assert [p["level"] for p in plan] == [2, 1, 0]
     assert plan[2]["total_codes"] == _expected_samples(2.0) // 8
     assert not (tmp_path / "r").exists()
+
+
+def test_the_plan_says_its_time_is_for_idle_cores_when_they_are_busy(
+    run_cli, tmp_path: Path, monkeypatch
+) -> None:
+    import jukebox_cli.engine.devices as devices
+
+    args = ("generate", "--model", "tiny-random", "--device", "cpu", "--duration", "1", "--levels", "2",
+            "--dry-run", "-o", tmp_path / "r")  # fmt: skip
+    monkeypatch.setattr(devices, "busy_cpu", lambda: (3.2, 2))
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.stderr
+    assert (
+        "the expected time is for idle cores" in result.stderr
+        and "(load average 3.2 on 2 cores)" in result.stderr
+    )
+    monkeypatch.setattr(devices, "busy_cpu", lambda: None)
+    assert "idle cores" not in run_cli(*args).stderr
 
 
 @pytest.mark.parametrize(
@@ -481,6 +520,34 @@ def test_a_signal_stops_with_the_command_to_resume(tmp_path: Path, signum: int, 
                               "--device", "cpu"], env=env, cwd=root, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert _codes(run, 2).shape[1] == _expected_samples(8.0) // 128
+
+
+@pytest.mark.parametrize("phase", ["loading", "time probe", "time probe of a saved run"])
+def test_ctrl_c_before_sampling_says_so(run_cli, tmp_path: Path, monkeypatch, phase: str) -> None:
+    import jukebox_cli.engine.sampling.generation as generation
+
+    run = tmp_path / "run"
+    if phase == "time probe of a saved run":
+        assert run_cli("generate", *COMMON, "--duration", "1", "--levels", "2", "-o", run).exit_code == 0
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if phase == "loading":
+        monkeypatch.setattr(generation, "_bundle", interrupt)
+    else:
+        monkeypatch.setattr(generation.GenerationJob, "estimate", interrupt)
+    # Not --quiet: the plan, and so its time probe, is shown.
+    result = run_cli("generate", "--model", "tiny-random", "--device", "cpu", "--duration", "1", "--levels", "2",
+                     "-o", run)  # fmt: skip
+    assert result.exit_code == 130 and "Traceback" not in result.stderr
+    stopped = [line for line in result.stderr.splitlines() if line.startswith("stopped")]
+    if phase == "time probe of a saved run":
+        assert stopped == [
+            f"stopped: {run} is saved up to its last finished window; resume with: jukebox generate --resume -o {run}"
+        ]
+    else:
+        assert stopped == ["stopped before sampling; nothing was written"] and not run.exists()
 
 
 def test_run_audio_format_is_chosen_recorded_and_changed_on_resume(run_cli, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from jukebox_cli.engine.sampling.runs import Run
@@ -40,7 +41,7 @@ def test_runs_lists_finished_resumable_and_skips_the_rest(run_cli, tmp_path: Pat
     assert result.exit_code == 0, result.stderr
     assert "Traceback" not in result.stderr and "skipped" in result.stderr and "junk" in result.stderr
     assert "notes" not in result.stderr
-    rows = {line.split()[1]: line for line in result.stdout.splitlines() if "tiny-random" in line}
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if "tiny-random" in line}
     assert set(rows) == {"a", "group/b"}
     assert "finished" in rows["a"] and "2/2" in rows["a"]
     assert f"resumable at level 1 window 3 of {windows}" in rows["group/b"] and "1/2" in rows["group/b"]
@@ -59,6 +60,23 @@ def test_runs_lists_finished_resumable_and_skips_the_rest(run_cli, tmp_path: Pat
     assert f"2/{windows}" in one.stdout  # the level table: windows done of the whole plan
     assert len(detail["levels"][1]["audio"]) == 2 and detail["audio"]["format"] == "wav"
     assert run_cli("runs", tmp_path / "missing").exit_code == 2
+
+
+def test_runs_shows_every_folder_name_whole_at_80_columns(run_cli, tmp_path: Path, monkeypatch) -> None:
+    """A long folder name wraps in its column; nothing is cut with an ellipsis."""
+    root = tmp_path / "runs"
+    assert run_cli("generate", *COMMON, "--duration", "1", "--levels", "2", "-o", root / "a").exit_code == 0
+    long_name = "group/" + "a-long-run-folder-name-that-a-user-pastes-into-the-next-command-" * 2 + "seed7"
+    shutil.copytree(root / "a", root / long_name)
+    monkeypatch.setenv("COLUMNS", "80")
+    result = run_cli("runs", root)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("folder"))
+    model_at = lines[header].index("model")
+    folder_column = "".join(line[:model_at].strip() for line in lines[header + 1 :])
+    assert long_name in folder_column and folder_column.startswith("a")
+    assert "…" not in result.stdout and max(map(len, lines)) <= 80
 
 
 def test_analyze_a_run_draws_every_level_of_every_take(run_cli, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from jukebox_cli.engine.errors import ConfigError
 from jukebox_cli.engine.sampling.cascade import DEFAULT_AUDIO
-from jukebox_cli.engine.sampling.runs import RUN_FILE, Run
+from jukebox_cli.engine.sampling.runs import RUN_FILE, Run, is_run_dir
 from jukebox_cli.engine.sampling.windows import plan_level, window_advance
 
 #: How deep ``find_runs`` looks below the folder it is given (runs/NAME and runs/GROUP/NAME).
@@ -190,7 +190,7 @@ def find_runs(root: str | Path, *, depth: int = DEFAULT_DEPTH) -> tuple[list[Run
 
 
 def _walk(folder: Path, depth: int, runs: list[RunSummary], skipped: list[Skipped]) -> None:
-    if (folder / RUN_FILE).is_file():
+    if is_run_dir(folder):
         try:
             runs.append(describe_run(folder))
         except ConfigError as err:

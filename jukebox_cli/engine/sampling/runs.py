@@ -113,7 +113,7 @@ def _occupied_by_a_run(path: Path) -> bool:
     if path.exists() and not path.is_dir():
         raise OutputBlocked(f"{path} exists and is not a directory.")
     taken = path.is_dir() and any(not _is_leftover(e) and e.name != LOCK_FILE for e in path.iterdir())
-    if taken and not _is_run_dir(path):
+    if taken and not is_run_dir(path):
         raise OutputBlocked(f"{path} is not empty and is not a run directory; choose another folder.")
     return taken
 
@@ -259,7 +259,7 @@ class Run:
         describe: Callable[[str, Any, Any], str] | None,
     ) -> Run | None:
         """The run in ``path`` when it is to be resumed, None when one is to be started (refusals raise)."""
-        if not _is_run_dir(path):
+        if not is_run_dir(path):
             _to_json(settings, "settings")
             _occupied_by_a_run(path)
             return None
@@ -293,7 +293,7 @@ class Run:
     def would_resume(cls, path: str | Path, settings: dict[str, Any]) -> bool:
         """Whether :meth:`create_or_resume` would resume the run in ``path`` with these settings."""
         path = Path(path)
-        if not _is_run_dir(path):
+        if not is_run_dir(path):
             return False
         try:
             run = cls.open(path)
@@ -450,7 +450,8 @@ class Run:
         write_json(self.path / RUN_FILE, self._record, overwrite=True)
 
 
-def _is_run_dir(path: Path) -> bool:
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` holds a run (its run.json), whatever its settings or state."""
     return (path / RUN_FILE).is_file()
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from jukebox_cli.engine.errors import ConfigError
 from jukebox_cli.engine.files import write_json
 from jukebox_cli.engine.sampling.listing import RunSummary, Skipped, describe_run, find_runs
-from jukebox_cli.engine.sampling.runs import RUN_FILE
+from jukebox_cli.engine.sampling.runs import is_run_dir
 
 #: The studio's own files (its queue, its caches) inside the runs folder; hidden from listings by its dot.
 STUDIO_DIR = ".studio"
@@ -83,7 +83,7 @@ class Workspace:
             ConfigError: a bad name (see :meth:`path`), or no run by that name.
         """
         path = self.path(name)
-        if not (path / RUN_FILE).is_file():
+        if not is_run_dir(path):
             raise ConfigError(f"There is no run named {name!r} in {self.root}.")
         return path
 
