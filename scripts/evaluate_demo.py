@@ -95,7 +95,13 @@ def mean_sd(values: list[float]) -> dict:
     if not values:
         return {"n": 0}
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"n": len(values), "mean": round(statistics.fmean(values), 3), "sd": round(sd, 3)}
+    return {
+        "n": len(values),
+        "mean": round(statistics.fmean(values), 3),
+        "sd": round(sd, 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+    }
 
 
 def audio_measures(audio: np.ndarray, rate: int) -> dict:

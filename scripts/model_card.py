@@ -6,7 +6,9 @@ import textwrap
 from pathlib import Path
 
 LEVEL_NAMES = {2: "top prior (level 2)", 1: "upsampler (level 1)", 0: "upsampler (level 0)"}
-RUN_OF_LEVEL = {2: "top", 1: "up1", 0: "up0"}
+RUN_OF_LEVEL = {2: "top-more", 1: "up1", 0: "up0"}
+RUN_NAMES = {"vqvae": "VQ-VAE", "top": "top prior (level 2), first stage", "top-more": "top prior, second stage",
+             "up1": "upsampler (level 1)", "up0": "upsampler (level 0)"}  # fmt: skip
 
 
 def _minutes(seconds: float | None) -> str:
@@ -36,12 +38,12 @@ def _reproduced(card: dict) -> str:
     """What a retraining from scratch (`train_demo.sh ... verify`) showed, if one was checked."""
     r = card.get("reproduced")
     if r is None:
-        return "Whether a rerun gives these weights bit for bit has not been checked yet (`RUNS=runs/repro bash scripts/train_demo.sh vqvae priors verify` checks it)."
+        return "Whether a rerun gives these weights bit for bit has not been checked yet (`RUNS=runs/repro bash scripts/train_demo.sh vqvae priors finetune verify` checks it)."
     same = [name for name, state in r["files"].items() if state == "identical"]
     other = {name: state for name, state in r["files"].items() if state != "identical"}
     minutes = r.get("wall_minutes", {})
     text = (f"Checked on {r['date']} (torch {r['torch']}): `RUNS=runs/repro bash scripts/train_demo.sh vqvae priors "
-            f"verify` retrained the model from scratch in a fresh run folder on the development machine and gave "
+            f"finetune verify` retrained the model from scratch in a fresh run folder on the development machine and gave "
             f"{len(same)} of the {len(r['files'])} files with every tensor equal bit for bit and the same metadata "
             "(their sha256 can still differ: safetensors writes its metadata keys in a random order)")  # fmt: skip
     if other:
@@ -59,7 +61,9 @@ OPTION_NAMES = {"min_level_db": "quiet chunks below {:g} dBFS redrawn", "revival
 def _training(card: dict) -> str:
     t = card["training"]
     rows = []
-    for name, what in (("vqvae", "VQ-VAE"), *((RUN_OF_LEVEL[lv], LEVEL_NAMES[lv]) for lv in (2, 1, 0))):
+    for name, what in RUN_NAMES.items():
+        if name not in t:
+            continue
         s, options = t[name]["settings"], t[name].get("options", {})
         shown = "; ".join(OPTION_NAMES[k].format(v) for k, v in options.items() if v is not None) or "-"
         rows.append([what, f"{t[name]['steps']:,}", s["batch_size"], f"{s['lr']:g}", s["warmup"],
@@ -71,7 +75,7 @@ def _training(card: dict) -> str:
 def _commands(card: dict) -> str:
     """The commands train_demo.sh ran (recorded in timings.json); the earlier fixed text for older cards."""
     t = card["training"]
-    names = ("vqvae", *RUN_OF_LEVEL.values())
+    names = [name for name in RUN_NAMES if name in t]
     if all(t[n].get("command") for n in names):
         lines = [textwrap.fill(t[n]["command"], width=104, subsequent_indent="    ", break_on_hyphens=False,
                                break_long_words=False).replace("\n", " \\\n") for n in names]  # fmt: skip
@@ -92,6 +96,15 @@ def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"  # None: no pair of takes to compare
 
 
+def _mean_range(values: dict) -> str:
+    """The mean, and the range over takes or clips where the card recorded it (not before min/max were kept)."""
+    if values.get("mean") is None:
+        return "-"
+    if "min" not in values or values["n"] < 2:
+        return f"{values['mean']:.2f}"
+    return f"{values['mean']:.2f} ({values['min']:.2f}-{values['max']:.2f})"
+
+
 def _evaluation(card: dict) -> str:
     """scripts/evaluate_demo.py on the packaged model, when packaging ran it."""
     e = card.get("evaluation")
@@ -107,8 +120,7 @@ def _evaluation(card: dict) -> str:
                        "classified as its genre"], rows)  # fmt: skip
     chroma_rows = []
     for name, table in e["frame_chroma_entropy"].items():
-        cells = [f"{table[g]['mean']:.2f}" if g in table and table[g].get("mean") is not None else "-"
-                 for g in genres]  # fmt: skip
+        cells = [_mean_range(table.get(g, {})) for g in genres]
         chroma_rows.append([name, *cells])
     chroma = _table(["audio", *genres], chroma_rows)
     c = e["classifier"]
@@ -130,7 +142,8 @@ seeds (near chance, about 0.002, when the label steers the music; near 1 when it
 {collapse}
 
 Per-frame chroma entropy in bits (0: one pitch class, 3.58: all twelve alike) of generated audio and of real
-clips ({e["real_subset"]}; generated level 0: {e["level0_subset"]}):
+clips ({e["real_subset"]}; generated level 0: {e["level0_subset"]}), the mean and, where recorded, the range
+over clips or takes:
 
 {chroma}
 
@@ -199,8 +212,31 @@ def _samples(card: dict) -> str:
 
 def _corpus(card: dict) -> str:
     rows = [[r["title"], r["artist"], r["genre"], f"{float(r['duration_s']):.0f} s", r["package"], r["license"],
-             r["split"]] for r in card["corpus"]]  # fmt: skip
-    return _table(["title", "artist", "genre", "length", "Debian package", "license", "split"], rows)
+             r["split"], r.get("used_by", "every part")] for r in card["corpus"]]  # fmt: skip
+    return _table(
+        ["title", "artist", "genre", "length", "Debian package", "license", "split", "learnt by"], rows
+    )
+
+
+def _stages(card: dict) -> str:
+    later = [r for r in card["corpus"] if r.get("used_by", "every part") != "every part"]
+    if not later:
+        return ""
+    first = [r for r in card["corpus"] if r not in later]
+    minutes = sum(float(r["duration_s"]) for r in first)
+    return (
+        f"The VQ-VAE, the upsamplers and the top prior's first stage learnt from {len(first)} of these songs "
+        f"({minutes / 60:.0f} min, the selection without `--more`); the top prior's second stage from all of them."
+    )
+
+
+def _sectoid(card: dict) -> str:
+    return ", Sectoid (Carlos Viola Iborra, MIT)" if any(r["package"] == "fretsonfire-songs-sectoid"
+                                                         for r in card["corpus"]) else ""  # fmt: skip
+
+
+def _finetune_note(card: dict) -> str:
+    return card["training"].get("top-more", {}).get("note", "")
 
 
 def _codebook_note(card: dict) -> str:
@@ -227,8 +263,8 @@ def write_card(card: dict, path: Path) -> None:
 A small Jukebox trained from scratch by jukebox-cli's own `jukebox train` commands on 2 CPU cores, shipped
 inside the package so that `jukebox generate --model demo` works offline straight after `pip install`.
 It shows the whole cascade (top prior, two upsamplers, three decoders) on real, trained weights. It is
-tiny next to the released models (about {parameters / 1e6:.1f} M parameters against 1 to 5 billion) and learnt from under an
-hour of game music: expect tonal, music-like textures with little sense of key, not songs.
+tiny next to the released models (about {parameters / 1e6:.1f} M parameters against 1 to 5 billion) and learnt from
+{minutes / 60:.1f} h of game music: expect tonal, music-like textures with little sense of key, not songs.
 
 - Genres (conditioning): {genres}. Artists: the corpus' {len({r["artist"] for r in card["corpus"]})} artists
   (`jukebox labels --artists --model demo`). No lyrics conditioning.
@@ -248,22 +284,24 @@ jukebox reconstruct song.wav --model demo -o out/
 ## Training data
 
 The dev corpus: {len(card["corpus"])} recordings ({minutes:.1f} min) from Debian's game-music packages,
-built by `scripts/make_dev_corpus.sh` (it installs the packages with apt and converts them with ffmpeg to
-44.1 kHz mono WAV; training resamples to 22.05 kHz). The held-out split is fixed by a hash of each file's
-path (10 %); it is the one every metric below uses.
+built by `scripts/make_dev_corpus.sh --more` (it installs the packages with apt and converts them with ffmpeg
+to 44.1 kHz mono WAV; training resamples to 22.05 kHz). {_stages(card)} The held-out split is fixed by a hash
+of each file's path (10 %); the metrics below use the held-out songs of the first stage's corpus.
 
 {_corpus(card)}
 
 The packages' copyright files are in `licenses/` beside this card. Whether trained weights are a
 derivative work of their training data is an open question; these weights are distributed as if they were,
 with this attribution: music by TLK Games (TecnoballZ, GPL-3.0-or-later), the Nexuiz and Battle for Wesnoth
-composers (GPL-2.0-or-later), and El Senator of Muldjord (CC BY-SA 3.0). Redistribute them on those terms.
+composers (GPL-2.0-or-later), El Senator of Muldjord (CC BY-SA 3.0){_sectoid(card)}. Redistribute them on those
+terms.
 
 ## Training
 
 `bash scripts/train_demo.sh` reproduces this model from an empty checkout (stages `corpus vqvae priors
-package`). The VQ-VAE trains first with 2 threads; then the three priors train at the same time, one thread
-each, on the frozen VQ-VAE's codes. Each process's thread count is fixed, so a rerun with the same torch on
+finetune package`). The VQ-VAE trains first with 2 threads; then the three priors train at the same time, one
+thread each, on the frozen VQ-VAE's codes; then the top prior trains on, with 2 threads, on the larger corpus
+(`finetune`). Each process's thread count is fixed, so a rerun with the same torch on
 the same kind of CPU is meant to give the same weights. The shipped weights are each run's EMA (`EMA`
 below). Every run resumes exactly when interrupted.
 
@@ -274,6 +312,7 @@ below). Every run resumes exactly when interrupted.
 {_training(card)}
 
 Wall times are on the development machine ({card.get("machine", "2 cores")}), the three priors sharing it.
+{_finetune_note(card)}
 
 ## Evaluation
 

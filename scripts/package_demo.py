@@ -1,6 +1,7 @@
 """Measure the demo model trained by scripts/train_demo.sh, copy it into the package and write its model card.
 
-    python scripts/package_demo.py --corpus data/dev-corpus --runs runs/demo
+    python scripts/package_demo.py --corpus data/dev-corpus --corpus-more data/dev-corpus-more --runs runs/demo
+    python scripts/package_demo.py --runs runs/demo --keep-shipped   # only the parts trained in runs/demo change
     python scripts/package_demo.py --verify --runs runs/repro   # a retraining: same bytes as shipped?
     python scripts/package_demo.py --runs /tmp/smoke --dest /tmp/smoke/package --seconds 2 \
         --eval-args="--seeds 1 --durations 2 --level0-seeds 1 --clips-per-song 1"   # a smoke run
@@ -42,7 +43,9 @@ from jukebox_cli.engine.weights.cache import sha256_file
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "jukebox_cli" / "data" / "models" / "demo"
 DEST = PACKAGE  # --dest: where this run writes the model (a scratch folder for smoke runs)
-RUN_OF_LEVEL = {2: "top", 1: "up1", 0: "up0"}
+# The shipped top prior is the `finetune` stage's (the `priors` stage's, trained further on the larger corpus).
+RUN_OF_LEVEL = {2: "top-more", 1: "up1", 0: "up0"}
+TRAINING_RUNS = ("vqvae", "top", "top-more", "up1", "up0")
 PARTS = {  # shipped file: (run folder, file in it)
     VQVAE_FILE: ("vqvae", VQVAE_FILE),
     **{prior_file(level): (run, prior_file(level)) for level, run in RUN_OF_LEVEL.items()},
@@ -110,7 +113,7 @@ def evaluation_summary(results: dict, extra: str) -> dict:
         chroma[name] = {g: m["frame_chroma_entropy_bits"] for g, m in table.items()}
     s = results["settings"]
     return {
-        "command": f"python scripts/evaluate_demo.py --corpus data/dev-corpus -o OUT --model demo {extra}".strip(),
+        "command": f"python scripts/evaluate_demo.py --corpus data/dev-corpus-more -o OUT --model demo {extra}".strip(),
         "artist": s["artist"], "temperature": s["temperature"], "top": top, "frame_chroma_entropy": chroma,
         "level0_subset": results["level0"]["subset"], "real_subset": results["real"]["subset"],
         "classifier": results["classifier"],
@@ -119,13 +122,21 @@ def evaluation_summary(results: dict, extra: str) -> dict:
     }  # fmt: skip
 
 
-def copy_parts(runs: Path, corpus_dir: Path) -> dict:
+def copy_parts(runs: Path, corpus_dir: Path, shipped: dict | None) -> dict:
+    """Each run's export into DEST; with ``shipped`` (the current card), a part not in ``runs`` stays as it is."""
     DEST.mkdir(parents=True, exist_ok=True)
     files = {}
     for name, (run, file) in PARTS.items():
         source = runs / run / file
+        if not source.is_file() and shipped is not None:
+            if sha256_file(DEST / name) != shipped["files"][name]["sha256"]:
+                sys.exit(f"{DEST / name} is not the file its card describes: it cannot be kept.")
+            files[name] = shipped["files"][name]
+            continue
         if not source.is_file():
-            sys.exit(f"{source} is missing: run the vqvae and priors stages of scripts/train_demo.sh first.")
+            sys.exit(
+                f"{source} is missing: run the vqvae, priors and finetune stages of scripts/train_demo.sh."
+            )
         tmp = DEST / f".{name}.tmp"
         shutil.copyfile(source, tmp)
         os.replace(tmp, DEST / name)
@@ -189,7 +200,8 @@ def training_record(runs: Path, name: str, timings: dict) -> dict:
         options["revival_threshold"] = task["model"].get("revival_threshold")
     return {"steps": int(state["step"]), "skipped_steps": int(state["skipped_steps"]),
             "wall_seconds": wall_seconds(stamp), "settings": info["config"], "options": options,
-            "command": stamp.get("command"), "threads": stamp.get("threads"), "log": f"{name}.log"}  # fmt: skip
+            "command": stamp.get("command"), "threads": stamp.get("threads"), "log": f"{name}.log",
+            **({"note": stamp["note"]} if "note" in stamp else {})}  # fmt: skip
 
 
 def heldout_metrics(corpus_dir: Path, vqvae) -> dict:
@@ -306,19 +318,54 @@ def character(corpus_dir: Path, samples: dict, vqvae) -> dict:
     return {name: _aggregate(values) for name, values in rows.items()}
 
 
-def corpus_table(corpus_dir: Path, held_out: list[str]) -> list[dict]:
+def _metadata(corpus_dir: Path) -> list[dict]:
     with open(corpus_dir / "metadata.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
+        return list(csv.DictReader(handle))
+
+
+def corpus_table(corpus_dir: Path, more_dir: Path, vqvae) -> list[dict]:
+    """Every song of the larger corpus, its split, and whether every part or only the top prior's second
+    stage learnt from it."""
+    from jukebox_cli.engine.train.data import AudioCorpus
+
+    corpus = AudioCorpus.scan(more_dir, sample_rate=vqvae.sample_rate, metadata=more_dir / "metadata.csv",
+                              sample_length=vqvae.hop_lengths[-1])  # fmt: skip
+    held_out = {corpus.songs[i].path.name for i in corpus.split("eval")}
+    base = {row["path"] for row in _metadata(corpus_dir)}
     keep = ("title", "artist", "album", "package", "genre", "duration_s", "license")
-    return [{**{k: row[k] for k in keep}, "split": "held-out" if row["path"] in held_out else "train"}
-            for row in rows]  # fmt: skip
+    return [{**{k: row[k] for k in keep}, "split": "held-out" if row["path"] in held_out else "train",
+             "used_by": "every part" if row["path"] in base else "top prior, second stage"}
+            for row in _metadata(more_dir)]  # fmt: skip
+
+
+def training_records(runs: Path, timings: dict, shipped: dict | None) -> dict:
+    records = {}
+    for name in TRAINING_RUNS:
+        if (runs / name / "train.json").is_file():
+            records[name] = training_record(runs, name, timings)
+        elif shipped is not None and name in shipped["training"]:
+            records[name] = shipped["training"][name]
+        else:
+            sys.exit(f"{runs / name} is missing: run the stage of scripts/train_demo.sh that trains it.")
+    return records
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "dev-corpus")
+    parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "dev-corpus", help="held-out metrics")
+    parser.add_argument(
+        "--corpus-more",
+        type=Path,
+        default=ROOT / "data" / "dev-corpus-more",
+        help="the larger corpus (make_dev_corpus.sh --more): evaluation, samples' character, the card's song list",
+    )
+    parser.add_argument(
+        "--keep-shipped",
+        action="store_true",
+        help="parts with no run folder in --runs keep the shipped file and its card record",
+    )
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "demo")
     parser.add_argument(
         "--seconds", type=float, default=SAMPLE_SECONDS, help="length of each sample (a quick check)"
@@ -353,16 +400,19 @@ def main() -> None:
         card["reproduced"] = verify_parts(args.runs, card)
         save_card(card)
         sys.exit(0 if all(v == "identical" for v in card["reproduced"]["files"].values()) else 1)
-    files = copy_parts(args.runs, args.corpus)
+    shipped = json.loads((DEST / "card.json").read_text()) if args.keep_shipped else None
+    files = copy_parts(args.runs, args.corpus_more, shipped)
     timings = json.loads((args.runs / "timings.json").read_text())
-    training = {name: training_record(args.runs, name, timings) for name in ("vqvae", *RUN_OF_LEVEL.values())}
+    training = training_records(args.runs, timings, shipped)
     from jukebox_cli.engine.checkpoints.native import load_native
 
     vqvae = load_native(DEST / VQVAE_FILE, kind="vqvae").eval()
     metrics = heldout_metrics(args.corpus, vqvae)
     genres = genres_of_model()
     samples = generate_samples(args.runs, genres, args.seconds)
-    evaluation = evaluation_summary(evaluate(args.runs, args.corpus, files, args.eval_args), args.eval_args)
+    evaluation = evaluation_summary(
+        evaluate(args.runs, args.corpus_more, files, args.eval_args), args.eval_args
+    )
     card = {
         "name": "demo",
         "jukebox_cli_version": __version__,
@@ -372,8 +422,8 @@ def main() -> None:
         "metrics": metrics,
         "genres": genres,
         "samples": samples,
-        "character": character(args.corpus, samples, vqvae),
-        "corpus": corpus_table(args.corpus, metrics["held_out_songs"]),
+        "character": character(args.corpus_more, samples, vqvae),
+        "corpus": corpus_table(args.corpus, args.corpus_more, vqvae),
         "evaluation": evaluation,
         "machine": machine(),
         "torch": torch.__version__,

@@ -2,20 +2,25 @@
 # Train the bundled `demo` model from scratch on the dev corpus, with jukebox-cli's own `jukebox train`,
 # then package it into jukebox_cli/data/models/demo/ with its model card.
 #
-#   bash scripts/train_demo.sh                 # every stage (about 2.5 h on 2 CPU cores, see below)
-#   bash scripts/train_demo.sh priors package  # only some stages: corpus vqvae priors package
-#   RUNS=runs/repro bash scripts/train_demo.sh vqvae priors verify   # retrain elsewhere, compare with shipped
+#   bash scripts/train_demo.sh                 # every stage (about 3.5 h on 2 CPU cores, see below)
+#   bash scripts/train_demo.sh priors package  # only some stages: corpus vqvae priors finetune package
+#   RUNS=runs/repro bash scripts/train_demo.sh vqvae priors finetune verify  # retrain elsewhere, compare with shipped
 #   RUNS=/tmp/smoke DEST=/tmp/smoke/model STEPS_SCALE=0.002 SAMPLE_SECONDS=2 EVAL_ARGS="--seeds 1 \
 #       --durations 2 --clips-per-song 1 --level0-seeds 1" bash scripts/train_demo.sh vqvae priors package
 #                                              # a smoke run that leaves the package alone
 #
 # Stages (wall times on the 2-core development machine):
-#   corpus   build data/dev-corpus with scripts/make_dev_corpus.sh (Debian music packages; needs apt); runs
-#            again (converting every track) when the script's trim settings changed since the corpus was built
+#   corpus   build data/dev-corpus (20 songs, 54 min) and data/dev-corpus-more (the same plus 26 songs, 2.5 h in
+#            all: --more) with scripts/make_dev_corpus.sh (Debian music packages; needs apt); runs again
+#            (converting every track) when the script changed since the corpus was built
 #   vqvae    the 3-level VQ-VAE (preset small: 22.05 kHz, hops 8/32/128, 512 codes), 2 threads (~20 min)
 #   priors   the top prior and both upsamplers on that VQ-VAE's codes, as three 1-thread processes at once
 #            (upsamplers ~55 min each; the top prior, twice the steps of the first demo, ~110 min: it has a
 #            core to itself once the upsamplers are done; about 1.1 s of CPU per step, half of it encoding)
+#   finetune the top prior again, from the priors stage's, on the larger corpus (1,200 steps, 2 threads, ~55 min
+#            on a busy machine): with 4 to 6 songs a genre, a few seconds of audio give the song away and the
+#            label teaches nothing; more songs per genre make the prior less of a per-position average, so
+#            takes of different genres drift apart sooner (docs/demo-model-diagnosis.md)
 #   package  copy the weights into the package, held-out metrics, one sample per genre, then
 #            scripts/evaluate_demo.py on the packaged model (~20 min; its report goes into the model card)
 #   verify   (not in the default list) compare the runs in $RUNS with the shipped files, byte for byte, and
@@ -35,9 +40,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CORPUS=${CORPUS:-data/dev-corpus}
+CORPUS_MORE=${CORPUS_MORE:-data/dev-corpus-more}
 RUNS=${RUNS:-runs/demo}
 MAKE_CORPUS=${MAKE_CORPUS:-scripts/make_dev_corpus.sh}
-STAGES=${*:-corpus vqvae priors package}
+STAGES=${*:-corpus vqvae priors finetune package}
 STEPS_SCALE=${STEPS_SCALE:-1}
 DEST=${DEST:-}                  # package into this folder instead of jukebox_cli/data/models/demo
 SAMPLE_SECONDS=${SAMPLE_SECONDS:-}  # length of the card's samples (default 10)
@@ -66,16 +72,16 @@ path.with_suffix(".tmp").replace(path)
 EOF
 }
 
-train() {  # train NAME THREADS jukebox-train-arguments...
-    local name=$1 threads=$2 resume=()
+train() {  # train NAME THREADS jukebox-train-arguments... (the corpus: $DATA, default $CORPUS)
+    local name=$1 threads=$2 data=${DATA:-$CORPUS} resume=()
     shift 2
     if [ -f "$RUNS/$name/checkpoints/latest.pt" ]; then
         resume=(--resume)
     else
-        THREADS=$threads stamp "$name" start "jukebox train $* --metadata $CORPUS/metadata.csv -o $RUNS/$name"
+        THREADS=$threads stamp "$name" start "jukebox train $* --metadata $data/metadata.csv -o $RUNS/$name"
     fi
     OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads jukebox train "$@" --device cpu --quiet \
-        --metadata "$CORPUS/metadata.csv" "${resume[@]}" -o "$RUNS/$name" >> "$RUNS/$name.log" 2>&1
+        --metadata "$data/metadata.csv" "${resume[@]}" -o "$RUNS/$name" >> "$RUNS/$name.log" 2>&1
     stamp "$name" end
 }
 
@@ -84,10 +90,13 @@ for stage in $STAGES; do
     corpus)
         # settings.json records the trim settings the corpus was built with; the script converts again when
         # they changed, and skips what is already there otherwise.
-        if [ ! -f "$CORPUS/metadata.csv" ] || [ ! -f "$CORPUS/settings.json" ] \
-            || [ "$MAKE_CORPUS" -nt "$CORPUS/settings.json" ]; then
-            bash "$MAKE_CORPUS" "$CORPUS" --jobs 1
-        fi
+        for pair in "$CORPUS:" "$CORPUS_MORE:--more"; do
+            folder=${pair%%:*} more=${pair#*:}
+            if [ ! -f "$folder/metadata.csv" ] || [ ! -f "$folder/settings.json" ] \
+                || [ "$MAKE_CORPUS" -nt "$folder/settings.json" ]; then
+                bash "$MAKE_CORPUS" "$folder" $more --jobs 1
+            fi
+        done
         ;;
     vqvae)
         train vqvae 2 vqvae "$CORPUS" --preset small --batch-size 4 --lr 1e-3 --warmup 50 --steps "$(steps 1200)" \
@@ -104,15 +113,20 @@ for stage in $STAGES; do
             wait "$pid" || { kill "${pids[@]}" 2>/dev/null; echo "a prior failed; see $RUNS/*.log" >&2; exit 1; }
         done
         ;;
+    finetune)
+        DATA=$CORPUS_MORE train top-more 2 prior "$CORPUS_MORE" --vqvae "$RUNS/vqvae" --from "$RUNS/top" \
+            --batch-size 8 --steps "$(steps 1200)" --lr 3e-4 --warmup 50 --save-every 200 --eval-every 400 \
+            --min-level-db $QUIET_DB "${DROPOUT[@]}"
+        ;;
     package)
-        python scripts/package_demo.py --corpus "$CORPUS" --runs "$RUNS" ${DEST:+--dest "$DEST"} \
+        python scripts/package_demo.py --corpus "$CORPUS" --corpus-more "$CORPUS_MORE" --runs "$RUNS" ${DEST:+--dest "$DEST"} \
             ${SAMPLE_SECONDS:+--seconds "$SAMPLE_SECONDS"} --eval-args="$EVAL_ARGS"
         ;;
     verify)
         python scripts/package_demo.py --verify --runs "$RUNS"
         ;;
     *)
-        echo "unknown stage: $stage (corpus, vqvae, priors, package, verify)" >&2
+        echo "unknown stage: $stage (corpus, vqvae, priors, finetune, package, verify)" >&2
         exit 2
         ;;
     esac

@@ -5,7 +5,8 @@ engine was regrouped into subpackages, and recorded again, on purpose, when each
 stream (the runs of several samples changed then; single-sample runs kept their codes, since sample 0's
 stream is seeded as the first batch's generator was), when an audio prompt became the end of the song, and
 when reconstruct's metrics began to be summed in float64 while streaming (last digits only; its audio did not
-change), and when the bundled demo model was retrained (its two cases only); ``tests/integration/test_golden.py`` repeats every case
+change), when the bundled demo model was retrained (its two cases only), and when the demo's top prior was trained
+further on more songs (`demo-generate` only); ``tests/integration/test_golden.py`` repeats every case
 through the CLI and compares. Codes are compared exactly (sha256 of the int64 tensors). Audio is compared by the sha256 of its
 16-bit samples on a machine with the recording's CPU features and torch version (where float kernels give
 the same bits); elsewhere by summary numbers within a tolerance, since another instruction set may round
