@@ -290,6 +290,17 @@ def test_a_folder_another_process_is_writing_is_refused_untouched(
     assert run_cli(*args).exit_code == 0, "free again once the other process is gone (killed)"
 
 
+def test_an_unknown_model_points_at_where_model_is_explained(run_cli, tmp_path: Path) -> None:
+    result = run_cli("generate", "--model", "nosuch", "--genre", "rock", "-o", tmp_path / "out")
+    assert result.exit_code == 3
+    lines = _error_lines(result.stderr)
+    assert lines[0].startswith("error: No file or folder at nosuch, and no model of that name.")
+    assert lines[1:] == [
+        "`jukebox models list` shows the models; `jukebox generate --help` explains --model."
+    ]
+    assert "--model" in run_cli("generate", "--help").stdout
+
+
 @pytest.mark.parametrize("case", ["not-a-run", "other-duration", "edited-model", "pickle-model"])
 def test_messages_and_hints_say_what_can_actually_fix_it(
     run_cli, tmp_path: Path, song: Path, case: str
