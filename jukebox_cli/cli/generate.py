@@ -433,7 +433,7 @@ def generate(
         typer.Option(
             "--resume",
             help="Continue the run in --output with its own settings (the other options but --format, "
-            "--bit-depth, --device and --compile are not needed).",
+            "--bit-depth, --device and --compile are not needed; one given must match the run's).",
         ),
     ] = False,
     compile: Compile = CompileChoice.auto,
@@ -479,7 +479,7 @@ def generate(
         from jukebox_cli.engine.sampling.generation import prepare_generate, prepare_resume
 
         if resume:  # a released model's download shows its bytes
-            return prepare_resume(output, cache_dir=cache_dir, progress=progress)
+            return prepare_resume(output, asked=_asked(ctx), cache_dir=cache_dir, progress=progress)
         return prepare_generate(
             _adapted(model, adapter, cache_dir, progress), artist=artist, genre=genre, lyrics=text or "",
             duration=duration,
@@ -493,6 +493,26 @@ def generate(
     _prepare_and_execute(device, prepare, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
                          alignment=alignment, compile=compile.value, audio_format=audio_format,
                          bit_depth=bit_depth)  # fmt: skip
+
+
+def _asked(ctx: typer.Context) -> dict:
+    """The settings options the user gave (command line or environment), by prepare_generate's names: with
+    --resume those must match the run, and the options left at their defaults must not count."""
+    # By name: typer bundles its own click, whose ParameterSource is not click's.
+    sources = {name: getattr(ctx.get_parameter_source(name), "name", "") for name in ctx.params}
+    given = {
+        name: value for name, value in ctx.params.items() if sources[name] in ("COMMANDLINE", "ENVIRONMENT")
+    }
+    asked = {name: given[name] for name in _RESUME_SETTINGS if name in given}
+    if "lyrics" in given or "lyrics_file" in given:
+        asked["lyrics"] = _read_lyrics(given.get("lyrics"), given.get("lyrics_file")) or ""
+    return asked
+
+
+# generate's options that decide a run's codes (the rest, like --device or --format, may change on a resume).
+_RESUME_SETTINGS = ("model", "artist", "genre", "duration", "total_duration", "samples", "levels", "temperature",
+                    "top_k", "top_p", "seed", "prime", "prompt_seconds", "dtype", "max_batch_size", "chunk_size",
+                    "allow_unknown")  # fmt: skip
 
 
 def continue_(
