@@ -432,8 +432,8 @@ def generate(
         bool,
         typer.Option(
             "--resume",
-            help="Continue the run in --output with its own settings (the other options but --format, "
-            "--bit-depth, --device and --compile are not needed; one given must match the run's).",
+            help="Continue the run in --output with its settings (a setting given must match; --format, "
+            "--bit-depth, --device, --compile may differ).",
         ),
     ] = False,
     compile: Compile = CompileChoice.auto,
