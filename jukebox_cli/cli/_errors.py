@@ -36,7 +36,12 @@ ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
     (e.AudioPermissionDenied, 4, "Check the file's permissions (or read it as its owner)."),
     (e.UnsupportedAudioFormat, 4, "Convert the file to WAV or FLAC (e.g. with ffmpeg) and try again."),
     (e.AudioError, 4, "The file may be truncated or corrupt; try re-exporting it."),
-    (e.CheckpointNotFound, 3, "See `jukebox --help` for what --model accepts."),
+    # --model is an option of the commands, not of `jukebox` itself: point where it is listed and explained.
+    (
+        e.CheckpointNotFound,
+        3,
+        "`jukebox models list` shows the models; `jukebox generate --help` explains --model.",
+    ),
     (e.ChecksumMismatch, 3, "The file was corrupted; run the command again to fetch it anew."),
     (e.NetworkError, 3, "Check the network (or HF_HUB_OFFLINE / HF_ENDPOINT), then run the command again."),
     (e.DiskSpaceError, 3, "Free some space or point --cache-dir / JUKEBOX_CACHE at a larger disk."),

@@ -133,13 +133,17 @@ class RichProgress:
         self._tasks: dict[str, int] = {}
 
     def __enter__(self) -> RichProgress:
-        self._progress.start()
+        # Off a terminal rich draws no transient bars, yet its stop prints an empty line (before an error, the
+        # plan, ...): the display is not started there at all.
+        if self._progress.console.is_interactive:
+            self._progress.start()
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._progress.stop()
+        if self._progress.console.is_interactive:
+            self._progress.stop()
 
     def __call__(self, event: Event) -> None:
         if not self.enabled:

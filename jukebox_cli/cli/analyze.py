@@ -19,16 +19,16 @@ from jukebox_cli.cli._options import Force, Json, Quiet
 def figure_names(songs: list[Path]) -> list[str]:
     """A distinct figure name per song: SONG_analysis.png, with as many parent folders' names added as it
     takes to tell songs that share a stem apart (a/x.wav and b/x.wav give a_x_analysis.png and
-    b_x_analysis.png; runs/a/level_0/item_0.wav and runs/b/level_0/item_0.wav give a_level_0_item_0 ...),
-    then a counter."""
+    b_x_analysis.png), then a counter. A take in a run always gets its run and level: every run's takes are
+    item_N.wav, so runs/rock/level_0/item_0.wav gives rock_level_0_item_0_analysis.png."""
     names = []
     for song in songs:
         twins = [other for other in songs if other.stem == song.stem]
         parents = list(song.parent.parts)
-        depth = 0
+        depth = least = _run_depth(song)
         while len(twins) > 1 and depth < len(parents) and len({_tail(t, depth) for t in twins}) < len(twins):
             depth += 1
-        prefix = _tail(song, depth if len(twins) > 1 else 0)
+        prefix = _tail(song, depth if len(twins) > 1 else least)
         names.append("_".join([*prefix, song.stem]).lstrip("/_") or song.stem)
     seen: dict[str, int] = {}
     unique = []
@@ -38,9 +38,20 @@ def figure_names(songs: list[Path]) -> list[str]:
     return [f"{name}_analysis.png" for name in unique]
 
 
+def _run_depth(song: Path) -> int:
+    """2 for a take in a run (RUN/level_N/item_M.wav: its name needs RUN and level_N), else 0."""
+    # lazy: the engine stays out of `jukebox --help`
+    from jukebox_cli.engine.sampling.runs import is_run_dir
+
+    level = song.absolute().parent
+    return 2 if level.name.startswith("level_") and is_run_dir(level.parent) else 0
+
+
 def _tail(song: Path, depth: int) -> tuple[str, ...]:
     """The names of the last ``depth`` folders above ``song``."""
     parts = song.parent.parts
+    if depth > len(parts):  # level_0/item_0.wav read inside its run: the run's name is above the cwd
+        parts = song.absolute().parent.parts
     return tuple(parts[len(parts) - depth :]) if depth else ()
 
 
@@ -61,7 +72,8 @@ def analyze(
             "--output",
             "-o",
             help="Figure path (.png, .pdf, .svg) for one song, or a folder (for several songs, or ending "
-            "in /). Default: SONG_analysis.png here; songs of the same name get their folder's name added.",
+            "in /). Default: SONG_analysis.png here (a run's take: RUN_level_N_item_M_analysis.png); songs "
+            "of the same name get their folder's name added.",
         ),
     ] = None,
     sample_rate: Annotated[int, typer.Option(min=1000, help="Analyse at this sample rate.")] = 22050,

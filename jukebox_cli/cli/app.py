@@ -25,6 +25,7 @@ from jukebox_cli.cli._errors import (
     other_rank,
 )
 from jukebox_cli.cli._options import INVOCATION
+from jukebox_cli.cli._say import say
 from jukebox_cli.engine.errors import JukeboxError
 
 _help.install()
@@ -85,9 +86,9 @@ def _print_error(message: str, hint: str = "") -> None:
     if other_rank():
         return
     console = Console(stderr=True, soft_wrap=True)
-    console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False)
+    say(console, f"[bold red]error:[/] {escape(' '.join(message.split()))}")
     if hint:
-        console.print(f"[dim]{escape(hint)}[/]", highlight=False)
+        say(console, f"[dim]{escape(hint)}[/]")
 
 
 # Typer re-exports click's BadParameter but, in recent versions, raises from its own copy of click: the base

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from jukebox_cli.cli._errors import EXIT_INTERRUPTED, other_rank
@@ -34,6 +35,7 @@ from jukebox_cli.cli._options import (
     parse_seconds,
 )
 from jukebox_cli.cli._progress import RichProgress
+from jukebox_cli.cli._say import say
 from jukebox_cli.cli._signals import EXIT_TERMINATED, Terminated, sigterm_interrupts
 
 Artist = Annotated[
@@ -229,10 +231,11 @@ def _print_plan(console: Console, job, plans, estimates, device: str) -> None:
                       f"{p.new_tokens:,}", str(p.batch_size), _size(p.cache_bytes_per_sample), _size(p.weight_bytes),
                       e.mode,
                       _duration(e.seconds))  # fmt: skip
-    table.caption = (f"codes: per take; saved: already in the run (a prompt or a resumed run); new: tokens to "
-                     f"sample; expected time on {device}: {_duration(sum(e.seconds for e in estimates))} "
-                     "(a probe of each prior's decode step; VQ-VAE decoding not counted)")  # fmt: skip
     console.print(table)
+    # Under the table rather than its caption, which rich would wrap to the table's width, not the terminal's.
+    say(console, f"codes: per take; saved: already in the run (a prompt or a resumed run); new: tokens to "
+                 f"sample; expected time on {escape(device)}: {_duration(sum(e.seconds for e in estimates))} "
+                 "(a probe of each prior's decode step; VQ-VAE decoding not counted)")  # fmt: skip
 
 
 def _duration(seconds: float) -> str:
@@ -270,22 +273,23 @@ def _prepare_and_execute(
                 with ranks.together(), RichProgress(enabled=not quiet and ranks.main) as progress:
                     job = prepare(progress)
                 if announce is not None and not quiet and not json_output and ranks.main:
-                    Console(stderr=True, soft_wrap=True, highlight=False).print(announce(job))
+                    say(Console(stderr=True, soft_wrap=True), escape(announce(job)))
                 _execute(job, ranks, quiet=quiet, json_output=json_output, **execute)
             except KeyboardInterrupt:  # the bars are down: their with blocks have closed them
                 # Said before the process group closes, which may wait for the other processes.
                 said = True
                 if ranks.main:
-                    Console(stderr=True, soft_wrap=True, highlight=False).print(_stopped(job))
+                    say(Console(stderr=True, soft_wrap=True), *_stopped(job))
                 raise
     except KeyboardInterrupt as stop:
         if not said and not other_rank():  # torch or the process group was still starting
-            Console(stderr=True, soft_wrap=True, highlight=False).print(_stopped(None))
+            say(Console(stderr=True, soft_wrap=True), *_stopped(None))
         raise typer.Exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED) from None
 
 
-def _stopped(job) -> str:
-    """What a stopped command leaves. Every window's codes were written atomically when it finished, so a run
+def _stopped(job) -> tuple[str, ...]:
+    """What a stopped command leaves, and the command that goes on from there if any. Every window's codes
+    were written atomically when it finished, so a run
     folder needs nothing saved and resumes from its last finished window; before the folder exists, this
     command has written nothing (a download left part-way resumes by itself)."""
     if job is not None:
@@ -294,10 +298,10 @@ def _stopped(job) -> str:
 
         if is_run_dir(job.output):
             return (
-                f"stopped: {job.output} is saved up to its last finished window; resume with: "
-                f"jukebox generate --resume -o {shlex.quote(str(job.output))}"
+                f"stopped: {escape(str(job.output))} is saved up to its last finished window; resume with:",
+                f"jukebox generate --resume -o {shlex.quote(str(job.output))}",
             )
-    return "stopped before sampling; nothing was written"
+    return ("stopped before sampling; nothing was written",)
 
 
 def _execute(job, ranks, *, force: bool, dry_run: bool, quiet: bool, json_output: bool, alignment: bool = True,
@@ -311,7 +315,7 @@ def _execute(job, ranks, *, force: bool, dry_run: bool, quiet: bool, json_output
     if not ranks.main:
         quiet, json_output = True, False
     for warning in job.warnings if not quiet else []:
-        console.print(f"[yellow]warning:[/] {warning}")
+        say(console, f"[yellow]warning:[/] {escape(warning)}")
     from jukebox_cli.engine.devices import device_description
 
     torch_device = ranks.device  # once, for the plan, its estimate and the run
@@ -346,10 +350,10 @@ def _execute(job, ranks, *, force: bool, dry_run: bool, quiet: bool, json_output
         out.print(f"lyric alignment: {len(result.alignments)} sample(s), item_N.alignment.png/.json in "
                   f"{job.output / f'level_{top}'}/", highlight=False)  # fmt: skip
     for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        say(console, f"[yellow]warning:[/] {escape(warning)}")
     for note in job.notes:
-        console.print(f"[yellow]note:[/] {note}")
-    console.print(_summary(result, job.request.levels, time.monotonic() - started), highlight=False)
+        say(console, f"[yellow]note:[/] {escape(note)}")
+    say(console, *_summary(result, job.request.levels, time.monotonic() - started))
 
 
 def _show_plan(console: Console, job, torch_device, device_name: str, world: int, *, quiet: bool,
@@ -360,7 +364,7 @@ def _show_plan(console: Console, job, torch_device, device_name: str, world: int
     plans = job.plan(torch_device, world)
     show = not quiet and not json_output
     if show and job.download_note:
-        console.print(f"[yellow]note:[/] {job.download_note}", highlight=False)
+        say(console, f"[yellow]note:[/] {escape(job.download_note)}")
     estimates = (
         job.estimate(torch_device, compile, plans, world) if show or (dry_run and json_output) else None
     )
@@ -369,19 +373,20 @@ def _show_plan(console: Console, job, torch_device, device_name: str, world: int
         _print_plan(console, job, plans, estimates, where)
         busy = busy_cpu() if torch_device.type == "cpu" else None
         if busy is not None:
-            console.print(f"[yellow]note:[/] the expected time is for idle cores, and other work keeps these busy "
-                          f"(load average {busy[0]:.1f} on {busy[1]} cores): sampling shares them, so expect it "
-                          "to take longer", highlight=False)  # fmt: skip
+            say(console, f"[yellow]note:[/] the expected time is for idle cores, and other work keeps these busy "
+                         f"(load average {busy[0]:.1f} on {busy[1]} cores): sampling shares them, so expect it to "
+                         "take longer")  # fmt: skip
         for tip in job.tips(torch_device):
-            console.print(f"[dim]tip: {tip}[/]")
+            say(console, f"[dim]tip: {escape(tip)}[/]")
     if dry_run and json_output:
         typer.echo(json.dumps({"plan": [p.__dict__ for p in plans],
                                "estimate": [{**e.__dict__, "seconds": e.seconds} for e in estimates]},
                               indent=2))  # fmt: skip
 
 
-def _summary(result, levels: tuple[int, ...], seconds: float) -> str:
-    """The closing line: how long it took and where the audio of the last level asked for is."""
+def _summary(result, levels: tuple[int, ...], seconds: float) -> tuple[str, ...]:
+    """The closing line: how long it took and where the audio of the last level asked for is (then the command
+    that upsamples, when levels are left)."""
     last = min(levels)
     final = [p for p in result.files if p.parent.name == f"level_{last}"]
     where = (
@@ -391,10 +396,15 @@ def _summary(result, levels: tuple[int, ...], seconds: float) -> str:
         if final
         else str(result.run)
     )
-    line = f"done in {_duration(seconds)}: {'final' if last == 0 else f'level-{last}'} audio in {where}"
+    line = (
+        f"done in {_duration(seconds)}: {'final' if last == 0 else f'level-{last}'} audio in {escape(where)}"
+    )
     if last > 0:
-        line += f"; upsample the takes you like with: jukebox upsample {shlex.quote(str(result.run))} --takes N,..."
-    return line
+        return (
+            f"{line}; upsample the takes you like with:",
+            f"jukebox upsample {shlex.quote(str(result.run))} --takes N,...",
+        )
+    return (line,)
 
 
 def generate(
@@ -432,8 +442,8 @@ def generate(
         bool,
         typer.Option(
             "--resume",
-            help="Continue the run in --output with its own settings (the other options but --format, "
-            "--bit-depth, --device and --compile are not needed).",
+            help="Continue the run in --output with its settings (a setting given must match; --format, "
+            "--bit-depth, --device, --compile may differ).",
         ),
     ] = False,
     compile: Compile = CompileChoice.auto,
@@ -479,7 +489,7 @@ def generate(
         from jukebox_cli.engine.sampling.generation import prepare_generate, prepare_resume
 
         if resume:  # a released model's download shows its bytes
-            return prepare_resume(output, cache_dir=cache_dir, progress=progress)
+            return prepare_resume(output, asked=_asked(ctx), cache_dir=cache_dir, progress=progress)
         return prepare_generate(
             _adapted(model, adapter, cache_dir, progress), artist=artist, genre=genre, lyrics=text or "",
             duration=duration,
@@ -493,6 +503,26 @@ def generate(
     _prepare_and_execute(device, prepare, force=force, dry_run=dry_run, quiet=quiet, json_output=json_output,
                          alignment=alignment, compile=compile.value, audio_format=audio_format,
                          bit_depth=bit_depth)  # fmt: skip
+
+
+def _asked(ctx: typer.Context) -> dict:
+    """The settings options the user gave (command line or environment), by prepare_generate's names: with
+    --resume those must match the run, and the options left at their defaults must not count."""
+    # By name: typer bundles its own click, whose ParameterSource is not click's.
+    sources = {name: getattr(ctx.get_parameter_source(name), "name", "") for name in ctx.params}
+    given = {
+        name: value for name, value in ctx.params.items() if sources[name] in ("COMMANDLINE", "ENVIRONMENT")
+    }
+    asked = {name: given[name] for name in _RESUME_SETTINGS if name in given}
+    if "lyrics" in given or "lyrics_file" in given:
+        asked["lyrics"] = _read_lyrics(given.get("lyrics"), given.get("lyrics_file")) or ""
+    return asked
+
+
+# generate's options that decide a run's codes (the rest, like --device or --format, may change on a resume).
+_RESUME_SETTINGS = ("model", "artist", "genre", "duration", "total_duration", "samples", "levels", "temperature",
+                    "top_k", "top_p", "seed", "prime", "prompt_seconds", "dtype", "max_batch_size", "chunk_size",
+                    "allow_unknown")  # fmt: skip
 
 
 def continue_(

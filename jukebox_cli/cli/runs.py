@@ -154,7 +154,9 @@ def _print_run(run) -> None:
     settings.add_column("setting")
     settings.add_column("value")
     for key, value in run.settings.items():
-        if key not in _SHOWN_ELSEWHERE:
+        if key == "total_length" and run.song_seconds is not None:  # in samples: a number nobody reads
+            settings.add_row(key, _seconds(run.song_seconds))
+        elif key not in _SHOWN_ELSEWHERE:
             settings.add_row(key, escape(json.dumps(value)))
     out.print(settings)
     levels = Table(title="levels")

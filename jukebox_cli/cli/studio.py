@@ -17,7 +17,8 @@ from rich.console import Console
 from jukebox_cli.cli._errors import one_line
 from jukebox_cli.cli._options import CacheDir, Device, Model
 
-INSTALL = "pip install 'jukebox-cli[studio]'"
+# The package is not on PyPI, so the extra is also spelled for an install from a clone.
+INSTALL = "pip install 'jukebox-cli[studio]' (from a clone: pip install '.[studio]')"
 
 
 def _is_loopback(host: str) -> bool:
@@ -48,7 +49,7 @@ def studio(
     and upsample the favourites. Every job writes an ordinary run folder in --runs, so `jukebox runs` and the
     page see the same runs; a job stopped by a restart resumes from its last window.
 
-    Needs the studio extra: pip install 'jukebox-cli[studio]'.
+    Needs the studio extra: pip install 'jukebox-cli[studio]' (from a clone: pip install '.[studio]').
 
     Examples:
 

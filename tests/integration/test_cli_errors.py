@@ -290,6 +290,17 @@ def test_a_folder_another_process_is_writing_is_refused_untouched(
     assert run_cli(*args).exit_code == 0, "free again once the other process is gone (killed)"
 
 
+def test_an_unknown_model_points_at_where_model_is_explained(run_cli, tmp_path: Path) -> None:
+    result = run_cli("generate", "--model", "nosuch", "--genre", "rock", "-o", tmp_path / "out")
+    assert result.exit_code == 3
+    lines = result.stderr.splitlines()  # no empty line above the error (as analyze's errors have none)
+    assert lines[0].startswith("error: No file or folder at nosuch, and no model of that name.")
+    assert lines[1:] == [
+        "`jukebox models list` shows the models; `jukebox generate --help` explains --model."
+    ]
+    assert "--model" in run_cli("generate", "--help").stdout
+
+
 @pytest.mark.parametrize("case", ["not-a-run", "other-duration", "edited-model", "pickle-model"])
 def test_messages_and_hints_say_what_can_actually_fix_it(
     run_cli, tmp_path: Path, song: Path, case: str
@@ -332,3 +343,21 @@ def test_messages_and_hints_say_what_can_actually_fix_it(
     assert "Pass --force" not in result.stderr, result.stderr
     if case == "edited-model":  # no option of --resume can change the song's length
         assert "--total-duration" not in result.stderr, result.stderr
+
+
+def test_resume_refuses_an_option_that_differs_from_the_run(run_cli, tmp_path: Path) -> None:
+    """--resume keeps the run's settings: one given that differs is refused like without --resume; one given
+    equal, or left out (its default differs from the run's), is no conflict."""
+    run = tmp_path / "run"
+    assert run_cli("generate", *TINY, "--genre", "rock", "--seed", "3", "-o", run).exit_code == 0
+    resume = ("generate", "--resume", "-o", run, "-q", "--device", "cpu")
+    result = run_cli(*resume, "--genre", "chiptune")
+    assert result.exit_code == 7, result.stderr
+    lines = _error_lines(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert '--genre: this run has "rock", you asked for "chiptune"' in " ".join(result.stderr.split())
+    result = run_cli(*resume, "--duration", "3")
+    assert result.exit_code == 7 and "--duration: this run has 2.00 s, you asked for 3.00 s" in " ".join(
+        result.stderr.split()
+    )
+    assert run_cli(*resume, "--genre", "rock", "--duration", "2", "--seed", "3").exit_code == 0

@@ -512,10 +512,11 @@ def test_a_signal_stops_with_the_command_to_resume(tmp_path: Path, signum: int, 
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err[-2000:]
     assert "Traceback" not in err
-    stopped = [line for line in err.splitlines() if line.startswith("stopped:")]
-    assert stopped == [
-        f"stopped: {run} is saved up to its last finished window; resume with: jukebox generate --resume -o {run}"
-    ]
+    lines = err.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("stopped:"))
+    # The prose wraps at the terminal's width; the command to copy has a line of its own.
+    assert " ".join(lines[at:-1]) == f"stopped: {run} is saved up to its last finished window; resume with:"
+    assert lines[-1] == f"jukebox generate --resume -o {run}"
     resumed = subprocess.run([sys.executable, "-m", "jukebox_cli", "generate", "--resume", "-o", str(run), "--quiet",
                               "--device", "cpu"], env=env, cwd=root, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -543,8 +544,9 @@ def test_ctrl_c_before_sampling_says_so(run_cli, tmp_path: Path, monkeypatch, ph
     assert result.exit_code == 130 and "Traceback" not in result.stderr
     stopped = [line for line in result.stderr.splitlines() if line.startswith("stopped")]
     if phase == "time probe of a saved run":
-        assert stopped == [
-            f"stopped: {run} is saved up to its last finished window; resume with: jukebox generate --resume -o {run}"
+        assert result.stderr.splitlines()[-2:] == [
+            f"stopped: {run} is saved up to its last finished window; resume with:",
+            f"jukebox generate --resume -o {run}",
         ]
     else:
         assert stopped == ["stopped before sampling; nothing was written"] and not run.exists()
@@ -599,3 +601,33 @@ def test_prepare_upsample_still_takes_the_old_keyword(tmp_path: Path) -> None:
     with pytest.warns(DeprecationWarning, match="takes="):
         job = prepare_upsample(run.run, samples=[1], output=tmp_path / "u")
     assert job.request.prompt == {"run": str(run.run), "samples": [1]}
+
+
+def test_prose_wraps_at_80_columns_and_commands_stay_whole(run_cli, tmp_path: Path, monkeypatch) -> None:
+    """On an 80-column terminal our sentences (the plan's footer, notes, the summary, errors) wrap at word
+    boundaries instead of being cut mid-word; the command to copy stays whole on a line of its own."""
+    import jukebox_cli.cli._say as say
+    import jukebox_cli.engine.devices as devices
+
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(say, "wraps", lambda console: True)  # as on a terminal (a pipe keeps lines whole)
+    monkeypatch.setattr(devices, "busy_cpu", lambda: (5.0, 2))  # the busy-cores note, whatever the load
+    run = tmp_path / "run"
+    result = run_cli("generate", "--model", "tiny-random", "--device", "cpu", "--duration", "1", "--levels", "2",
+                     "-o", run)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert "the expected time is for idle cores" in result.stderr and "codes: per take" in result.stderr
+    prose = [line for line in lines if not line.startswith("jukebox ")]  # a command is copied, not read
+    assert all(len(line) <= 80 for line in prose), [line for line in prose if len(line) > 80]
+    words = {word for line in lines for word in line.split()}
+    for word in ("per", "take;", "already", "decode", "counted)", "longer", "upsample", "like"):
+        assert word in words, word  # whole words, not halves of one cut at the edge
+    assert lines[-1] == f"jukebox upsample {run} --takes N,..."
+    assert lines[-2].endswith("; upsample the takes you like with:")
+
+    error = run_cli("generate", "--model", "tiny-random", "--device", "cpu", "--duration", "3", "--levels", "2",
+                    "-o", run)  # fmt: skip
+    assert error.exit_code == 7
+    assert len(error.stderr.splitlines()) > 1 and all(len(line) <= 80 for line in error.stderr.splitlines())
+    assert "--duration: this run has" in " ".join(error.stderr.split())

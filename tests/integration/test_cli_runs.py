@@ -59,6 +59,10 @@ def test_runs_lists_finished_resumable_and_skips_the_rest(run_cli, tmp_path: Pat
     assert detail["levels"][1]["windows_total"] == detail["levels"][1]["windows_done"] == windows
     assert f"2/{windows}" in one.stdout  # the level table: windows done of the whole plan
     assert len(detail["levels"][1]["audio"]) == 2 and detail["audio"]["format"] == "wav"
+    # The song's length reads in seconds, not in samples at the model's rate.
+    song = json.loads(run_cli("runs", root / "group" / "b", "--json").stdout)
+    total = next(line for line in one.stdout.splitlines() if "total_length" in line)
+    assert f"{song['song_seconds']:.1f} s" in total and str(song["settings"]["total_length"]) not in total
     assert run_cli("runs", tmp_path / "missing").exit_code == 2
 
 

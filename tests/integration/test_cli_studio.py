@@ -17,6 +17,7 @@ def test_without_gradio_it_says_how_to_install_it(run_cli, monkeypatch) -> None:
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
         "error: jukebox studio needs Gradio, which is not installed: pip install 'jukebox-cli[studio]'"
+        " (from a clone: pip install '.[studio]')"
     ]
 
 

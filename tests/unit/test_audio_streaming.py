@@ -123,3 +123,17 @@ def test_songs_of_the_same_name_get_distinct_figures() -> None:
     assert figure_names([Path("x.wav")]) == ["x_analysis.png"]
     takes = [Path("runs/a/level_0/item_0.wav"), Path("runs/b/level_0/item_0.wav")]
     assert figure_names(takes) == ["a_level_0_item_0_analysis.png", "b_level_0_item_0_analysis.png"]
+
+
+def test_a_take_in_a_run_is_named_after_its_run_and_level(tmp_path: Path, monkeypatch) -> None:
+    """Every run's takes are item_N.wav: the default figure of one take names its run and level, so two runs'
+    item_0.wav analysed one after the other do not collide."""
+    for run in ("rock", "jazz"):
+        (tmp_path / run / "level_0").mkdir(parents=True)
+        (tmp_path / run / "run.json").write_text("{}")
+    assert figure_names([tmp_path / "rock/level_0/item_0.wav"]) == ["rock_level_0_item_0_analysis.png"]
+    assert figure_names([tmp_path / "jazz/level_0/item_0.wav"]) == ["jazz_level_0_item_0_analysis.png"]
+    monkeypatch.chdir(tmp_path / "rock")
+    assert figure_names([Path("level_0/item_0.wav")]) == ["rock_level_0_item_0_analysis.png"]
+    (tmp_path / "loose" / "level_0").mkdir(parents=True)  # a folder named like a level, outside any run
+    assert figure_names([tmp_path / "loose/level_0/item_0.wav"]) == ["item_0_analysis.png"]

@@ -297,7 +297,10 @@ def test_wandb_missing_gives_the_install_hint(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` now raises ImportError
     with pytest.raises(ConfigError) as caught:
         make_logger("wandb", tmp_path, config={}, name="run")
-    assert str(caught.value) == "--logger wandb needs the wandb package: pip install 'jukebox-cli[wandb]'."
+    assert (
+        str(caught.value)
+        == "--logger wandb needs the wandb package: pip install 'jukebox-cli[wandb]' (from a clone: pip install '.[wandb]')."
+    )
 
 
 def _no_wandb_credentials(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:

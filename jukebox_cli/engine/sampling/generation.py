@@ -669,14 +669,66 @@ def prepare_upsample(
     return _job(bundle, request, output, initial_codes={top: selected}, given_levels={top: selected})
 
 
+# prepare_generate's options -> the key of CascadeRequest.settings() each one decides.
+_SETTING_OF = {
+    "artist": "samples", "genre": "samples", "lyrics": "samples", "samples": "samples", "model": "model",
+    "duration": "sample_length", "total_duration": "total_length", "levels": "levels",
+    "temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "seed": "seed", "dtype": "dtype",
+    "max_batch_size": "max_batch_size", "chunk_size": "chunk_size", "allow_unknown": "allow_unknown",
+    "prime": "prompt", "prompt_seconds": "prompt",
+}  # fmt: skip
+
+
+def _asked_settings(bundle: Bundle, saved: CascadeRequest, asked: dict) -> dict:
+    """The settings ``asked`` (prepare_generate's options) would give, for the keys they decide only: the
+    run's own values stand in for the rest, so an option left out never counts as a difference."""
+    unknown = sorted(set(asked) - set(_SETTING_OF))
+    if unknown:
+        raise ConfigError(f"prepare_resume cannot compare {', '.join(unknown)} with a run's settings.")
+    rate = bundle.sample_rate
+    labels = {k: asked[k] for k in ("artist", "genre", "lyrics") if k in asked}
+    samples = [replace(meta, **labels) for meta in saved.samples]
+    if asked.get("samples", len(samples)) != len(samples):
+        samples = [samples[0]] * asked["samples"]
+    prompt = saved.prompt
+    if "prime" in asked or (prompt and "file" in prompt and "prompt_seconds" in asked):
+        prime = asked.get("prime", (prompt or {}).get("file"))
+        seconds = asked.get("prompt_seconds", (prompt or {}).get("seconds", DEFAULT_PROMPT_SECONDS))
+        prompt = {"file": str(prime), "seconds": seconds} if prime is not None else None
+    request = build_request(
+        bundle, model=asked.get("model", saved.model), samples=samples,
+        duration=asked.get("duration", saved.sample_length / rate),
+        # a --duration alone gets the song length a new run would (the run's may be shorter than it)
+        total_duration=asked.get("total_duration", None if "duration" in asked else saved.total_length / rate),
+        levels=asked.get("levels", saved.levels), temperature=asked.get("temperature", saved.temperature),
+        top_k=asked.get("top_k", saved.top_k), top_p=asked.get("top_p", saved.top_p),
+        seed=asked.get("seed", saved.seed), dtype=asked.get("dtype", saved.dtype),
+        max_batch_size=asked.get("max_batch_size", saved.max_batch_size),
+        chunk_size=asked.get("chunk_size", saved.chunk_size),
+        allow_unknown=asked.get("allow_unknown", saved.allow_unknown), prompt=prompt,
+    )  # fmt: skip
+    settings = request.settings()
+    return {key: settings[key] for key in {_SETTING_OF[option] for option in asked}}
+
+
 def prepare_resume(
     run_dir: str | Path,
     *,
     model: Bundle | None = None,
+    asked: dict | None = None,
     cache_dir: str | Path | None = None,
     progress: ProgressCallback = noop,
 ) -> GenerationJob:
-    """Continue an interrupted run folder with its own settings (its prompt codes were saved in it)."""
+    """Continue an interrupted run folder with its own settings (its prompt codes were saved in it).
+
+    Args:
+        asked: options of :func:`prepare_generate` the user gave with the resume (``genre``, ``duration``,
+            ...): any that differs from the run's is refused, as a new run with other settings would be.
+
+    Raises:
+        RunNotResumable: an ``asked`` option differs from the run's setting.
+        ConfigError: the run's settings cannot be honoured by its model.
+    """
     run = Run.open(run_dir)
     request = CascadeRequest.from_settings(run.settings)
     bundle = model if model is not None else _bundle(request.model, cache_dir, progress)
@@ -688,7 +740,10 @@ def prepare_resume(
             f"{str(err).rstrip('.')}. Was run.json edited (its model, its lengths)? Restore it, or start a new "
             "run with `jukebox generate` and another -o."
         ) from err
-    return _job(bundle, request, Path(run_dir))
+    job = _job(bundle, request, Path(run_dir))
+    if asked:
+        run.check_asked(_asked_settings(bundle, request, asked), describe=job._describe)
+    return job
 
 
 # -- one call -------------------------------------------------------------------------------------------------

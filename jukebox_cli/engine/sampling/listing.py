@@ -58,6 +58,7 @@ class RunSummary:
     prompt: dict | None = None
     levels: list[LevelStatus] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    song_seconds: float | None = None  # the whole song's length (total_length), None as for ``seconds``
 
     @property
     def status(self) -> str:
@@ -96,6 +97,7 @@ def describe_run(path: str | Path) -> RunSummary:
         asked = [int(level) for level in settings["levels"]]
         n_samples = len(settings["samples"])
         sample_length = int(settings["sample_length"])
+        total_length = int(settings.get("total_length", sample_length))
         model = str(settings["model"])
     except (KeyError, TypeError, ValueError) as err:
         raise ConfigError(f"{run.path / RUN_FILE} lacks a setting a run has ({err}).") from err
@@ -135,6 +137,7 @@ def describe_run(path: str | Path) -> RunSummary:
     ]
     summary = dict(
         path=str(run.path), model=model, samples=n_samples, seconds=sample_length / rate if rate else None,
+        song_seconds=total_length / rate if rate else None,
         levels_asked=asked, levels_done=done, state=FINISHED, created=run.created, tool_version=run.tool_version,
         audio=audio, prompt=settings.get("prompt"), levels=levels, settings=settings,
     )  # fmt: skip

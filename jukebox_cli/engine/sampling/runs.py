@@ -289,6 +289,25 @@ class Run:
             "Use the saved settings, another folder, or force to start over."
         )
 
+    def check_asked(self, asked: dict[str, Any], *, describe: Callable[[str, Any, Any], str]) -> None:
+        """Refuse settings asked of a resume that differ from this run's (only the keys in ``asked``).
+
+        Raises:
+            RunNotResumable: one of them differs; the message names each (with ``describe``) and both values.
+        """
+        saved = {key: self._record["settings"].get(key, _MISSING) for key in asked}
+        diffs = _differences(_to_json(asked, "settings"), saved)
+        if not diffs:
+            return
+        more = f" (and {len(diffs) - _MAX_DIFFS_SHOWN} more)" if len(diffs) > _MAX_DIFFS_SHOWN else ""
+        shown = "; ".join(
+            describe(key, new, None if old is _MISSING else old) for key, new, old in diffs[:_MAX_DIFFS_SHOWN]
+        )
+        raise RunNotResumable(
+            f"{self.path} holds a run with different settings: {shown}{more}. --resume keeps the run's own: "
+            "leave those options out, or drop --resume and choose another -o (or --force to start over)."
+        )
+
     @classmethod
     def would_resume(cls, path: str | Path, settings: dict[str, Any]) -> bool:
         """Whether :meth:`create_or_resume` would resume the run in ``path`` with these settings."""

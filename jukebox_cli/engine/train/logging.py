@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 LOGS_DIRNAME = "logs"
 LOGGER_KINDS = ("tensorboard", "wandb", "none")
 WANDB_PROJECT = "jukebox-cli"
-_WANDB_INSTALL_HINT = "--logger wandb needs the wandb package: pip install 'jukebox-cli[wandb]'."
+_WANDB_INSTALL_HINT = "--logger wandb needs the wandb package: pip install 'jukebox-cli[wandb]' (from a clone: pip install '.[wandb]')."
 _WANDB_DEFAULT_HOST = "api.wandb.ai"
 
 
