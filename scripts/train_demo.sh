@@ -6,7 +6,7 @@
 #   bash scripts/train_demo.sh priors package  # only some stages: corpus vqvae priors finetune package
 #   RUNS=runs/repro bash scripts/train_demo.sh vqvae priors finetune verify  # retrain elsewhere, compare with shipped
 #   RUNS=/tmp/smoke DEST=/tmp/smoke/model STEPS_SCALE=0.002 SAMPLE_SECONDS=2 EVAL_ARGS="--seeds 1 \
-#       --durations 2 --clips-per-song 1 --level0-seeds 1" bash scripts/train_demo.sh vqvae priors package
+#       --durations 2 --clips-per-song 1 --level0-seeds 1" bash scripts/train_demo.sh vqvae priors finetune package
 #                                              # a smoke run that leaves the package alone
 #
 # Stages (wall times on the 2-core development machine):

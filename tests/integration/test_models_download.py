@@ -255,7 +255,13 @@ def test_info_describes_shipped_random_and_folder_models(run_cli, tmp_path: Path
 
     folder = shipped_folder("demo")
     demo = json.loads(run_cli(*_cli(tmp_path / "cache", "models", "info", "demo", "--json")).stdout)
-    assert demo["labels"] == "custom" and (demo["artists"], demo["genres"]) == (13, 5) and not demo["lyrics"]
+    card = json.loads((folder / "card.json").read_text())
+    labels = ({r["artist"] for r in card["corpus"]}, {r["genre"] for r in card["corpus"]})
+    # every artist and genre of the corpus the model learnt from, and `unknown`
+    assert demo["labels"] == "custom" and (demo["artists"], demo["genres"]) == tuple(
+        len(n) + 1 for n in labels
+    )
+    assert not demo["lyrics"]
     assert demo["card"] == str(folder / "MODEL_CARD.md") and demo["folder"] == str(folder)
     top = demo["parts"]["prior_level_2"]
     assert (
