@@ -273,16 +273,12 @@ class Run:
                 raise RunNotResumable(f"{damage.rstrip('.')}; re-run with --force to start the run over.")
         if force:
             return None
-        more = f" (and {len(diffs) - _MAX_DIFFS_SHOWN} more)" if len(diffs) > _MAX_DIFFS_SHOWN else ""
         if describe is not None:
-            shown = "; ".join(
-                describe(key, None if new is _MISSING else new, None if old is _MISSING else old)
-                for key, new, old in diffs[:_MAX_DIFFS_SHOWN]
-            )
             raise RunNotResumable(
-                f"{path} holds a run with different settings: {shown}{more}. "
+                f"{path} holds a run with different settings: {_described(diffs, describe)}. "
                 "Use the run's settings, another -o, or --force to start over."
             )
+        more = f" (and {len(diffs) - _MAX_DIFFS_SHOWN} more)" if len(diffs) > _MAX_DIFFS_SHOWN else ""
         shown = ", ".join(f"{key} {_show(new)} != {_show(old)}" for key, new, old in diffs[:_MAX_DIFFS_SHOWN])
         raise RunNotResumable(
             f"{path}: resuming with different settings: {shown}{more} (new != saved). "
@@ -299,13 +295,9 @@ class Run:
         diffs = _differences(_to_json(asked, "settings"), saved)
         if not diffs:
             return
-        more = f" (and {len(diffs) - _MAX_DIFFS_SHOWN} more)" if len(diffs) > _MAX_DIFFS_SHOWN else ""
-        shown = "; ".join(
-            describe(key, new, None if old is _MISSING else old) for key, new, old in diffs[:_MAX_DIFFS_SHOWN]
-        )
         raise RunNotResumable(
-            f"{self.path} holds a run with different settings: {shown}{more}. --resume keeps the run's own: "
-            "leave those options out, or drop --resume and choose another -o (or --force to start over)."
+            f"{self.path} holds a run with different settings: {_described(diffs, describe)}. --resume keeps the "
+            "run's own: leave those options out, or drop --resume and choose another -o (or --force to start over)."
         )
 
     @classmethod
@@ -467,6 +459,16 @@ class Run:
         fields = _to_json(fields, "state")
         self._record["state"].update(fields)
         write_json(self.path / RUN_FILE, self._record, overwrite=True)
+
+
+def _described(diffs: list[tuple[str, Any, Any]], describe: Callable[[str, Any, Any], str]) -> str:
+    """The first differing settings in ``describe``'s words (None for a missing value), and how many more."""
+    shown = "; ".join(
+        describe(key, None if new is _MISSING else new, None if old is _MISSING else old)
+        for key, new, old in diffs[:_MAX_DIFFS_SHOWN]
+    )
+    more = f" (and {len(diffs) - _MAX_DIFFS_SHOWN} more)" if len(diffs) > _MAX_DIFFS_SHOWN else ""
+    return shown + more
 
 
 def is_run_dir(path: Path) -> bool:
