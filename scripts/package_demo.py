@@ -217,6 +217,7 @@ def heldout_metrics(corpus_dir: Path, vqvae) -> dict:
     values = VQVAETask(vqvae, corpus, batch_size=8, eval_size=EVAL_CHUNKS).evaluate(vqvae, 0)
     out = {
         "held_out_songs": [corpus.songs[i].path.name for i in corpus.split("eval")],
+        "held_out_genres": sorted({corpus.songs[i].genre for i in corpus.split("eval")}),
         "vqvae": {
             "parameters": parameter_count(vqvae),
             "chunk_samples": corpus.sample_length,
