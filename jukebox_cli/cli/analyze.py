@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from jukebox_cli.cli._options import Force, Json, Quiet
+from jukebox_cli.cli._progress import RichProgress
 
 
 def figure_names(songs: list[Path]) -> list[str]:
@@ -125,7 +126,8 @@ def analyze(
                 _analyze_run(song, figure_path, sample_rate, force=force, show=not (json_output or quiet))
             )
             continue
-        analysis = analyze_file(song, sample_rate)
+        with RichProgress(enabled=not (json_output or quiet)) as progress:
+            analysis = analyze_file(song, sample_rate, progress=progress)
         fig = plots.plot_analysis_features(analysis.features, title=song.name)
         plots.save_figure(fig, figure_path, overwrite=force)
         data = {

@@ -93,6 +93,22 @@ def test_changed_settings_are_refused(run_cli, tmp_path: Path) -> None:
         "generate", *COMMON, "--duration", "1", "--levels", "2", "--temperature", "0.5", "-o", run
     )
     assert result.exit_code == 7 and "different settings" in result.stderr and "temperature" in result.stderr
+    # --resume with the run's own values, spelt otherwise: its song length (raised to the model's shortest,
+    # not a whole number of codes) is not re-rounded into a refusal.
+    result = run_cli("generate", "--resume", "-o", run, "--seed", "0", "--temperature", "0.990", "-q")
+    assert result.exit_code == 0, result.stderr
+
+
+def test_upsample_keeps_every_top_level_code(run_cli, tmp_path: Path) -> None:
+    """184 codes read as seconds (184 * 128 / 22050) and back give 183: the last one must not be lost."""
+    run, seconds = tmp_path / "run", 184 * 128 / 22050
+    assert (
+        run_cli("generate", *COMMON, "--duration", seconds + 1e-4, "--levels", "2", "-o", run).exit_code == 0
+    )
+    assert _codes(run, 2).shape[1] == 184
+    result = run_cli("upsample", run, "--device", "cpu", "--quiet", "-o", tmp_path / "up")
+    assert result.exit_code == 0, result.stderr
+    assert _codes(tmp_path / "up", 1).shape[1] == 184 * 4 and _codes(tmp_path / "up", 0).shape[1] == 184 * 16
 
 
 def test_refusals_come_before_the_plan_and_a_resumed_plan_counts_saved_codes(run_cli, tmp_path: Path) -> None:
@@ -522,7 +538,12 @@ def test_a_signal_stops_with_the_command_to_resume(tmp_path: Path, signum: int, 
 
 
 @pytest.mark.parametrize("phase", ["loading", "time probe", "time probe of a saved run"])
-def test_ctrl_c_before_sampling_says_so(run_cli, tmp_path: Path, monkeypatch, phase: str) -> None:
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"]
+)
+def test_a_signal_before_sampling_says_so(
+    run_cli, tmp_path: Path, monkeypatch, phase: str, signum: int, code: int
+) -> None:
     import jukebox_cli.engine.sampling.generation as generation
 
     run = tmp_path / "run"
@@ -530,7 +551,12 @@ def test_ctrl_c_before_sampling_says_so(run_cli, tmp_path: Path, monkeypatch, ph
         assert run_cli("generate", *COMMON, "--duration", "1", "--levels", "2", "-o", run).exit_code == 0
 
     def interrupt(*args, **kwargs):
-        raise KeyboardInterrupt
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        # Python's default would end pytest itself: only signal when the command has taken SIGTERM over.
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises at the next bytecode, long before this ends
 
     if phase == "loading":
         monkeypatch.setattr(generation, "_bundle", interrupt)
@@ -539,7 +565,8 @@ def test_ctrl_c_before_sampling_says_so(run_cli, tmp_path: Path, monkeypatch, ph
     # Not --quiet: the plan, and so its time probe, is shown.
     result = run_cli("generate", "--model", "tiny-random", "--device", "cpu", "--duration", "1", "--levels", "2",
                      "-o", run)  # fmt: skip
-    assert result.exit_code == 130 and "Traceback" not in result.stderr
+    assert result.exit_code == code and "Traceback" not in result.stderr
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # given back
     stopped = [line for line in result.stderr.splitlines() if line.startswith("stopped")]
     if phase == "time probe of a saved run":
         assert result.stderr.splitlines()[-2:] == [

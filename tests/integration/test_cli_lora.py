@@ -57,6 +57,12 @@ def test_lora_fine_tune_then_generate_with_the_adapter(corpus: Path, tmp_path: P
 
     recorded = Run.open(out).settings["model"]
     assert recorded == f"tiny-random+adapter={adapter.resolve()}"
+    # The same command with --resume names the same adapted model (the run folder, not its file); another
+    # adapter, or none, is another model.
+    resume = ("generate", "--resume", "--model", "tiny-random", "--device", "cpu", "-q", "-o", out)
+    assert run_cli(*resume, "--adapter", run).exit_code == 0
+    refused = run_cli(*resume, "--adapter", tmp_path / "other.safetensors")
+    assert refused.exit_code == 7 and "different settings" in refused.stderr and "model" in refused.stderr
     again = tmp_path / "again"
     result = run_cli("generate", "--model", recorded, "--device", "cpu", "--duration", "1", "--levels", "2", "-q",
                      "-o", again)  # fmt: skip

@@ -74,7 +74,11 @@ def test_analyze_file_streams_in_blocks(tmp_path: Path) -> None:
     path = tmp_path / "clip.wav"
     sf.write(path, music_like(4.0, 44100, channels=2), 44100)
     whole = analyze_file(path, SR, block_seconds=100.0)
-    blocked = analyze_file(path, SR, block_seconds=0.3)
+    events = []
+    blocked = analyze_file(path, SR, block_seconds=0.3, progress=events.append)
+    # A bar counted in seconds of audio, its total known before the first block.
+    assert events[0].total == 4 and sum(e.n for e in events[1:-1]) == 4
+    assert type(events[-1]).__name__ == "StageFinished" and len(events) > 10
     assert np.isclose(whole.summary.spectral_flatness, blocked.summary.spectral_flatness, rtol=1e-6)
     assert np.isclose(whole.summary.chroma_entropy_bits, blocked.summary.chroma_entropy_bits, rtol=1e-6)
     np.testing.assert_allclose(whole.features.chroma, blocked.features.chroma, atol=1e-5)
@@ -114,6 +118,24 @@ def test_stream_audio_joins_to_load_audio_and_writer_round_trips(tmp_path: Path)
             writer.write(block)
     np.testing.assert_array_equal(sf.read(out, dtype="float32")[0], np.concatenate(blocks))
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_the_stream_gives_freed_memory_back_after_every_block(tmp_path: Path, monkeypatch) -> None:
+    """Long audio stays bounded only if the heap's holes go back to the system as the stream goes: once per
+    block, after the caller's work on it (see bench/audio_memory.py for the sizes)."""
+    import platform
+
+    from jukebox_cli.engine import heap
+
+    path = tmp_path / "in.wav"
+    sf.write(path, music_like(2.0, SR), SR)
+    calls: list[int] = []
+    monkeypatch.setattr(audio_io, "release_free_memory", lambda: calls.append(len(seen)) or True)
+    seen = []
+    for block in audio_io.stream_audio(path, SR, block_seconds=0.5):
+        seen.append(block)
+    assert len(seen) == 4 and calls == [1, 2, 3, 4]
+    assert heap.release_free_memory() is (platform.libc_ver()[0] == "glibc")
 
 
 def test_songs_of_the_same_name_get_distinct_figures() -> None:

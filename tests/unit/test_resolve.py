@@ -106,3 +106,23 @@ def test_whole_model_commands_refuse_a_vqvae_alone(tiny_vqvae, tmp_path: Path) -
         load_bundle(file)
     with pytest.raises(CheckpointNotFound, match="not a whole model"):
         load_bundle("tiny")
+
+
+def test_model_identity_ignores_spelling_not_the_model(tmp_path: Path, monkeypatch) -> None:
+    from jukebox_cli.engine.weights.resolve import model_identity
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    lora = tmp_path / "lora"
+    lora.mkdir()
+    (lora / "adapter.safetensors").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert model_identity("model") == model_identity(folder) == model_identity(f"{tmp_path}/./model/")
+    assert model_identity("demo") != model_identity("tiny-random")
+    # A released model's own hub repository is that model.
+    assert model_identity("openai/jukebox-1b-lyrics") == model_identity("1b_lyrics")
+    # An adapter given as its run folder or its file, relative or absolute.
+    assert model_identity("demo+adapter=lora") == model_identity(
+        f"demo+adapter={lora / 'adapter.safetensors'}"
+    )
+    assert model_identity("demo+adapter=lora") != model_identity("demo")

@@ -6,6 +6,7 @@ of one block; ``summarize`` is the same code with the whole signal as one block.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from dataclasses import asdict, dataclass
@@ -15,7 +16,8 @@ import numpy as np
 
 from jukebox_cli.engine.audio.features import FeatureStream, SpectralFeatures
 from jukebox_cli.engine.audio.frames import FrameStream
-from jukebox_cli.engine.audio.io import stream_audio
+from jukebox_cli.engine.audio.io import audio_info, stream_audio
+from jukebox_cli.engine.progress import Advanced, ProgressCallback, StageFinished, StageStarted, noop
 
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
@@ -156,16 +158,31 @@ class FileAnalysis:
 
 
 def analyze_file(
-    path: str | os.PathLike[str], sample_rate: int, *, block_seconds: float = 30.0
+    path: str | os.PathLike[str],
+    sample_rate: int,
+    *,
+    block_seconds: float = 30.0,
+    progress: ProgressCallback = noop,
 ) -> FileAnalysis:
     """Summary and figure features of an audio file, streamed: memory does not grow with its length.
+
+    ``progress`` receives an ``"analyze"`` stage counted in whole seconds of audio (the first block is slow
+    the first time: librosa's kernels compile).
 
     Raises:
         The errors of `io.stream_audio`.
     """
+    progress(StageStarted("analyze", math.ceil(audio_info(path).duration), "s"))
     summary = SummaryStream(sample_rate)
     features = FeatureStream(sample_rate)
+    samples = seconds = 0
     for block in stream_audio(path, sample_rate, block_seconds=block_seconds):
         summary.push(block)
         features.push(block)
-    return FileAnalysis(summary=summary.finish(), features=features.finish())
+        samples += block.size
+        done = math.ceil(samples / sample_rate)
+        progress(Advanced("analyze", done - seconds))
+        seconds = done
+    result = FileAnalysis(summary=summary.finish(), features=features.finish())
+    progress(StageFinished("analyze"))
+    return result

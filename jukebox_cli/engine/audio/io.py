@@ -43,6 +43,7 @@ from jukebox_cli.engine.errors import (
     UnsupportedAudioFormat,
 )
 from jukebox_cli.engine.files import atomic_write, output_error
+from jukebox_cli.engine.heap import release_free_memory
 
 logger = logging.getLogger(__name__)
 
@@ -666,6 +667,14 @@ def stream_audio(
     """
     _check_load_args(sample_rate, 0.0, None, block_seconds)
     path = _check_input_path(path)
+    for block in _blocks(path, sample_rate, block_seconds):
+        yield block
+        # Back here, the caller's work on the block is done: what it freed goes back to the system, or the
+        # holes it leaves in the heap would make the resident size grow with the length of the audio.
+        release_free_memory()
+
+
+def _blocks(path: Path, sample_rate: int | None, block_seconds: float) -> Iterator[np.ndarray]:
     try:
         sfile = _open(path)
     except sf.LibsndfileError as err:

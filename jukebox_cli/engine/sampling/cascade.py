@@ -25,10 +25,11 @@ from jukebox_cli.engine.progress import (
 )
 from jukebox_cli.engine.ranks import SINGLE, Ranks
 from jukebox_cli.engine.sampling.alignment import missing_alignments, write_alignments
-from jukebox_cli.engine.sampling.batching import batch_size, bytes_per_sample
+from jukebox_cli.engine.sampling.batching import AUTO, batch_size, bytes_per_sample
 from jukebox_cli.engine.sampling.conditioning import encode_metadata, labels_for
-from jukebox_cli.engine.sampling.level import SamplingSettings, sample_level
+from jukebox_cli.engine.sampling.level import SamplingSettings, level_decode, sample_level
 from jukebox_cli.engine.sampling.plan import cache_bytes
+from jukebox_cli.engine.sampling.prewarm import Prewarm
 from jukebox_cli.engine.sampling.request import CascadeRequest
 from jukebox_cli.engine.sampling.runs import Run
 from jukebox_cli.engine.weights.bundle import Bundle
@@ -171,25 +172,60 @@ def run_cascade(
     if ranks.main:
         bundle.vqvae.to(device)
     progress(StageStarted("levels", len(request.levels), "level"))
-    for level in request.levels:
-        _, windows_done, finished = saved[level]
-        current = codes.get(level, torch.zeros(n_samples, 0, dtype=torch.long, device=device))
-        if current.shape[0] != n_samples:
-            raise ConfigError(f"Level {level} holds codes for {current.shape[0]} samples, not {n_samples}.")
-        config = bundle.prior_configs[level]
-        total = request.sample_length // config.hop_length
-        if not finished:
-            current = _sample_level(bundle, run, request, level, current[:, :total], windows_done,
-                                    codes.get(level + 1) if config.is_upsampler else None,
-                                    device=device, dtype=dtype, decode=decode, progress=progress,
-                                    alignment=alignment, ranks=ranks)  # fmt: skip
-        codes[level] = current
-        if ranks.main:
-            _finish_level(bundle, run, request, level, current, finished, audio, alignment, device, progress)
-        progress(LevelDone(level, current))
-        progress(Advanced("levels"))
+    with Prewarm(progress) as prewarm:
+        if device.type == "cpu" and ranks.world == 1:
+            _start_compiles(prewarm, bundle, request, codes, saved, decode, dtype)
+        for level in request.levels:
+            _, windows_done, finished = saved[level]
+            current = codes.get(level, torch.zeros(n_samples, 0, dtype=torch.long, device=device))
+            if current.shape[0] != n_samples:
+                raise ConfigError(
+                    f"Level {level} holds codes for {current.shape[0]} samples, not {n_samples}."
+                )
+            config = bundle.prior_configs[level]
+            total = request.sample_length // config.hop_length
+            if not finished:
+                prewarm.wait(level)
+                current = _sample_level(bundle, run, request, level, current[:, :total], windows_done,
+                                        codes.get(level + 1) if config.is_upsampler else None,
+                                        device=device, dtype=dtype, decode=decode, progress=progress,
+                                        alignment=alignment, ranks=ranks)  # fmt: skip
+            codes[level] = current
+            if ranks.main:
+                _finish_level(
+                    bundle, run, request, level, current, finished, audio, alignment, device, progress
+                )
+            progress(LevelDone(level, current))
+            progress(Advanced("levels"))
     progress(StageFinished("levels"))
     return codes
+
+
+def _start_compiles(prewarm: Prewarm, bundle: Bundle, request: CascadeRequest, codes: dict[int, torch.Tensor],
+                    saved: dict, decode: str, dtype: torch.dtype) -> None:  # fmt: skip
+    """Compile the steps of the levels that will run compiled, after the first level left to sample, in
+    worker processes (`prewarm`): the first level has nothing to overlap its compile with."""
+    left = [level for level in request.levels if not saved[level][2]]
+    n_samples = len(request.samples)
+    for level in left[1:]:
+        config = bundle.prior_configs[level]
+        total = request.sample_length // config.hop_length
+        existing = min(total, codes[level].shape[1]) if level in codes else 0
+        # The batch the level will choose when its memory allows every sample at once (a CPU's usual case).
+        setting = request.max_batch_size[level]
+        batch = n_samples if setting == AUTO else max(1, min(int(setting), n_samples))
+        mode, batches = level_decode(config, existing, total, n_samples, _settings(request, level, batch, decode),
+                                     torch.device("cpu"))  # fmt: skip
+        if mode == "compiled":
+            prewarm.start(level, config, batches, dtype)
+
+
+def _settings(request: CascadeRequest, level: int, batch: int, decode: str) -> SamplingSettings:
+    return SamplingSettings(
+        temperature=request.temperature[level], top_k=request.top_k, top_p=request.top_p,
+        hop_fraction=request.hop_fraction[level], chunk_size=request.chunk_size, max_batch_size=batch,
+        decode=decode,
+    )  # fmt: skip
 
 
 def _sample_level(bundle: Bundle, run: Run | None, request: CascadeRequest, level: int, current: torch.Tensor,
@@ -227,14 +263,10 @@ def _sample_level(bundle: Bundle, run: Run | None, request: CascadeRequest, leve
         )
         if run is not None:
             run.update(batch_sizes={**run.state.get("batch_sizes", {}), str(level): batch})
-        settings = SamplingSettings(
-            temperature=request.temperature[level], top_k=request.top_k, top_p=request.top_p,
-            hop_fraction=request.hop_fraction[level], chunk_size=request.chunk_size,
-            max_batch_size=batch, decode=decode,
-        )  # fmt: skip
         sample_level(
             prior, own, total, lambda window: labels(window)[share],
-            upper_codes=None if upper is None else upper[share], settings=settings, seed=request.seed,
+            upper_codes=None if upper is None else upper[share], settings=_settings(request, level, batch, decode),
+            seed=request.seed,
             dtype=dtype, first_window=windows_done, on_window=saver, progress=progress,
             first_sample=share.start,
         )  # fmt: skip

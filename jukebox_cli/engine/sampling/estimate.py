@@ -25,7 +25,7 @@ from jukebox_cli.engine.models.builders import build_prior
 from jukebox_cli.engine.models.prior import PriorConfig
 from jukebox_cli.engine.models.transformer import attention_pattern
 from jukebox_cli.engine.sampling.decode import make_decoder, prepare, resolve_mode
-from jukebox_cli.engine.sampling.level import _threads_for
+from jukebox_cli.engine.sampling.level import threads_for
 from jukebox_cli.engine.sampling.plan import LevelPlan
 from jukebox_cli.engine.sampling.request import CascadeRequest
 from jukebox_cli.engine.sampling.windows import plan_level, window_advance
@@ -138,7 +138,7 @@ def probe(config: PriorConfig, *, batch: int, dtype: torch.dtype, device: torch.
             torch.cuda.synchronize(device)
         return out, time.perf_counter() - start
 
-    with _threads_for(prior, device):  # the sampler's own thread count for this prior
+    with threads_for(prior, device):  # the sampler's own thread count for this prior
         if config.is_upsampler:
             # The conv stack costs the same per code and per sample: time one sample's first eighth of the
             # window and scale, rather than spend a minute on it; the steps see a conditioning of zeros.

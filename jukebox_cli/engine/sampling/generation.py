@@ -58,11 +58,12 @@ from jukebox_cli.engine.sampling.request import (
     validate_request,
 )
 from jukebox_cli.engine.sampling.runs import Run
+from jukebox_cli.engine.sampling.windows import seconds_for
 from jukebox_cli.engine.weights.bundle import Bundle
 from jukebox_cli.engine.weights.loading import load_bundle
 from jukebox_cli.engine.weights.registry import MODELS
 from jukebox_cli.engine.weights.released import download_blocker
-from jukebox_cli.engine.weights.resolve import ADAPTER_MARK
+from jukebox_cli.engine.weights.resolve import ADAPTER_MARK, model_identity, split_adapters, with_adapter_spec
 from jukebox_cli.engine.weights.shipped import DEMO
 
 #: Seconds of an audio file kept as the prompt when none is given.
@@ -551,7 +552,7 @@ def prepare_continue(
         source_run = Run.open(source)
         recorded = source_run.settings
         given = model.spec if isinstance(model, Bundle) else model
-        if given is not None and str(given) != recorded["model"]:
+        if given is not None and model_identity(given) != model_identity(recorded["model"]):
             raise ConfigError(f"{source} was made with model {recorded['model']!r}, not {str(given)!r}.")
         bundle = _bundle(recorded["model"] if model is None else model, cache_dir, progress)
         top = bundle.top_level
@@ -658,8 +659,8 @@ def prepare_upsample(
     spec = bundle.spec if ADAPTER_MARK in bundle.spec else recorded["model"]
     request = build_request(
         bundle, model=spec, samples=[SampleMeta(**recorded["samples"][r]) for r in rows],
-        duration=codes.shape[1] * bundle.vqvae.hop_lengths[top] / bundle.sample_rate,
-        total_duration=recorded["total_length"] / bundle.sample_rate, first_level=top - 1,
+        duration=seconds_for(codes.shape[1] * bundle.vqvae.hop_lengths[top], bundle.sample_rate),
+        total_duration=seconds_for(recorded["total_length"], bundle.sample_rate), first_level=top - 1,
         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, dtype=dtype,
         max_batch_size=max_batch_size, chunk_size=chunk_size, allow_unknown=recorded["allow_unknown"],
         prompt={"run": str(run_dir), "samples": rows},
@@ -675,7 +676,7 @@ _SETTING_OF = {
     "duration": "sample_length", "total_duration": "total_length", "levels": "levels",
     "temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "seed": "seed", "dtype": "dtype",
     "max_batch_size": "max_batch_size", "chunk_size": "chunk_size", "allow_unknown": "allow_unknown",
-    "prime": "prompt", "prompt_seconds": "prompt",
+    "prime": "prompt", "prompt_seconds": "prompt", "adapters": "model",
 }  # fmt: skip
 
 
@@ -695,11 +696,12 @@ def _asked_settings(bundle: Bundle, saved: CascadeRequest, asked: dict) -> dict:
         prime = asked.get("prime", (prompt or {}).get("file"))
         seconds = asked.get("prompt_seconds", (prompt or {}).get("seconds", DEFAULT_PROMPT_SECONDS))
         prompt = {"file": str(prime), "seconds": seconds} if prime is not None else None
+    lengths = {"duration", "total_duration"} & set(asked)
     request = build_request(
-        bundle, model=asked.get("model", saved.model), samples=samples,
-        duration=asked.get("duration", saved.sample_length / rate),
+        bundle, model=_asked_model(saved.model, asked), samples=samples,
+        duration=asked.get("duration", seconds_for(saved.sample_length, rate)),
         # a --duration alone gets the song length a new run would (the run's may be shorter than it)
-        total_duration=asked.get("total_duration", None if "duration" in asked else saved.total_length / rate),
+        total_duration=asked.get("total_duration"),
         levels=asked.get("levels", saved.levels), temperature=asked.get("temperature", saved.temperature),
         top_k=asked.get("top_k", saved.top_k), top_p=asked.get("top_p", saved.top_p),
         seed=asked.get("seed", saved.seed), dtype=asked.get("dtype", saved.dtype),
@@ -707,8 +709,26 @@ def _asked_settings(bundle: Bundle, saved: CascadeRequest, asked: dict) -> dict:
         chunk_size=asked.get("chunk_size", saved.chunk_size),
         allow_unknown=asked.get("allow_unknown", saved.allow_unknown), prompt=prompt,
     )  # fmt: skip
+    if not lengths:  # the run's own song length, which need not be a whole number of top-level codes
+        request = replace(request, total_length=saved.total_length)
     settings = request.settings()
     return {key: settings[key] for key in {_SETTING_OF[option] for option in asked}}
+
+
+def _asked_model(saved: str, asked: dict) -> str:
+    """The ``--model`` value a resume asks for: ``model`` (its base when ``adapters`` are asked apart) with
+    ``adapters`` (default: the run's own), spelt as the run spells it when both name the same model."""
+    if "model" not in asked and "adapters" not in asked:
+        return saved
+    base, named = split_adapters(asked.get("model", saved))
+    if "adapters" in asked:  # after those --model names, as loading them would
+        adapters = [*(named if "model" in asked else []), *(str(a) for a in asked["adapters"] or ())]
+    elif not named:  # --model alone names the base: the run keeps its adapters
+        adapters = split_adapters(saved)[1]
+    else:
+        adapters = named
+    model = with_adapter_spec(base, adapters)
+    return saved if model_identity(model) == model_identity(saved) else model
 
 
 def prepare_resume(
@@ -723,7 +743,8 @@ def prepare_resume(
 
     Args:
         asked: options of :func:`prepare_generate` the user gave with the resume (``genre``, ``duration``,
-            ...): any that differs from the run's is refused, as a new run with other settings would be.
+            ..., and ``adapters``: --adapter's paths): any that differs from the run's is refused, as a new
+            run with other settings would be. A model is compared by what it names (`model_identity`).
 
     Raises:
         RunNotResumable: an ``asked`` option differs from the run's setting.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from jukebox_cli.engine.errors import ConfigError
-from jukebox_cli.engine.models.prior import Prior
+from jukebox_cli.engine.models.prior import Prior, PriorConfig
 from jukebox_cli.engine.progress import Advanced, ProgressCallback, StageFinished, StageStarted, noop
 from jukebox_cli.engine.sampling.decode import MODES as DECODE_MODES
 from jukebox_cli.engine.sampling.decode import Decoder, make_decoder, prepare, resolve_mode
@@ -48,7 +48,7 @@ PROGRESS_EVERY = 32  # tokens per Advanced event: one event per token costs more
 
 
 @contextlib.contextmanager
-def _threads_for(prior: Prior, device: torch.device) -> Iterator[None]:
+def threads_for(prior: Prior, device: torch.device) -> Iterator[None]:
     """Small priors on the CPU sample faster on one thread: per-token matmuls are too small to split, and
     thread hand-offs dominate (25x slower under CPU contention, measured on 2 cores)."""
     small = device.type == "cpu" and prior.config.width <= 512
@@ -139,6 +139,17 @@ def sample_window(
 LabelsForWindow = Callable[[Window], torch.Tensor]
 
 
+def level_decode(config: PriorConfig, existing: int, total: int, rows: int, settings: SamplingSettings,
+                 device: torch.device) -> tuple[str, list[int]]:  # fmt: skip
+    """The decode mode `sample_level` will run a level in (``settings.decode`` resolved for the tokens it
+    will sample) and the batch sizes it will make decoders for: from ``existing`` codes to ``total``, for
+    ``rows`` sequences in pieces of ``settings.max_batch_size``."""
+    plan = plan_level(total, existing, config.n_ctx, window_advance(settings.hop_fraction, config.n_ctx))
+    pieces = [len(rows) for rows in torch.arange(rows).split(settings.max_batch_size)]
+    mode = resolve_mode(settings.decode, torch.device(device), steps=len(pieces) * sum(w.n_new for w in plan))
+    return mode, sorted(set(pieces))
+
+
 @torch.no_grad()
 def sample_level(
     prior: Prior,
@@ -191,8 +202,7 @@ def sample_level(
     progress(StageStarted(stage, len(plan), "window"))
     # One decoder per batch-piece size serves every window of the level (its buffers and compiled step are
     # reused), over Conv1D weights cast to the working dtype once for the whole level.
-    pieces = -(-codes.shape[0] // settings.max_batch_size)
-    mode = resolve_mode(settings.decode, codes.device, steps=pieces * sum(w.n_new for w in plan))
+    mode, _ = level_decode(c, codes.shape[1], total, codes.shape[0], settings, codes.device)
     prior = prepare(prior, dtype, codes.device, mode)
     decoders: dict[int, Decoder] = {}
 
@@ -201,7 +211,7 @@ def sample_level(
             decoders[batch] = make_decoder(prior, batch, dtype=dtype, device=codes.device, mode=mode)
         return decoders[batch]
 
-    with _threads_for(prior, codes.device):
+    with threads_for(prior, codes.device):
         codes = _run_windows(prior, codes, plan, labels_for, upper_codes, settings, seed, dtype, first_window,
                              on_window, progress, stage, decoder_for, first_sample)  # fmt: skip
     progress(StageFinished(stage))

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import safetensors
-import safetensors.torch
 import torch
 
 from jukebox_cli import __version__
@@ -76,6 +75,19 @@ def _is_number(x: Any) -> bool:
 
 
 _MISSING = object()
+
+
+def _codes_file(codes: torch.Tensor, metadata: dict[str, str]) -> bytes:
+    """``codes`` (int64) as a safetensors file whose bytes depend on the values only: safetensors' own writer
+    orders the metadata differently from call to call, so that equal codes gave files of different sha256."""
+    data = codes.numpy().astype("<i8").tobytes()
+    header = {
+        "__metadata__": dict(sorted(metadata.items())),
+        "codes": {"dtype": "I64", "shape": list(codes.shape), "data_offsets": [0, len(data)]},
+    }
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    return len(text).to_bytes(8, "little") + text + data
 
 
 def _differences(new: Any, old: Any, key: str = "") -> list[tuple[str, Any, Any]]:
@@ -384,7 +396,7 @@ class Run:
             self.level_dir(level) / CODES_FILE,
             # Serialised in memory and written by Python, so that a full disk is an OSError with its errno
             # (safetensors' own writer reports it as an untyped SafetensorError).
-            lambda tmp: tmp.write_bytes(safetensors.torch.save({"codes": tensor}, metadata=metadata)),
+            lambda tmp: tmp.write_bytes(_codes_file(tensor, metadata)),
             overwrite=True,
         )
 

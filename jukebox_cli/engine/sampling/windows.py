@@ -44,6 +44,13 @@ def sample_length(seconds: float, sample_rate: int, top_hop: int) -> int:
     return int(seconds * sample_rate) // top_hop * top_hop
 
 
+def seconds_for(samples: int, sample_rate: int) -> float:
+    """A length in samples as the duration :func:`sample_length` reads back as exactly that length (a multiple
+    of the top hop): ``samples / sample_rate`` alone may come back a code short, as float rounding can put
+    ``seconds * sample_rate`` just under the whole number, which ``int`` then truncates."""
+    return (samples + 0.5) / sample_rate
+
+
 def window_advance(hop_fraction: float, n_ctx: int) -> int:
     """A level's window advance in codes: ``int(hop_fraction * n_ctx)``, truncated as the original does.
 

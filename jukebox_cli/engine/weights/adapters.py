@@ -23,9 +23,8 @@ from jukebox_cli.engine.files import atomic_write
 from jukebox_cli.engine.models.lora import LoRAConfig, adapter_state, fingerprint, merge_state
 from jukebox_cli.engine.models.prior import Prior
 from jukebox_cli.engine.weights.bundle import Bundle
-from jukebox_cli.engine.weights.resolve import with_adapter_spec
+from jukebox_cli.engine.weights.resolve import ADAPTER_FILE, with_adapter_spec
 
-ADAPTER_FILE = "adapter.safetensors"
 FORMAT = "jukebox-lora/1"
 
 

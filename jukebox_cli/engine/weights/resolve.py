@@ -39,6 +39,8 @@ from jukebox_cli.engine.weights.registry import MODELS, model_for_repo
 
 TINY_RANDOM = "tiny-random"
 ADAPTER_MARK = "+adapter="
+#: A LoRA training run's adapter file: ``--adapter RUN`` names the one in it.
+ADAPTER_FILE = "adapter.safetensors"
 #: The presets ``tiny-random`` is built from: its VQ-VAE, and its prior per level.
 TINY_RANDOM_VQVAE = "tiny"
 TINY_RANDOM_PRIORS = {2: "tiny_1b_lyrics", 1: "tiny_upsampler_level_1", 0: "tiny_upsampler_level_0"}
@@ -117,6 +119,21 @@ def split_adapters(spec: str | Path) -> tuple[str, list[str]]:
 def with_adapter_spec(base: str, adapters: list[str]) -> str:
     """The ``--model`` value of ``base`` with ``adapters`` (inverse of :func:`split_adapters`)."""
     return "".join([base, *(ADAPTER_MARK + a for a in adapters)])
+
+
+def model_identity(spec: str | Path) -> tuple[str, ...]:
+    """What a ``--model`` value names, its spelling aside: paths made absolute, a released model's own hub
+    repository read as the released model. Two values name the same model when their identities are equal
+    (``--resume`` compares what the user asks with what the run recorded)."""
+    base, adapters = split_adapters(spec)
+    try:
+        source = resolve(base)
+    except (CheckpointNotFound, ConfigError):  # named as spelt: it can equal only itself
+        head = base
+    else:
+        head = str(source.path.resolve()) if source.path is not None else source.released or source.spec
+    files = [Path(a).expanduser() for a in adapters]
+    return (head, *(str((f / ADAPTER_FILE if f.is_dir() else f).resolve()) for f in files))
 
 
 def resolve(spec: str | Path) -> ModelSource:
