@@ -22,8 +22,11 @@ from types import TracebackType
 import torch
 
 from jukebox_cli.engine.dtypes import DTYPES, dtype_name
+from jukebox_cli.engine.models.builders import build_prior
 from jukebox_cli.engine.models.prior import PriorConfig
 from jukebox_cli.engine.progress import ProgressCallback, StageFinished, StageStarted, noop
+from jukebox_cli.engine.sampling.decode import make_decoder, prepare
+from jukebox_cli.engine.sampling.level import threads_for
 
 #: The longest a level waits for its worker before compiling on its own (a cold compile of the largest
 #: prior the CPU compiles takes about 40 s on a busy 2-core machine).
@@ -85,10 +88,6 @@ class Prewarm:
 def compile_step(config: PriorConfig, batches: list[int], dtype: torch.dtype, mode: str = "compiled") -> None:
     """Build ``config``'s prior with random weights and run one step of its decoder per batch size, as
     `level.sample_level` would on the CPU (same preparation, same thread count)."""
-    from jukebox_cli.engine.models.builders import build_prior
-    from jukebox_cli.engine.sampling.decode import make_decoder, prepare
-    from jukebox_cli.engine.sampling.level import threads_for
-
     device = torch.device("cpu")
     prior = prepare(build_prior(config, device).eval(), dtype, device, mode)
     width = prior.prior.width
