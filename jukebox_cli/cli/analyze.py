@@ -165,7 +165,8 @@ def _analyze_run(run_dir: Path, figure_path: Path, sample_rate: int, *, force: b
     from jukebox_cli.engine.audio import plots
     from jukebox_cli.engine.sampling.run_analysis import analyze_run
 
-    analysis = analyze_run(run_dir, sample_rate)
+    with RichProgress(enabled=show) as progress:
+        analysis = analyze_run(run_dir, sample_rate, progress=progress)
     plots.save_figure(analysis.figure(), figure_path, overwrite=force)
     rows = [
         {"level": level, "take": take, "input": str(path), **result.summary.to_dict()}

@@ -97,7 +97,11 @@ def test_analyze_a_run_draws_every_level_of_every_take(run_cli, tmp_path: Path) 
 
     from jukebox_cli.engine.sampling.run_analysis import analyze_run
 
-    figure = analyze_run(run, 22050).figure()
+    events = []
+    figure = analyze_run(run, 22050, progress=events.append).figure()
+    # One bar for the whole run, in seconds of audio: 4 files of 1 s each.
+    assert [type(e).__name__ for e in (events[0], events[-1])] == ["StageStarted", "StageFinished"]
+    assert events[0].total == 4 and sum(e.n for e in events[1:-1]) == 4
     titles = [ax.get_title(loc="left") for ax in figure.axes if ax.get_title(loc="left")]
     assert titles == ["level 2, take 0", "level 2, take 1", "level 1, take 0", "level 1, take 1"]
 

@@ -6,6 +6,7 @@ figure is ``plots.plot_chroma_grid`` with the levels as rows, top first, and the
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,9 @@ from matplotlib.figure import Figure
 
 from jukebox_cli.engine.audio import plots
 from jukebox_cli.engine.audio.analysis import FileAnalysis, analyze_file
+from jukebox_cli.engine.audio.io import audio_info
 from jukebox_cli.engine.errors import ConfigError
+from jukebox_cli.engine.progress import Advanced, Event, ProgressCallback, StageFinished, StageStarted, noop
 from jukebox_cli.engine.sampling.listing import RunSummary, describe_run
 
 
@@ -39,20 +42,35 @@ class RunAnalysis:
                                       title=f"{Path(self.run.path).name}: chromagram per level and take")  # fmt: skip
 
 
-def analyze_run(path: str | os.PathLike[str], sample_rate: int) -> RunAnalysis:
+def analyze_run(
+    path: str | os.PathLike[str], sample_rate: int, *, progress: ProgressCallback = noop
+) -> RunAnalysis:
     """Analyse every audio file of a run at ``sample_rate`` (see ``analysis.analyze_file``).
+
+    ``progress`` receives one ``"analyze"`` stage for the whole run, counted in seconds of audio over all its
+    files (a run of many takes and levels would otherwise show one short bar per file).
 
     Raises:
         ConfigError: not a run folder, or a run with no audio yet; the errors of ``io.stream_audio``.
     """
     run = describe_run(path)
-    files: dict[int, dict[int, tuple[Path, FileAnalysis]]] = {}
-    for status in run.levels:
-        for name in status.audio:
-            take = int(Path(name).stem.removeprefix("item_"))
-            files.setdefault(status.level, {})[take] = (Path(name), analyze_file(name, sample_rate))
-    if not files:
+    found = [
+        (status.level, int(Path(name).stem.removeprefix("item_")), Path(name))
+        for status in run.levels
+        for name in status.audio
+    ]
+    if not found:
         raise ConfigError(
             f"{run.path} holds no audio yet: a level's audio is written when the level is done."
         )
+    progress(StageStarted("analyze", sum(math.ceil(audio_info(f).duration) for *_, f in found), "s"))
+
+    def advances_only(event: Event) -> None:  # each file's own stage is a part of the run's
+        if isinstance(event, Advanced):
+            progress(event)
+
+    files: dict[int, dict[int, tuple[Path, FileAnalysis]]] = {}
+    for level, take, name in found:
+        files.setdefault(level, {})[take] = (name, analyze_file(name, sample_rate, progress=advances_only))
+    progress(StageFinished("analyze"))
     return RunAnalysis(run, files)
