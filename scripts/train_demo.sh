@@ -31,7 +31,7 @@
 # codes per step restarted most of them every step), the priors see the `unknown` artist on 20 % and the
 # `unknown` genre on 10 % of their chunks (so that those rows are trained), and the top prior (it was
 # under-fitted) trains 4,800 steps instead of 2,400 with 8 layers instead of 6 (the demo-top preset).
-# TOP_PRESET picks another preset for it (demo-top-long: twice the context, 5.94 s; about half the steps a second).
+# TOP_PRESET picks another preset for it.
 # STEPS_SCALE multiplies every step count (at least 2 steps each), for smoke runs.
 #
 # Every stage resumes where it stopped (re-run the same command after an interruption). Each process has a

@@ -276,10 +276,7 @@ def _prior_command(kind: str, default_level: int | None):
             int | None, typer.Option(help="Level to model (2: top; 1, 0: upsamplers).")
         ] = default_level,
         preset: Annotated[
-            str,
-            typer.Option(
-                help="tiny, small, demo-top, demo-top-long or demo-up (a new prior), ignored with --from."
-            ),
+            str, typer.Option(help="tiny, small, demo-top or demo-up (a new prior), ignored with --from.")
         ] = "small",
         from_: Annotated[
             str | None,

@@ -89,17 +89,3 @@ def test_media_samples_a_window(parts) -> None:
                             cache_dir=corpus.root / "cache", held_out=0.5)  # fmt: skip
     items = PriorTask(prior.eval(), vqvae, held, batch_size=2).media(prior, step=3)
     assert items["sample_T1"].samples.shape == items["truth"].samples.shape
-
-
-def test_the_long_demo_top_prior_hears_twice_as_far_in_blocks_of_the_same_length() -> None:
-    vqvae = build_vqvae("small", "cpu", 0)
-    labels = new_label_set(["ann"], ["rock"])
-    short, long = (
-        training_prior_config(preset, vqvae.config, vqvae.levels - 1, labels)
-        for preset in ("demo-top", "demo-top-long")
-    )
-    assert long.n_ctx == 2 * short.n_ctx and long.n_ctx // long.blocks == short.n_ctx // short.blocks
-    assert long.window_samples == 2 * short.window_samples
-    # Nothing else differs (the shortest song it accepts is its window).
-    same = dataclasses.replace(long, n_ctx=short.n_ctx, blocks=short.blocks, min_duration=short.min_duration)
-    assert same == short

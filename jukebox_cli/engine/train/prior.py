@@ -42,8 +42,6 @@ PRIOR_PRESETS = {
     # layers; 8 cost 5 % more per training step (encoding the batch with the VQ-VAE is half of a step) and
     # about 1 s more CPU for 10 s of samples, where the upsamplers take most of the time.
     "demo-top": {"width": 256, "depth": 8, "heads": 4, "n_ctx": 512, "blocks": 32, "cond_width": 64, "cond_depth": 2},
-    # The demo top prior with twice the context (5.94 s): a window of quiet audio is less of what it hears.
-    "demo-top-long": {"width": 256, "depth": 8, "heads": 4, "n_ctx": 1024, "blocks": 64, "cond_width": 64, "cond_depth": 2},
     "demo-up": {"width": 128, "depth": 4, "heads": 2, "n_ctx": 256, "blocks": 16, "cond_width": 64, "cond_depth": 2},
 }  # fmt: skip
 
