@@ -21,6 +21,7 @@ from jukebox_cli.cli._options import SUBTYPES
 from jukebox_cli.cli._progress import RichProgress
 from jukebox_cli.cli._say import say
 from jukebox_cli.cli._signals import EXIT_TERMINATED, Terminated, sigterm_interrupts
+from jukebox_cli.engine.tracking import format_seconds
 
 
 def _print_plan(console: Console, job, plans, estimates, device: str) -> None:
@@ -35,20 +36,12 @@ def _print_plan(console: Console, job, plans, estimates, device: str) -> None:
         table.add_row(str(p.level), f"{p.total_codes:,}", f"{p.existing_codes:,}", str(p.windows),
                       f"{p.new_tokens:,}", str(p.batch_size), _size(p.cache_bytes_per_sample), _size(p.weight_bytes),
                       e.mode,
-                      _duration(e.seconds))  # fmt: skip
+                      format_seconds(e.seconds))  # fmt: skip
     console.print(table)
     # Under the table rather than its caption, which rich would wrap to the table's width, not the terminal's.
     say(console, f"codes: per take; saved: already in the run (a prompt or a resumed run); new: tokens to "
-                 f"sample; expected time on {escape(device)}: {_duration(sum(e.seconds for e in estimates))} "
+                 f"sample; expected time on {escape(device)}: {format_seconds(sum(e.seconds for e in estimates))} "
                  "(a probe of each prior's decode step; VQ-VAE decoding not counted)")  # fmt: skip
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _size(n: float) -> str:
@@ -202,9 +195,7 @@ def _summary(result, levels: tuple[int, ...], seconds: float) -> tuple[str, ...]
         if final
         else str(result.run)
     )
-    line = (
-        f"done in {_duration(seconds)}: {'final' if last == 0 else f'level-{last}'} audio in {escape(where)}"
-    )
+    line = f"done in {format_seconds(seconds)}: {'final' if last == 0 else f'level-{last}'} audio in {escape(where)}"
     if last > 0:
         return (
             f"{line}; upsample the takes you like with:",

@@ -29,6 +29,7 @@ from jukebox_cli.engine.progress import (
     StageStarted,
     TrainMetrics,
 )
+from jukebox_cli.engine.tracking import format_seconds
 
 
 class RateColumn(ProgressColumn):
@@ -175,14 +176,6 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def _about(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 class _FittingProgress(Progress):
     """A Progress that drops its decorations (bar, elapsed time) on a narrow terminal."""
 
@@ -289,7 +282,7 @@ class TrainProgress(RichProgress):
             left = (self._total - self._step) / rate
             on = f" on {self._device}" if self._device else ""
             self._progress.console.print(
-                f"expected: about {_about(left)} more at {rate:.2g} steps/s{on} "
+                f"expected: about {format_seconds(left)} more at {rate:.2g} steps/s{on} "
                 f"({self._total - self._step:,} steps left; --steps to shorten)",
                 highlight=False,
                 soft_wrap=True,
