@@ -25,7 +25,7 @@ from jukebox_cli.engine.progress import (
 )
 from jukebox_cli.engine.ranks import SINGLE, Ranks
 from jukebox_cli.engine.sampling.alignment import missing_alignments, write_alignments
-from jukebox_cli.engine.sampling.batching import AUTO, batch_size, bytes_per_sample
+from jukebox_cli.engine.sampling.batching import batch_size, bytes_per_sample
 from jukebox_cli.engine.sampling.conditioning import encode_metadata, labels_for
 from jukebox_cli.engine.sampling.level import SamplingSettings, level_decode, sample_level
 from jukebox_cli.engine.sampling.plan import cache_bytes
@@ -206,16 +206,17 @@ def _start_compiles(prewarm: Prewarm, bundle: Bundle, request: CascadeRequest, c
     """Compile the steps of the levels that will run compiled, after the first level left to sample, in
     worker processes (`prewarm`): the first level has nothing to overlap its compile with."""
     left = [level for level in request.levels if not saved[level][2]]
-    n_samples = len(request.samples)
+    n_samples, cpu = len(request.samples), torch.device("cpu")
     for level in left[1:]:
         config = bundle.prior_configs[level]
         total = request.sample_length // config.hop_length
         existing = min(total, codes[level].shape[1]) if level in codes else 0
-        # The batch the level will choose when its memory allows every sample at once (a CPU's usual case).
-        setting = request.max_batch_size[level]
-        batch = n_samples if setting == AUTO else max(1, min(int(setting), n_samples))
+        # The batch the level will choose when its memory allows every sample at once (a CPU's usual case):
+        # per-sample memory taken as nothing.
+        batch = batch_size(request.max_batch_size[level], n_samples, per_sample=0, free_bytes=free_memory(cpu),
+                           device=cpu)  # fmt: skip
         mode, batches = level_decode(config, existing, total, n_samples, _settings(request, level, batch, decode),
-                                     torch.device("cpu"))  # fmt: skip
+                                     cpu)  # fmt: skip
         if mode == "compiled":
             prewarm.start(level, config, batches, dtype)
 

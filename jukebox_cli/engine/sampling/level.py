@@ -145,7 +145,8 @@ def level_decode(config: PriorConfig, existing: int, total: int, rows: int, sett
     will sample) and the batch sizes it will make decoders for: from ``existing`` codes to ``total``, for
     ``rows`` sequences in pieces of ``settings.max_batch_size``."""
     plan = plan_level(total, existing, config.n_ctx, window_advance(settings.hop_fraction, config.n_ctx))
-    pieces = [len(rows) for rows in torch.arange(rows).split(settings.max_batch_size)]
+    step = settings.max_batch_size
+    pieces = [min(step, rows - start) for start in range(0, rows, step)]
     mode = resolve_mode(settings.decode, torch.device(device), steps=len(pieces) * sum(w.n_new for w in plan))
     return mode, sorted(set(pieces))
 
