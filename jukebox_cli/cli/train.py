@@ -86,6 +86,14 @@ MinLevelDb = Annotated[
         help="Redraw training chunks whose median level is below this many dBFS (fades, pauses; e.g. -35).",
     ),
 ]
+TrimEdgesDb = Annotated[
+    float | None,
+    typer.Option(
+        max=0.0,
+        help="Start and end each song where its level (median over 3 s) reaches this many dBFS: soft intros "
+        "and fade-outs are left out (e.g. -30).",
+    ),
+]
 
 
 SKIPPED_SHOWN = 10
@@ -113,6 +121,10 @@ def _corpus_lines(corpus: dict) -> list[str]:
         f"  train {_songs(train['songs'])}, {_hours(train['hours'])}; held out {evaluated}",
         f"  {corpus['artists']:,} artist(s), {corpus['genres']:,} genre(s), {corpus['with_lyrics']:,} with lyrics",
     ]
+    if corpus.get("trim_edges_db") is not None:
+        trimmed = corpus["trimmed"]
+        lines.append(f"  quiet edges (below {corpus['trim_edges_db']:g} dBFS) trimmed from {_songs(trimmed['songs'])}, "
+                     f"{_hours(trimmed['hours'])} left out")  # fmt: skip
     if corpus["skipped"] > SKIPPED_SHOWN:  # the first ones are listed one per line
         reasons = ", ".join(f"{why}: {n:,}" for why, n in corpus["skipped_by_reason"].items())
         lines.append(f"  skipped {corpus['skipped']:,} files ({reasons}); the first {SKIPPED_SHOWN} follow")
@@ -236,6 +248,7 @@ def vqvae(
         ),
     ] = None,
     min_level_db: MinLevelDb = None,
+    trim_edges_db: TrimEdgesDb = None,
     device: Device = "auto",
     cache_dir: CacheDir = None,
     quiet: Quiet = False,
@@ -257,7 +270,7 @@ def vqvae(
         return vqvae_task(data, preset=preset, source=from_, batch_size=batch_size, seed=seed, metadata=metadata,
                           held_out=held_out, cache_dir=cache_dir, chunk_seconds=chunk_seconds,
                           revival_threshold=revival_threshold, min_level_db=min_level_db,
-                          progress=progress)  # fmt: skip
+                          trim_edges_db=trim_edges_db, progress=progress)  # fmt: skip
 
     _run("vqvae", build, output=output, data=data, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
          grad_accum=grad_accum, precision=precision, seed=seed, save_every=save_every, eval_every=eval_every,
@@ -301,6 +314,7 @@ def _prior_command(kind: str, default_level: int | None):
         metadata: Metadata = None,
         held_out: HeldOut = 0.1,
         min_level_db: MinLevelDb = None,
+        trim_edges_db: TrimEdgesDb = None,
         label_dropout: Annotated[
             float,
             typer.Option(
@@ -372,7 +386,7 @@ def _prior_command(kind: str, default_level: int | None):
         def build(progress):
             return prior_task(data, vqvae=vqvae, level=level, preset=preset, source=from_, batch_size=batch_size,
                               seed=seed, metadata=metadata, held_out=held_out, cache_dir=cache_dir,
-                              min_level_db=min_level_db, label_dropout=label_dropout,
+                              min_level_db=min_level_db, trim_edges_db=trim_edges_db, label_dropout=label_dropout,
                               artist_dropout=artist_dropout, lora=lora, base_dtype=base_dtype,
                               progress=progress)  # fmt: skip
 

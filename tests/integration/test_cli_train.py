@@ -101,11 +101,13 @@ def test_train_prior_and_upsampler_then_generate(corpus: Path, tmp_path: Path, r
     up = tmp_path / "up"
     result = run_cli("train", "upsampler", corpus, "--vqvae", "tiny", "--level", "1", "--preset", "tiny",
                      "--steps", "4", "--save-every", "4", "--eval-every", "4", "--min-level-db", "-60",
-                     "--label-dropout", "0.1", "--artist-dropout", "0.3", *_common(tmp_path, up))  # fmt: skip
+                     "--trim-edges-db", "-50", "--label-dropout", "0.1", "--artist-dropout", "0.3",
+                     *_common(tmp_path, up))  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert (up / "prior_level_1.safetensors").is_file()
     task = json.loads((up / "train.json").read_text())["task"]  # what a resume must repeat
-    assert (task["min_level_db"], task["label_dropout"], task["artist_dropout"]) == (-60, 0.1, 0.3)
+    assert (task["min_level_db"], task["trim_edges_db"]) == (-60, -50)
+    assert (task["label_dropout"], task["artist_dropout"]) == (0.1, 0.3)
 
     # The trained top prior knows the corpus' artists and genres.
     result = run_cli("labels", "--artists", "--model", top, "--json")
@@ -277,10 +279,12 @@ def test_two_process_gloo_training(corpus: Path, tmp_path: Path) -> None:
 def test_a_refused_start_writes_nothing(corpus: Path, tmp_path: Path, run_cli) -> None:
     run = tmp_path / "run"
     args = ("train", "vqvae", corpus, "--preset", "tiny", "--steps", "1", "--chunk-seconds", "0.2",
-            "--eval-every", "1000", "--device", "cpu", "--cache-dir", tmp_path / "cache", "-o", run)  # fmt: skip
+            "--eval-every", "1000", "--trim-edges-db", "-60", "--device", "cpu", "--cache-dir", tmp_path / "cache",
+            "-o", run)  # fmt: skip
     first = run_cli(*args)
     assert first.exit_code == 0, first.stderr
     assert "data: 6 songs in" in first.stderr and "skipped" in first.stderr and "{" not in first.stderr
+    assert "quiet edges (below -60 dBFS) trimmed from 0 songs, 0 s left out" in first.stderr
     before = sorted(p for p in run.rglob("*"))
     again = run_cli(*args)
     assert again.exit_code == 8 and "already holds a training run" in again.stderr

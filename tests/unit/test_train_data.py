@@ -351,3 +351,69 @@ def test_quiet_training_chunks_are_drawn_again(tmp_path: Path) -> None:
     assert cleaned.describe()["min_level_db"] == -35.0
     with pytest.raises(ConfigError, match="min_level_db"):
         scan(folder, tmp_path, min_level_db=6.0)
+
+
+def test_loud_span_finds_where_the_music_crosses_the_level() -> None:
+    loud = music_like(10.0, SR)
+    hushed = 0.003  # about -50 dB
+    song = np.concatenate([hushed * music_like(5.0, SR), loud, hushed * music_like(4.0, SR)])
+    start, end = data.loud_span(song, SR, -30.0)
+    # Within a frame or two of the crossings, not half a 3 s window before or after them.
+    assert abs(start - 5 * SR) < 2 * data.HOP and abs(end - 15 * SR) < 2 * data.HOP
+    assert data.loud_span(loud, SR, -30.0) == (0, loud.size)  # loud to both ends: nothing trimmed
+    assert data.loud_span(0.003 * loud, SR, -30.0) is None
+    assert data.loud_span(loud[: SR // 2], SR, -30.0) == (0, SR // 2)  # shorter than a window: judged whole
+    assert data.loud_span(np.zeros(0), SR, -30.0) is None
+
+
+def test_trimmed_edges_start_songs_with_their_music(tmp_path: Path) -> None:
+    folder = tmp_path / "intros"
+    folder.mkdir()
+    loud = music_like(8.0, SR)
+    intro, tail = 0.003 * music_like(6.0, SR), 0.003 * loud[: 4 * SR]
+    sf.write(folder / "intro.wav", np.concatenate([intro, loud, tail]), SR)
+    sf.write(folder / "plain.wav", loud, SR)
+    sf.write(folder / "hushed.wav", 0.003 * loud, SR)  # never reaches the level
+    brief = np.concatenate([0.003 * loud, loud[: LENGTH // 2]])  # loud too briefly
+    sf.write(folder / "brief.wav", brief, SR)
+    whole = scan(folder, tmp_path)
+    assert [s.path.name for s in whole.songs] == ["brief.wav", "hushed.wav", "intro.wav", "plain.wav"]
+    trimmed = scan(folder, tmp_path, trim_edges_db=-30.0, min_level_db=-35.0)
+
+    assert [s.path.name for s in trimmed.songs] == ["intro.wav", "plain.wav"]
+    reasons = {p.name: why.split(":")[0] for p, why in trimmed.skipped}
+    assert reasons == {"brief.wav": "too quiet", "hushed.wav": "too quiet"}
+    intro, plain = trimmed.songs
+    assert abs(intro.start - 6 * SR) < 2 * data.HOP and abs(intro.n_samples - 8 * SR) < 4 * data.HOP
+    assert (plain.start, plain.n_samples, plain.trimmed) == (0, loud.size, 0)
+    assert intro.trimmed == 18 * SR - intro.n_samples  # the intro and the quiet tail
+    assert trimmed.describe()["trimmed"] == {"songs": 1, "hours": round(intro.trimmed / SR / 3600, 4)}
+    # Offsets and the timing label's total length count from the song's new start.
+    chunk = trimmed.chunk(0, 0)
+    assert chunk.total_length == intro.n_samples
+    assert np.array_equal(chunk.audio.numpy(), whole.chunk(2, intro.start).audio.numpy())
+    assert median_level_db(chunk.audio.numpy()) > -30
+    every = [c for step in range(4) for c in trimmed.sample_batch("train", 16, seed=0, step=step)]
+    assert min(median_level_db(c.audio.numpy()) for c in every) > -35
+    assert trimmed.fingerprint() != scan(folder, tmp_path, min_level_db=-35.0).fingerprint()
+    assert trimmed.describe()["trim_edges_db"] == -30.0 and whole.describe()["trim_edges_db"] is None
+    with pytest.raises(ConfigError, match="trim_edges_db"):
+        scan(folder, tmp_path, trim_edges_db=0.0)
+
+
+def test_song_spans_are_found_once_and_kept_beside_the_decoded_audio(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "songs"
+    folder.mkdir()
+    sf.write(folder / "intro.wav", np.concatenate([0.003 * music_like(4.0, SR), music_like(4.0, SR)]), SR)
+    first = scan(folder, tmp_path, trim_edges_db=-30.0)
+    sidecars = list((tmp_path / "cache" / "audio").glob("*.span-30.json"))
+    assert len(sidecars) == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the span was found again")
+
+    monkeypatch.setattr(data, "loud_span", fail)
+    assert scan(folder, tmp_path, trim_edges_db=-30.0).songs == first.songs
+    sidecars[0].write_text("{damaged")  # found again, not trusted
+    monkeypatch.undo()
+    assert scan(folder, tmp_path, trim_edges_db=-30.0).songs == first.songs

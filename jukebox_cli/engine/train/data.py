@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from jukebox_cli.engine.audio.io import stream_audio
-from jukebox_cli.engine.audio.quality import median_level_db
-from jukebox_cli.engine.errors import AudioError, ConfigError, TrainingError
+from jukebox_cli.engine.audio.quality import FRAME, HOP, median_level_db
+from jukebox_cli.engine.errors import AudioError, ConfigError, JukeboxError, TrainingError
 from jukebox_cli.engine.files import atomic_write
 from jukebox_cli.engine.progress import Advanced, ProgressCallback, StageFinished, StageStarted, noop
 from jukebox_cli.engine.weights.cache import cache_root
@@ -42,11 +42,19 @@ _BUCKETS = 10_000
 # Redraws per chunk when quiet chunks are skipped: enough that a corpus with a few quiet passages never keeps
 # one, bounded so that a corpus of nothing but quiet audio still yields batches (of its loudest draws' kind).
 _QUIET_REDRAWS = 50
+# A song's loud span is judged on its level's median over this many seconds: long enough that a pause between
+# phrases or a drum break does not end the span, short enough to find where an intro turns into the song.
+EDGE_WINDOW_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
 class SongInfo:
-    """One usable song: its source file, its length at the model's rate, its labels and its split."""
+    """One usable song: its source file, its length at the model's rate, its labels and its split.
+
+    ``start`` is where the song begins in its decoded file (0 unless its quiet edges were trimmed) and
+    ``n_samples`` its length from there: chunk offsets and timing labels count within this span. ``trimmed``
+    is how many samples of the file its quiet edges left out, both ends together.
+    """
 
     path: Path
     n_samples: int
@@ -54,6 +62,8 @@ class SongInfo:
     genre: str
     lyrics: str
     split: str
+    start: int = 0
+    trimmed: int = 0
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,54 @@ def _find_audio(root: Path, exclude: Path) -> list[Path]:
             Path(folder) / f for f in files if not f.startswith(".") and f.lower().endswith(AUDIO_EXTENSIONS)
         ]
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def loud_span(audio: np.ndarray, sample_rate: int, level_db: float) -> tuple[int, int] | None:
+    """``(start, end)`` samples of mono ``audio`` from the first to the last moment its level reaches ``level_db``.
+
+    The level at a moment is the median frame level (as in ``median_level_db``) over the
+    ``EDGE_WINDOW_SECONDS`` centred on it, so the span's edges fall where the music crosses the level, not up to
+    half a window before or after. None if no moment reaches it.
+    """
+    audio = np.asarray(audio, dtype=np.float64)
+    n_frames = 1 + (audio.size - FRAME) // HOP if audio.size >= FRAME else 0
+    window = max(1, round(EDGE_WINDOW_SECONDS * sample_rate / HOP))
+    if n_frames < window:  # shorter than one window: judged whole
+        loud = audio.size > 0 and median_level_db(audio) >= level_db
+        return (0, audio.size) if loud else None
+    # Frame powers from a running sum of squares: the frames overlap fourfold, and a copy of them all would
+    # take gigabytes for a long song.
+    squares = np.concatenate([[0.0], np.cumsum(audio**2)])
+    begins = np.arange(n_frames) * HOP
+    power = (squares[begins + FRAME] - squares[begins]) / FRAME
+    levels = 10.0 * np.log10(np.maximum(power, 0.0) + 1e-20)
+    medians = np.median(np.lib.stride_tricks.sliding_window_view(levels, window), axis=1)
+    loud = np.flatnonzero(medians >= level_db)
+    if loud.size == 0:
+        return None
+    # From a window's first sample to the middle of its middle frame. A song loud from its first (or to its
+    # last) window keeps its whole edge: no moment there was judged quiet.
+    centre = (window - 1) * HOP // 2 + FRAME // 2
+    start = 0 if loud[0] == 0 else int(loud[0] * HOP + centre)
+    end = audio.size if loud[-1] == medians.size - 1 else int(min(audio.size, loud[-1] * HOP + centre))
+    return start, end
+
+
+def _cached_span(cache_file: Path, sample_rate: int, level_db: float) -> tuple[int, int] | None:
+    """``loud_span`` of a decoded song, kept in a small file beside it: a large corpus is rescanned at every
+    start and resume, and finding the spans reads every sample (about 2 s an hour of audio)."""
+    sidecar = cache_file.with_name(f"{cache_file.stem}.span{level_db:g}.json")
+    try:
+        saved = json.loads(sidecar.read_text())
+        return None if saved is None else (int(saved[0]), int(saved[1]))
+    except (OSError, ValueError, TypeError, IndexError):
+        pass  # a miss, or a damaged entry found again
+    span = loud_span(np.load(cache_file, mmap_mode="r"), sample_rate, level_db)
+    try:
+        atomic_write(sidecar, lambda tmp: tmp.write_text(json.dumps(span)), overwrite=True)
+    except JukeboxError as err:  # a read-only cache still trains; it only finds the spans again next time
+        logger.debug("cannot keep the span of %s: %s", cache_file, err)
+    return span
 
 
 def _decoded(path: Path, cache: Path, sample_rate: int) -> tuple[Path, int]:
@@ -275,9 +333,10 @@ class AudioCorpus:
         sample_length: int,
         held_out: float,
         min_level_db: float | None = None,
+        trim_edges_db: float | None = None,
     ) -> None:
         self.root, self.songs, self.skipped = root, songs, skipped
-        self.min_level_db = min_level_db
+        self.min_level_db, self.trim_edges_db = min_level_db, trim_edges_db
         self.sample_rate, self.sample_length = sample_rate, sample_length
         self._relatives = [s.path.relative_to(root).as_posix() for s in songs]
         self._cache_files = cache_files
@@ -299,6 +358,7 @@ class AudioCorpus:
         cache_dir: str | Path | None = None,
         held_out: float = 0.1,
         min_level_db: float | None = None,
+        trim_edges_db: float | None = None,
         progress: ProgressCallback = noop,
     ) -> AudioCorpus:
         """Finds the audio files under ``root``, decodes the new or changed ones into the cache, and labels them.
@@ -312,6 +372,11 @@ class AudioCorpus:
             held_out: fraction of songs (by a hash of their path) held out for evaluation; 0 for none.
             min_level_db: training chunks whose median frame level (dBFS) is below this are drawn again
                 (fade-ins, fade-outs, pauses); None keeps every chunk. Evaluation chunks are never skipped.
+            trim_edges_db: each song is taken to start where its level (the median over
+                ``EDGE_WINDOW_SECONDS``) first reaches this many dBFS and to end where it last does, in both
+                splits: soft intros and fade-outs are left out, and a top prior's timing labels then say that
+                a song starts and ends with its music (see ``loud_span``). Songs that never reach it, or whose
+                span is shorter than a chunk, are skipped. None keeps every song whole.
             progress: receives a "decode" stage advanced once per file.
 
         Returns:
@@ -326,10 +391,9 @@ class AudioCorpus:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
         if not 0 <= held_out < 1:
             raise ConfigError(f"held_out must be a fraction in [0, 1), got {held_out!r}.")
-        if min_level_db is not None and not -200 < min_level_db < 0:
-            raise ConfigError(
-                f"min_level_db must be a level in dBFS between -200 and 0, got {min_level_db!r}."
-            )
+        for name, value in (("min_level_db", min_level_db), ("trim_edges_db", trim_edges_db)):
+            if value is not None and not -200 < value < 0:
+                raise ConfigError(f"{name} must be a level in dBFS between -200 and 0, got {value!r}.")
         root = Path(root).expanduser()
         if not root.is_dir():
             state = "is not a folder" if root.exists() else "does not exist"
@@ -342,7 +406,7 @@ class AudioCorpus:
             raise TrainingError(f"No audio files ({kinds}, ...) under {root}.")
         labels = _read_metadata(Path(metadata).expanduser(), root) if metadata is not None else {}
 
-        kept: list[tuple[Path, Path, int]] = []
+        kept: list[tuple[Path, Path, int, int, int]] = []  # file, cache, length, start, trimmed
         skipped: list[tuple[Path, str]] = []
         progress(StageStarted("decode", len(files), "file"))
         for path in files:
@@ -352,13 +416,19 @@ class AudioCorpus:
                 # The path is already in `skipped`; the decoder's message repeats it in full.
                 skipped.append((path, f"unreadable: {_first_line(err).replace(str(path), path.name)}"))
             else:
+                start, end = 0, n_samples
+                if trim_edges_db is not None and n_samples >= sample_length:
+                    start, end = _cached_span(cache_file, sample_rate, trim_edges_db) or (0, 0)
                 if n_samples < sample_length:
                     reason = (
                         f"too short: {n_samples / sample_rate:.2f} s < {sample_length / sample_rate:.2f} s"
                     )
                     skipped.append((path, reason))
+                elif end - start < sample_length:
+                    loud = f"{(end - start) / sample_rate:.2f} s" if end else "nothing"
+                    skipped.append((path, f"too quiet: {loud} reaches {trim_edges_db:g} dBFS"))
                 else:
-                    kept.append((path, cache_file, n_samples))
+                    kept.append((path, cache_file, end - start, start, n_samples - (end - start)))
             progress(Advanced("decode"))
         progress(StageFinished("decode"))
         if not kept:
@@ -368,14 +438,14 @@ class AudioCorpus:
                 f"None of the {len(files)} audio files under {root} is usable: {reasons}{more}."
             )
 
-        relatives = [p.relative_to(root).as_posix() for p, _, _ in kept]
-        songs = [
-            SongInfo(path=path, n_samples=n, split=split, **{**_DEFAULTS, **labels.get(path.resolve(), {})})
-            for (path, _, n), split in zip(kept, _assign_splits(relatives, held_out), strict=True)
-        ]
-        return cls(
-            root, songs, [c for _, c, _ in kept], skipped, sample_rate, sample_length, held_out, min_level_db
-        )
+        relatives = [p.relative_to(root).as_posix() for p, *_ in kept]
+        splits = _assign_splits(relatives, held_out)
+        songs = []
+        for (path, _, n, start, trimmed), split in zip(kept, splits, strict=True):
+            names = {**_DEFAULTS, **labels.get(path.resolve(), {})}
+            songs.append(SongInfo(path=path, n_samples=n, split=split, start=start, trimmed=trimmed, **names))
+        return cls(root, songs, [c for _, c, *_ in kept], skipped, sample_rate, sample_length, held_out,
+                   min_level_db, trim_edges_db)  # fmt: skip
 
     def split(self, name: str) -> list[int]:
         """Indices into ``songs`` of split ``name`` ("train" or "eval").
@@ -410,7 +480,8 @@ class AudioCorpus:
             # Opened per chunk: a memory map holds a file descriptor, and corpora can have more songs than
             # the process may open files.
             samples = np.load(self._cache_files[song], mmap_mode="r")
-            audio = np.array(samples[offset : offset + self.sample_length], dtype=np.float32)
+            begin = info.start + offset
+            audio = np.array(samples[begin : begin + self.sample_length], dtype=np.float32)
         except (OSError, ValueError) as err:
             raise TrainingError(
                 f"The decoded copy of {info.path} is gone or damaged ({_first_line(err)}); scan the data again."
@@ -508,6 +579,8 @@ class AudioCorpus:
         shape = [self.sample_rate, self.sample_length]
         if self.min_level_db is not None:  # only then, so that fingerprints of earlier runs stay as they were
             shape.append(self.min_level_db)
+        if self.trim_edges_db is not None:  # a song's span is what its length and offsets count within
+            shape.append({"trim_edges_db": self.trim_edges_db, "starts": [s.start for s in self.songs]})
         payload = json.dumps([*shape, rows], ensure_ascii=False)
         return hashlib.sha1(payload.encode()).hexdigest()
 
@@ -523,6 +596,11 @@ class AudioCorpus:
             "sample_rate": self.sample_rate,
             "sample_length": self.sample_length,
             "min_level_db": self.min_level_db,
+            "trim_edges_db": self.trim_edges_db,
+            "trimmed": {
+                "songs": sum(s.trimmed > 0 for s in self.songs),
+                "hours": round(sum(s.trimmed for s in self.songs) / self.sample_rate / 3600, 4),
+            },
             "songs": len(self.songs),
             "train": summary("train"),
             # A lone song is trained and evaluated on; the CLI should say so.

@@ -174,6 +174,8 @@ class PriorTask:
         # Only when set, so that runs from before these options still resume; a resume must repeat them.
         if self.corpus.min_level_db is not None:
             config["min_level_db"] = self.corpus.min_level_db
+        if self.corpus.trim_edges_db is not None:
+            config["trim_edges_db"] = self.corpus.trim_edges_db
         if self.artist_dropout:
             config["label_dropout"] = self.label_dropout
             config["artist_dropout"] = self.artist_dropout

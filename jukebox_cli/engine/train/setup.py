@@ -38,12 +38,14 @@ def vqvae_task(
     chunk_seconds: float | None = None,
     revival_threshold: float | None = None,
     min_level_db: float | None = None,
+    trim_edges_db: float | None = None,
     progress: ProgressCallback = noop,
 ) -> VQVAETask:
     """A VQ-VAE to train on the audio under ``data``: a fresh ``preset`` or the weights of ``source``.
 
     ``revival_threshold`` replaces the model's dead-code threshold (see ``train.vqvae.codebook_notes``).
-    ``min_level_db`` redraws quieter training chunks (``AudioCorpus.scan``); None keeps them all.
+    ``min_level_db`` redraws quieter training chunks and ``trim_edges_db`` leaves out songs' soft intros and
+    fade-outs (``AudioCorpus.scan``); None keeps them all.
 
     Raises:
         ConfigError: unknown preset; CheckpointError: ``source`` cannot be loaded; TrainingError: no usable audio.
@@ -63,7 +65,7 @@ def vqvae_task(
         length = max(top, round(chunk_seconds * model.sample_rate / top) * top)
     corpus = AudioCorpus.scan(data, sample_rate=model.sample_rate, sample_length=length, metadata=metadata,
                               cache_dir=cache_dir, held_out=held_out, min_level_db=min_level_db,
-                              progress=progress)  # fmt: skip
+                              trim_edges_db=trim_edges_db, progress=progress)  # fmt: skip
     return VQVAETask(model.train(), corpus, batch_size, seed=seed, source=source)
 
 
@@ -80,6 +82,7 @@ def prior_task(
     held_out: float = 0.1,
     cache_dir: str | Path | None = None,
     min_level_db: float | None = None,
+    trim_edges_db: float | None = None,
     label_dropout: float = 0.0,
     artist_dropout: float | None = None,
     lora: LoRAConfig | None = None,
@@ -90,7 +93,9 @@ def prior_task(
 
     ``source`` is anything ``--model`` accepts (a released model name, a model folder or run folder, a hub
     repository); its prior at ``level`` is fine-tuned, with label tables extended by the corpus' new names.
-    ``min_level_db`` redraws quieter training chunks (``AudioCorpus.scan``). ``label_dropout`` is the share of
+    ``min_level_db`` redraws quieter training chunks and ``trim_edges_db`` leaves out songs' soft intros and
+    fade-outs, so that a top prior learns that a song starts with its music (``AudioCorpus.scan``).
+    ``label_dropout`` is the share of
     training chunks labelled with the ``unknown`` artist and genre, ``artist_dropout`` (default: the same) the
     share with the ``unknown`` artist (see ``PriorTask``).
 
@@ -129,7 +134,7 @@ def prior_task(
     dropout = PriorTask.check_dropout(label_dropout, artist_dropout)
     corpus = AudioCorpus.scan(data, sample_rate=codec.sample_rate, sample_length=window, metadata=metadata,
                               cache_dir=cache_dir, held_out=held_out, min_level_db=min_level_db,
-                              progress=progress)  # fmt: skip
+                              trim_edges_db=trim_edges_db, progress=progress)  # fmt: skip
     base_fingerprint = None
     if lora is not None:
         base_fingerprint = lora_.fingerprint(prior)

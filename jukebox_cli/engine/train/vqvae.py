@@ -63,6 +63,8 @@ class VQVAETask:
         }
         if self.corpus.min_level_db is not None:  # only when set, so that older runs still resume
             config["min_level_db"] = self.corpus.min_level_db
+        if self.corpus.trim_edges_db is not None:
+            config["trim_edges_db"] = self.corpus.trim_edges_db
         return config
 
     def notes(self, world: int = 1) -> list[str]:
