@@ -91,7 +91,7 @@ TrimEdgesDb = Annotated[
     typer.Option(
         max=0.0,
         help="Start and end each song where its level (median over 3 s) reaches this many dBFS: soft intros "
-        "and fade-outs are left out (e.g. -30).",
+        "and fade-outs are left out (e.g. -50).",
     ),
 ]
 
