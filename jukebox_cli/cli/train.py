@@ -90,8 +90,7 @@ TrimEdgesDb = Annotated[
     float | None,
     typer.Option(
         max=0.0,
-        help="Start and end each song where its level (median over 3 s) reaches this many dBFS: soft intros "
-        "and fade-outs are left out (e.g. -50).",
+        help="Trim each song's edges quieter than this many dBFS (e.g. -50).",
     ),
 ]
 

@@ -94,10 +94,9 @@ def prior_task(
     ``source`` is anything ``--model`` accepts (a released model name, a model folder or run folder, a hub
     repository); its prior at ``level`` is fine-tuned, with label tables extended by the corpus' new names.
     ``min_level_db`` redraws quieter training chunks and ``trim_edges_db`` leaves out songs' soft intros and
-    fade-outs, so that a top prior learns that a song starts with its music (``AudioCorpus.scan``).
-    ``label_dropout`` is the share of
-    training chunks labelled with the ``unknown`` artist and genre, ``artist_dropout`` (default: the same) the
-    share with the ``unknown`` artist (see ``PriorTask``).
+    fade-outs (``AudioCorpus.scan``). ``label_dropout`` is the share of training chunks labelled with the
+    ``unknown`` artist and genre, ``artist_dropout`` (default: the same) the share with the ``unknown`` artist
+    (see ``PriorTask``).
 
     ``lora`` fine-tunes low-rank adapters on the frozen prior of ``source`` instead of every weight. The label
     tables are then the base's as they are (the corpus' new names train as the unknown artist or genre): rows
