@@ -21,6 +21,11 @@ COLLAPSE_CODE_SHARE = 0.5
 _POWER_FLOOR = 1e-20
 
 
+def power_db(power: np.ndarray) -> np.ndarray:
+    """Mean-square power in dBFS, digital silence floored at -200 dBFS."""
+    return 10.0 * np.log10(power + _POWER_FLOOR)
+
+
 def frame_levels_db(audio: np.ndarray, frame: int = FRAME, hop: int = HOP) -> np.ndarray:
     """RMS level in dBFS of each frame of mono audio ``[T]`` (one frame if the audio is shorter)."""
     audio = np.asarray(audio, dtype=np.float64)
@@ -30,7 +35,7 @@ def frame_levels_db(audio: np.ndarray, frame: int = FRAME, hop: int = HOP) -> np
         frames = audio[None]
     else:
         frames = np.lib.stride_tricks.sliding_window_view(audio, frame)[::hop]
-    return 10.0 * np.log10(np.mean(frames**2, axis=1) + _POWER_FLOOR)
+    return power_db(np.mean(frames**2, axis=1))
 
 
 def median_level_db(audio: np.ndarray) -> float:

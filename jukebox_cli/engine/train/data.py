@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from jukebox_cli.engine.audio.io import stream_audio
-from jukebox_cli.engine.audio.quality import FRAME, HOP, median_level_db
+from jukebox_cli.engine.audio.quality import FRAME, HOP, median_level_db, power_db
 from jukebox_cli.engine.errors import AudioError, ConfigError, JukeboxError, TrainingError
 from jukebox_cli.engine.files import atomic_write
 from jukebox_cli.engine.progress import Advanced, ProgressCallback, StageFinished, StageStarted, noop
@@ -107,14 +107,14 @@ def loud_span(audio: np.ndarray, sample_rate: int, level_db: float) -> tuple[int
     n_frames = 1 + (audio.size - FRAME) // HOP if audio.size >= FRAME else 0
     window = max(1, round(EDGE_WINDOW_SECONDS * sample_rate / HOP))
     if n_frames < window:  # shorter than one window: judged whole
-        loud = audio.size > 0 and median_level_db(audio) >= level_db
-        return (0, audio.size) if loud else None
+        heard = audio.size > 0 and median_level_db(audio) >= level_db
+        return (0, audio.size) if heard else None
     # Frame powers from a running sum of squares: the frames overlap fourfold, and a copy of them all would
     # take gigabytes for a long song.
     squares = np.concatenate([[0.0], np.cumsum(audio**2)])
     begins = np.arange(n_frames) * HOP
     power = (squares[begins + FRAME] - squares[begins]) / FRAME
-    levels = 10.0 * np.log10(np.maximum(power, 0.0) + 1e-20)
+    levels = power_db(np.maximum(power, 0.0))  # the running sums' rounding can dip just below 0
     medians = np.median(np.lib.stride_tricks.sliding_window_view(levels, window), axis=1)
     loud = np.flatnonzero(medians >= level_db)
     if loud.size == 0:
